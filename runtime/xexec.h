@@ -1,0 +1,79 @@
+/* xexec.h — the XNNPACK executor: runs a model whole, or a layer range of it
+ * on a horizontal strip of rows.
+ *
+ * Life cycle (as XNNPACK's own operators): xexec_create() validates the
+ * model and creates one XNNPACK operator per layer, packing weights once;
+ * xexec_strip_create() plans one strip (its row intervals per layer, its
+ * buffers); xexec_strip_run() binds the operators to the strip's buffers
+ * and runs them. A strip is run any number of times; many strips may exist
+ * for one executor but only one runs at a time (operators are shared).
+ *
+ * Strips. The caller names the range [first, end) (both cuts, see model.h)
+ * and the output rows of layer end-1 it wants; xexec_strip_in_rows() says
+ * which rows of the range's input the caller must put into
+ * xexec_strip_input() (halo included, rows outside the image are the
+ * padding and are never asked for). Borders follow from the absolute row
+ * numbers: a strip at the top or bottom of the image gets the model's zero
+ * padding there; any other strip computes on real halo rows.
+ *
+ * Feature enhancement stays exact on strips: xexec_strip_run() stops before
+ * each FE layer and hands out the per-channel sums over the rows of the FE
+ * input that this strip owns; the caller adds the sums of all strips, turns
+ * them into a scale with model_fe_scale(), gives it back with
+ * xexec_strip_set_fe_scale() and calls xexec_strip_run() again to continue.
+ * xexec_strip_run_local() resolves every FE with the strip's own sums:
+ * exact for a strip that covers the whole image, an approximation (the
+ * paper's tile-local variant) otherwise.
+ */
+#ifndef EDGEDI_XEXEC_H
+#define EDGEDI_XEXEC_H
+
+#include <stdbool.h>
+
+#include "runtime/err.h"
+#include "runtime/model.h"
+
+typedef struct xexec xexec;
+typedef struct xexec_strip xexec_strip;
+
+/* `m` must be finalized and outlive the executor. threads <= 1 runs on the
+ * calling thread only. */
+err_code xexec_create(const model *m, int threads, xexec **out, err *e);
+void xexec_destroy(xexec *x);
+const model *xexec_model(const xexec *x);
+
+/* Whole model: input NHWC m->input, output the last layer's tensor. */
+err_code xexec_run(xexec *x, const float *input, float *output, err *e);
+
+err_code xexec_strip_create(xexec *x, int first, int end, model_rows out,
+                            xexec_strip **strip, err *e);
+void xexec_strip_destroy(xexec_strip *s);
+
+model_rows xexec_strip_in_rows(const xexec_strip *s);
+model_rows xexec_strip_out_rows(const xexec_strip *s);
+/* Rows in_rows.lo .. in_rows.hi-1 of the range's input, W*C floats each. */
+float *xexec_strip_input(xexec_strip *s);
+/* Rows out_rows of layer end-1, W*C floats each; valid after a run. */
+const float *xexec_strip_output(const xexec_strip *s);
+/* Bytes of buffers this strip holds. */
+size_t xexec_strip_bytes(const xexec_strip *s);
+
+/* What a paused run needs: the sums over `owned` rows of FE layer `layer`'s
+ * input, `channels` of them. Valid until the next call on the strip. */
+typedef struct xexec_fe_sums {
+  int layer;
+  int channels;
+  model_rows owned;
+  const double *sums;
+} xexec_fe_sums;
+
+/* Runs (or continues) the strip. On return *paused tells whether it stopped
+ * at an FE layer (then *fe says what it needs) or finished the range. */
+err_code xexec_strip_run(xexec_strip *s, bool *paused, xexec_fe_sums *fe,
+                         err *e);
+/* The global scale of the FE layer the strip is paused at (channels floats). */
+err_code xexec_strip_set_fe_scale(xexec_strip *s, const float *scale, err *e);
+/* Runs the strip to the end, each FE from the strip's own sums. */
+err_code xexec_strip_run_local(xexec_strip *s, err *e);
+
+#endif
