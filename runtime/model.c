@@ -60,6 +60,31 @@ static int window_out(int in, int pad_a, int pad_b, int kernel, int stride) {
   return span / stride + 1;
 }
 
+/* The window geometry model_add_conv_ex / model_add_*pool accept, checked
+ * again because layers can be edited (or imported) after they were added:
+ * a zero stride would divide by zero below, and a pool padding as wide as
+ * its kernel would leave windows with nothing but padding. */
+static err_code check_window(const model_layer *L, int l, err *e) {
+  if (L->kernel_h <= 0 || L->kernel_w <= 0 || L->stride_h <= 0 ||
+      L->stride_w <= 0 || L->pad_top < 0 || L->pad_bottom < 0 ||
+      L->pad_left < 0 || L->pad_right < 0)
+    return err_set(e, ERR_INVALID,
+                   "layer %d (%s): kernel %dx%d, stride %dx%d, padding "
+                   "%d/%d/%d/%d (top/left/bottom/right): kernel and stride "
+                   "must be positive and padding non-negative",
+                   l, L->name, L->kernel_h, L->kernel_w, L->stride_h,
+                   L->stride_w, L->pad_top, L->pad_left, L->pad_bottom,
+                   L->pad_right);
+  if (L->op != MODEL_OP_CONV &&
+      (L->pad_top >= L->kernel_h || L->pad_bottom >= L->kernel_h ||
+       L->pad_left >= L->kernel_w || L->pad_right >= L->kernel_w))
+    return err_set(e, ERR_INVALID,
+                   "layer %d (%s): pool padding must be smaller than its "
+                   "%dx%d kernel",
+                   l, L->name, L->kernel_h, L->kernel_w);
+  return ERR_OK;
+}
+
 /* Infers layer l's output shape and FLOPs from its inputs; checks weights. */
 static err_code infer_layer(model *m, int l, err *e) {
   model_layer *L = &m->layers[l];
@@ -69,6 +94,11 @@ static err_code infer_layer(model *m, int l, err *e) {
   if (!shape_valid(in))
     return err_set(e, ERR_SHAPE, "layer %d (%s): input shape %dx%dx%d is empty",
                    l, L->name, in.h, in.w, in.c);
+  if (L->op == MODEL_OP_CONV || L->op == MODEL_OP_MAXPOOL ||
+      L->op == MODEL_OP_AVGPOOL) {
+    err_code rc = check_window(L, l, e);
+    if (rc != ERR_OK) return rc;
+  }
   switch (L->op) {
     case MODEL_OP_CONV: {
       if (L->groups <= 0 || in.c % L->groups || L->out_channels % L->groups)
@@ -156,11 +186,11 @@ static err_code infer_layer(model *m, int l, err *e) {
  * its shape; on failure removes it again. */
 static int append(model *m, model_layer proto, size_t n_weights, size_t n_bias,
                   err *e) {
-  if (!m) return err_set(e, ERR_INVALID, "no model"), -1;
+  if (!m) return err_set(e, ERR_INVALID, "no model"), MODEL_ADD_FAILED;
   if (m->n_layers == m->cap_layers) {
     int cap = m->cap_layers ? 2 * m->cap_layers : 32;
     model_layer *grown = realloc(m->layers, (size_t)cap * sizeof *grown);
-    if (!grown) return err_set(e, ERR_NOMEM, "out of memory adding a layer"), -1;
+    if (!grown) return err_set(e, ERR_NOMEM, "out of memory adding a layer"), MODEL_ADD_FAILED;
     m->layers = grown;
     m->cap_layers = cap;
   }
@@ -170,7 +200,7 @@ static int append(model *m, model_layer proto, size_t n_weights, size_t n_bias,
       return err_set(e, ERR_RANGE,
                      "layer %d (%s): input %d is not an earlier layer", l,
                      model_op_name(proto.op), proto.inputs[i]),
-             -1;
+             MODEL_ADD_FAILED;
   }
   if (!proto.name[0])
     snprintf(proto.name, sizeof proto.name, "%s%d", model_op_name(proto.op), l);
@@ -185,14 +215,14 @@ static int append(model *m, model_layer proto, size_t n_weights, size_t n_bias,
   m->layers[l] = proto;
   if ((n_weights && !proto.weights) || (n_bias && !proto.bias)) {
     layer_free(&m->layers[l]);
-    return err_set(e, ERR_NOMEM, "out of memory for %zu weights", n_weights), -1;
+    return err_set(e, ERR_NOMEM, "out of memory for %zu weights", n_weights), MODEL_ADD_FAILED;
   }
   m->n_layers++;
   m->finalized = false;
   if (infer_layer(m, l, e) != ERR_OK) {
     layer_free(&m->layers[l]);
     m->n_layers--;
-    return -1;
+    return MODEL_ADD_FAILED;
   }
   return l;
 }
@@ -211,9 +241,9 @@ static model_layer proto1(model_op op, int input) {
 
 /* The input's channel count, or -1 with *e set when `input` is not valid. */
 static int input_channels(model *m, int input, err *e) {
-  if (!m) return err_set(e, ERR_INVALID, "no model"), -1;
+  if (!m) return err_set(e, ERR_INVALID, "no model"), MODEL_ADD_FAILED;
   if (input < MODEL_INPUT || input >= m->n_layers)
-    return err_set(e, ERR_RANGE, "input %d is not an existing layer", input), -1;
+    return err_set(e, ERR_RANGE, "input %d is not an existing layer", input), MODEL_ADD_FAILED;
   return model_tensor_shape(m, input).c;
 }
 
@@ -222,20 +252,20 @@ int model_add_conv_ex(model *m, int input, int out_channels, int kernel_h,
                       int pad_left, int pad_bottom, int pad_right, int groups,
                       bool bias, err *e) {
   int in_c = input_channels(m, input, e);
-  if (in_c < 0) return -1;
+  if (in_c < 0) return MODEL_ADD_FAILED;
   if (out_channels <= 0 || kernel_h <= 0 || kernel_w <= 0 || stride_h <= 0 ||
       stride_w <= 0 || pad_top < 0 || pad_left < 0 || pad_bottom < 0 ||
       pad_right < 0 || groups <= 0)
     return err_set(e, ERR_INVALID,
                    "conv: channels, kernel, stride and groups must be positive "
                    "and padding non-negative"),
-           -1;
+           MODEL_ADD_FAILED;
   if (in_c % groups || out_channels % groups)
     return err_set(e, ERR_SHAPE,
                    "conv: %d input / %d output channels do not divide into %d "
                    "groups",
                    in_c, out_channels, groups),
-           -1;
+           MODEL_ADD_FAILED;
   model_layer L = proto1(MODEL_OP_CONV, input);
   L.out_channels = out_channels;
   L.kernel_h = kernel_h;
@@ -259,7 +289,7 @@ int model_add_conv(model *m, int input, int out_channels, int kernel,
 
 int model_add_bn(model *m, int input, err *e) {
   int c = input_channels(m, input, e);
-  if (c < 0) return -1;
+  if (c < 0) return MODEL_ADD_FAILED;
   int l = append(m, proto1(MODEL_OP_BN, input), (size_t)c, (size_t)c, e);
   if (l >= 0)
     for (int i = 0; i < c; i++) m->layers[l].weights[i] = 1.0f;
@@ -267,19 +297,19 @@ int model_add_bn(model *m, int input, err *e) {
 }
 
 int model_add_relu(model *m, int input, err *e) {
-  if (input_channels(m, input, e) < 0) return -1;
+  if (input_channels(m, input, e) < 0) return MODEL_ADD_FAILED;
   return append(m, proto1(MODEL_OP_RELU, input), 0, 0, e);
 }
 
 static int add_pool(model *m, model_op op, int input, int kernel, int stride,
                     int pad, err *e) {
-  if (input_channels(m, input, e) < 0) return -1;
+  if (input_channels(m, input, e) < 0) return MODEL_ADD_FAILED;
   if (kernel <= 0 || stride <= 0 || pad < 0 || pad >= kernel)
     return err_set(e, ERR_INVALID,
                    "%s: kernel %d, stride %d, padding %d (padding must be "
                    "smaller than the kernel)",
                    model_op_name(op), kernel, stride, pad),
-           -1;
+           MODEL_ADD_FAILED;
   model_layer L = proto1(op, input);
   L.kernel_h = L.kernel_w = kernel;
   L.stride_h = L.stride_w = stride;
@@ -298,15 +328,15 @@ int model_add_avgpool(model *m, int input, int kernel, int stride, int pad,
 }
 
 int model_add_gap(model *m, int input, err *e) {
-  if (input_channels(m, input, e) < 0) return -1;
+  if (input_channels(m, input, e) < 0) return MODEL_ADD_FAILED;
   return append(m, proto1(MODEL_OP_GAP, input), 0, 0, e);
 }
 
 int model_add_fc(model *m, int input, int out_features, bool bias, err *e) {
   int c = input_channels(m, input, e);
-  if (c < 0) return -1;
+  if (c < 0) return MODEL_ADD_FAILED;
   if (out_features <= 0)
-    return err_set(e, ERR_INVALID, "fc: %d output features", out_features), -1;
+    return err_set(e, ERR_INVALID, "fc: %d output features", out_features), MODEL_ADD_FAILED;
   model_layer L = proto1(MODEL_OP_FC, input);
   L.out_channels = out_features;
   return append(m, L, (size_t)out_features * c, bias ? (size_t)out_features : 0,
@@ -315,12 +345,12 @@ int model_add_fc(model *m, int input, int out_features, bool bias, err *e) {
 
 int model_add_fe(model *m, int input, err *e) {
   int c = input_channels(m, input, e);
-  if (c < 0) return -1;
+  if (c < 0) return MODEL_ADD_FAILED;
   return append(m, proto1(MODEL_OP_FE, input), (size_t)c * c, 0, e);
 }
 
 int model_add_add(model *m, int a, int b, err *e) {
-  if (input_channels(m, a, e) < 0 || input_channels(m, b, e) < 0) return -1;
+  if (input_channels(m, a, e) < 0 || input_channels(m, b, e) < 0) return MODEL_ADD_FAILED;
   model_layer L = proto1(MODEL_OP_ADD, a);
   L.inputs[1] = b;
   L.n_inputs = 2;
@@ -328,12 +358,15 @@ int model_add_add(model *m, int a, int b, err *e) {
 }
 
 int model_add_flatten(model *m, int input, err *e) {
-  if (input_channels(m, input, e) < 0) return -1;
+  if (input_channels(m, input, e) < 0) return MODEL_ADD_FAILED;
   return append(m, proto1(MODEL_OP_FLATTEN, input), 0, 0, e);
 }
 
 err_code model_finalize(model *m, err *e) {
   if (!m) return err_set(e, ERR_INVALID, "no model");
+  /* Until every layer checks out again, the model is not finalized: a failed
+   * call must not leave an earlier success standing (executors trust it). */
+  m->finalized = false;
   if (!shape_valid(m->input))
     return err_set(e, ERR_SHAPE, "model input %dx%dx%d is empty", m->input.h,
                    m->input.w, m->input.c);

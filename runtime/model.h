@@ -32,6 +32,9 @@
 
 enum {
   MODEL_INPUT = -1,       /* the graph input, as a layer's input index */
+  MODEL_ADD_FAILED = -2,  /* what model_add_* return on failure: distinct
+                             from MODEL_INPUT, so an unchecked chain of adds
+                             fails instead of wiring to the graph input */
   MODEL_MAX_INPUTS = 2,   /* residual add has two */
   MODEL_NAME_BYTES = 64,
 };
@@ -102,7 +105,8 @@ typedef struct model {
 
 /* ---- building ------------------------------------------------------------
  * Each model_add_* appends a layer, zero-fills its weights and returns its
- * index, or -1 (with *e filled) on a bad argument or allocation failure.
+ * index, or MODEL_ADD_FAILED (with *e filled) on a bad argument or
+ * allocation failure.
  * model_finalize() then checks shapes and computes FLOPs; every other
  * function requires a finalized model. */
 

@@ -1,0 +1,24 @@
+/* fuse.h — rewrites a model graph into the equivalent graph executors run.
+ *
+ * fuse_model() returns a new, finalized model that computes the same
+ * function with fewer layers:
+ *  - a batch norm right after a convolution that feeds nothing else is
+ *    folded into that convolution's weights and bias;
+ *  - a batch norm whose only consumer is a 1x1 convolution without padding
+ *    is folded into that convolution (exact: no padded taps see it). A batch
+ *    norm before a padded convolution stays, since padding after it is zero
+ *    but folding would make it `shift` (the VGG units put BN after ReLU);
+ *  - a ReLU whose producer (conv, fc, add, bn) feeds nothing else becomes
+ *    that producer's `relu` flag.
+ * Layer names of the surviving layers are kept. Results agree with the
+ * original to float rounding.
+ */
+#ifndef EDGEDI_FUSE_H
+#define EDGEDI_FUSE_H
+
+#include "runtime/err.h"
+#include "runtime/model.h"
+
+err_code fuse_model(const model *m, model **out, err *e);
+
+#endif

@@ -1,0 +1,133 @@
+/* tile.h — the tile engine: the agent's side of a distributed inference, as
+ * a state machine that eats ExecuteIn messages and produces ExecuteOut
+ * messages. No I/O and no threads: the gRPC shell (or a test) unpacks what
+ * arrives on an Execute stream, hands it to tile_engine_handle() and sends
+ * what lands in the outbox, already packed.
+ *
+ * What it keeps, per request: the jobs (one per segment this agent takes
+ * part in, all sent at the request's start, run in whatever order their
+ * inputs complete), each job's input being assembled, rows that arrived
+ * before their job, the strip a job is paused in at a feature-enhancement
+ * layer. A job's input rows come from
+ *  - the job's Image (segment 0: camera rows through preprocess_rows(), the
+ *    same code the single-device path uses);
+ *  - this agent's own output of the previous segment, when that job had
+ *    keep_output (it never travels);
+ *  - RowsData relayed by the scheduler, before or after the job arrives.
+ * When every input row is there the job runs with xexec (strips are cached
+ * per model, layer range and output rows, so a repeated plan reuses them),
+ * stops at each FE layer with an FeSums and continues on the FeScale, and
+ * at its end sends its exports (RowsData to device `dest`), its output to
+ * the scheduler (dest -1) when send_output, and a TileResult. A request's
+ * state is freed when its last_job and every other job of it are done, or
+ * on Release.
+ *
+ * Ordering it relies on: a request becomes known with its first TileJob
+ * (the scheduler sends all of a request's jobs before anything else on the
+ * stream, so this holds on an ordered stream). After that, jobs, rows and
+ * scales of the request may come in any order.
+ *
+ * Errors. A bad message (unknown model digest, malformed job, rows that do
+ * not fit their tensor or job, rows or a scale for an unknown request, an
+ * executor failure) never stops the engine: it produces a TileError with a
+ * gRPC status code and a message, and drops that request's state; later
+ * messages of a dropped request are ignored until its Release. Only the
+ * engine's own trouble (out of memory, a NULL argument) comes back as an
+ * err_code from tile_engine_handle(); the outbox may then be partial and
+ * the stream is best closed.
+ *
+ * Speed emulation (DESIGN.md, "one machine emulates a cluster honestly"):
+ * with speed S < 1, each stretch of running (job start to FE pause, resume
+ * to pause or end) sleeps until its wall time is its thread CPU time / S;
+ * the reported compute_ms includes the sleep. CPU time is the calling
+ * thread's: emulate with threads == 1 (XNNPACK's workers are not counted).
+ *
+ * Threads: one engine is driven by one thread at a time. Models given to it
+ * must outlive it.
+ */
+#ifndef EDGEDI_TILE_H
+#define EDGEDI_TILE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "proto/edgedi.pb-c.h"
+#include "runtime/err.h"
+#include "runtime/model.h"
+
+typedef struct tile_engine tile_engine;
+
+/* Policy defaults (tile_default_options). */
+#define TILE_DEFAULT_STRIP_CACHE_BYTES ((size_t)512 << 20)
+#define TILE_DEFAULT_PENDING_BYTES ((size_t)256 << 20)
+enum {
+  TILE_MAX_PONG_BYTES = 16 << 20, /* largest Pong payload a Ping may ask for */
+  TILE_DROPPED_MEMORY = 64,       /* dropped request ids remembered */
+};
+
+/* Looks up a model the engine does not know yet: the model for `digest`,
+ * or NULL when there is none. Called on the engine's thread. */
+typedef const model *(*tile_model_fn)(void *ctx, const char *digest);
+
+typedef struct tile_options {
+  double speed;   /* 0 < speed; below 1 emulates a slower device */
+  int threads;    /* executor threads for models found through find_model */
+  size_t strip_cache_bytes; /* idle cached strips are evicted beyond this */
+  size_t pending_bytes;     /* per request: rows waiting for their job */
+  tile_model_fn find_model; /* may be NULL */
+  void *find_model_ctx;
+} tile_options;
+
+tile_options tile_default_options(void);
+
+/* The messages produced, each a packed ExecuteOut. The caller sends and
+ * then clears them; it may take a buffer (set data to NULL) to send it
+ * without a copy, and then frees it with free(). */
+typedef struct tile_msg {
+  uint8_t *data;
+  size_t len;
+} tile_msg;
+
+typedef struct tile_outbox {
+  tile_msg *msgs;
+  int n, cap;
+} tile_outbox;
+
+void tile_outbox_clear(tile_outbox *o); /* frees the messages, keeps capacity */
+void tile_outbox_free(tile_outbox *o);  /* and the array */
+
+/* o NULL: the defaults. */
+err_code tile_engine_create(const tile_options *o, tile_engine **out, err *e);
+void tile_engine_destroy(tile_engine *t);
+
+/* Registers the finalized (fused) model `m` under `digest` and prepares its
+ * executor with `threads` threads. The same pair again is a no-op; another
+ * model under a known digest is ERR_INVALID. */
+err_code tile_engine_add_model(tile_engine *t, const char *digest,
+                               const model *m, int threads, err *e);
+
+/* Processes one incoming message, then runs every job that became ready;
+ * appends what it produces to `out`. Hello is the shell's business and is
+ * ignored; Ping is answered with a Pong of ping.reply_bytes bytes. */
+err_code tile_engine_handle(tile_engine *t, const Edgedi__V1__ExecuteIn *in,
+                            tile_outbox *out, err *e);
+
+/* What the engine holds, for status pages and tests. */
+typedef struct tile_stats {
+  int requests;            /* with state */
+  int jobs_waiting;        /* for input or an FE scale */
+  int cached_strips;
+  size_t cached_strip_bytes;
+  uint64_t strips_created; /* since creation */
+  uint64_t strips_reused;
+  uint64_t jobs_run;
+  uint64_t rows_before_job; /* RowsData that waited for their job */
+  uint64_t errors_sent;    /* TileErrors */
+} tile_stats;
+
+void tile_engine_stats(const tile_engine *t, tile_stats *s);
+
+/* The gRPC status code (grpc_status_code) for an err_code. */
+uint32_t tile_grpc_status(err_code code);
+
+#endif

@@ -1,0 +1,132 @@
+/* tile_internal.h — the tile engine's state, shared by tile.c (messages,
+ * requests, input assembly) and tile_run.c (the strip cache, running jobs,
+ * what a finished job sends). Internal to the engine.
+ */
+#ifndef EDGEDI_TILE_INTERNAL_H
+#define EDGEDI_TILE_INTERNAL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "runtime/tile.h"
+#include "runtime/xexec.h"
+
+typedef struct tile_model {
+  char *digest;
+  const model *m;
+  xexec *x;
+  int max_h;             /* tallest tensor */
+  size_t max_row_floats; /* widest row (W * C) of any tensor */
+} tile_model;
+
+/* A prepared strip, cached by (model, range, output rows). `busy` while a
+ * job runs in it or is paused in it. */
+typedef struct tile_slot {
+  const tile_model *model;
+  int first, end;
+  model_rows out;
+  xexec_strip *strip;
+  bool busy;
+  uint64_t last_used;
+  size_t bytes;
+} tile_slot;
+
+/* Rows of segment `segment`'s output waiting for the job of segment + 1. */
+typedef struct tile_block {
+  uint32_t segment;
+  bool own; /* this agent's kept output: only its overlap with the job is used */
+  model_rows rows;
+  int width, channels;
+  float *data;
+} tile_block;
+
+typedef struct tile_export {
+  int dest;
+  model_rows rows;
+} tile_export;
+
+typedef enum tile_job_state {
+  TILE_JOB_WAITING, /* for input rows */
+  TILE_JOB_PAUSED,  /* at an FE layer, for its scale */
+  TILE_JOB_DONE
+} tile_job_state;
+
+typedef struct tile_job {
+  uint32_t segment;
+  int first, end;
+  model_rows out, in;
+  int in_w, in_c;      /* of the range's input tensor */
+  int out_w, out_c;    /* of the range's output tensor */
+  float *input;        /* in rows, assembled before the run */
+  uint8_t *have;       /* per input row: arrived */
+  int n_have;
+  tile_export *exports;
+  int n_exports;
+  bool send_output, keep_output, last_job;
+  tile_job_state state;
+  tile_slot *slot;     /* while running or paused */
+  int fe_layer;        /* paused at */
+  int fe_channels;
+  double t_arrive_ms, t_pause_ms;
+  double wait_ms, compute_ms, cpu_ms, gflop;
+  uint64_t bytes_in, bytes_out;
+} tile_job;
+
+typedef struct tile_request {
+  uint64_t id;
+  const tile_model *model;
+  tile_job *jobs;
+  int n_jobs, cap_jobs;
+  tile_block *blocks;
+  int n_blocks, cap_blocks;
+  size_t pending_bytes;
+} tile_request;
+
+struct tile_engine {
+  tile_options o;
+  tile_model **models; /* each allocated alone: requests and strips point at theirs */
+  int n_models, cap_models;
+  tile_request **reqs; /* in arrival order */
+  int n_reqs, cap_reqs;
+  tile_slot **slots; /* each allocated alone: jobs point at theirs */
+  int n_slots, cap_slots;
+  uint64_t tick;
+  uint64_t dropped[TILE_DROPPED_MEMORY];
+  int n_dropped, next_dropped;
+  tile_stats stats;
+};
+
+/* ---- tile.c --------------------------------------------------------------- */
+
+double tile_now_ms(void);
+double tile_cpu_ms(void);
+
+/* Packs `m` and appends it to the outbox. */
+err_code tile_push(tile_outbox *o, const Edgedi__V1__ExecuteOut *m, err *e);
+
+/* Sends a TileError for (request, segment) and drops the request's state. */
+err_code tile_fail(tile_engine *t, uint64_t request, uint32_t segment,
+                   err_code code, const char *msg, tile_outbox *out, err *e);
+
+/* Puts rows of segment `segment`'s output where the request needs them: into
+ * the waiting job of segment + 1, or aside until it comes. ERR_OK or a
+ * protocol error in *pe (to be sent as a TileError); `b` is consumed. */
+err_code tile_deliver(tile_engine *t, tile_request *r, tile_block *b, err *pe);
+
+/* Frees a request whose jobs are all done and whose last job ran. */
+void tile_maybe_finish(tile_engine *t, tile_request *r);
+
+/* ---- tile_run.c ----------------------------------------------------------- */
+
+/* Runs or continues job `j` of request `r` until it pauses or ends; sends
+ * what that produces. Protocol or executor errors become a TileError (the
+ * request is then gone); only the engine's own errors return non-OK. */
+err_code tile_run_job(tile_engine *t, tile_request *r, int j, tile_outbox *out,
+                      err *e);
+
+/* Gives a job's strip back to the cache (destroying it when it is paused
+ * mid-run), or takes a cached or new one. */
+void tile_slot_release(tile_engine *t, tile_job *job);
+void tile_slots_destroy(tile_engine *t);
+
+#endif

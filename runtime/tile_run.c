@@ -1,0 +1,270 @@
+/* tile_run.c — running the tile engine's jobs (contract in tile.h): the
+ * strip cache, one stretch of a run between feature-enhancement pauses, the
+ * speed emulation, and what a finished job sends.
+ *
+ * Strips are cached because preparing one (planning its rows, allocating
+ * its buffers, binding XNNPACK operators) costs far more than a small
+ * strip's run, and a cluster serving a stream of images repeats the same
+ * plan. A strip is busy from the start of its job's run until the job ends:
+ * a paused strip holds its place in the layer range, so a second request
+ * with the same plan gets a strip of its own. Idle strips are evicted least
+ * recently used first once the cache passes its byte budget.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "runtime/tile_internal.h"
+
+/* Output rows travel as little-endian float32, sent straight from the
+ * strip's buffer. */
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "tile_run.c sends float32 rows in host order, which must be little-endian"
+#endif
+
+/* ---- the strip cache ------------------------------------------------------ */
+
+static void slot_remove(tile_engine *t, int i) {
+  xexec_strip_destroy(t->slots[i]->strip);
+  free(t->slots[i]);
+  memmove(&t->slots[i], &t->slots[i + 1], (size_t)(t->n_slots - i - 1) * sizeof *t->slots);
+  t->n_slots--;
+}
+
+static void slots_trim(tile_engine *t) {
+  size_t total = 0;
+  for (int i = 0; i < t->n_slots; i++) total += t->slots[i]->bytes;
+  while (total > t->o.strip_cache_bytes) {
+    int lru = -1;
+    for (int i = 0; i < t->n_slots; i++)
+      if (!t->slots[i]->busy && (lru < 0 || t->slots[i]->last_used < t->slots[lru]->last_used))
+        lru = i;
+    if (lru < 0) return; /* everything left is in use */
+    total -= t->slots[lru]->bytes;
+    slot_remove(t, lru);
+  }
+}
+
+static tile_slot *slot_acquire(tile_engine *t, const tile_model *tm,
+                               const tile_job *job, err *pe) {
+  for (int i = 0; i < t->n_slots; i++) {
+    tile_slot *s = t->slots[i];
+    if (!s->busy && s->model == tm && s->first == job->first && s->end == job->end &&
+        s->out.lo == job->out.lo && s->out.hi == job->out.hi) {
+      s->busy = true;
+      t->stats.strips_reused++;
+      return s;
+    }
+  }
+  if (t->n_slots == t->cap_slots) {
+    int cap = t->cap_slots ? 2 * t->cap_slots : 16;
+    tile_slot **ss = realloc(t->slots, (size_t)cap * sizeof *ss);
+    if (!ss) return err_set(pe, ERR_NOMEM, "tile: out of memory for a strip"), NULL;
+    t->slots = ss;
+    t->cap_slots = cap;
+  }
+  tile_slot *s = calloc(1, sizeof *s);
+  if (!s) return err_set(pe, ERR_NOMEM, "tile: out of memory for a strip"), NULL;
+  if (xexec_strip_create(tm->x, job->first, job->end, job->out, &s->strip, pe) != ERR_OK) {
+    free(s);
+    return NULL;
+  }
+  s->model = tm;
+  s->first = job->first;
+  s->end = job->end;
+  s->out = job->out;
+  s->busy = true;
+  s->bytes = xexec_strip_bytes(s->strip);
+  t->slots[t->n_slots++] = s;
+  t->stats.strips_created++;
+  return s;
+}
+
+void tile_slot_release(tile_engine *t, tile_job *job) {
+  tile_slot *s = job->slot;
+  if (!s) return;
+  job->slot = NULL;
+  for (int i = 0; i < t->n_slots; i++) {
+    if (t->slots[i] != s) continue;
+    if (job->state == TILE_JOB_PAUSED) {
+      /* Abandoned mid-run: the strip would refuse to run again until it got
+       * the scale it waits for. */
+      slot_remove(t, i);
+      return;
+    }
+    s->busy = false;
+    s->last_used = ++t->tick;
+    break;
+  }
+  slots_trim(t);
+}
+
+void tile_slots_destroy(tile_engine *t) {
+  while (t->n_slots > 0) slot_remove(t, t->n_slots - 1);
+  free(t->slots);
+  t->slots = NULL;
+  t->cap_slots = 0;
+}
+
+/* ---- running ------------------------------------------------------------- */
+
+static void sleep_ms(double ms) {
+  struct timespec ts = {.tv_sec = (time_t)(ms / 1e3),
+                        .tv_nsec = (long)((ms - (double)(time_t)(ms / 1e3) * 1e3) * 1e6)};
+  if (ts.tv_nsec >= 1000000000L) ts.tv_nsec = 999999999L;
+  while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+  }
+}
+
+/* Ends one stretch of running: stretches it to cpu / speed when emulating a
+ * slower device, and books its times on the job. */
+static void stretch_end(const tile_engine *t, double wall0, double cpu0, tile_job *job) {
+  double cpu = tile_cpu_ms() - cpu0;
+  double wall = tile_now_ms() - wall0;
+  if (t->o.speed < 1.0) {
+    double target = cpu / t->o.speed;
+    if (target > wall) {
+      sleep_ms(target - wall);
+      wall = tile_now_ms() - wall0;
+    }
+  }
+  job->compute_ms += wall;
+  job->cpu_ms += cpu;
+}
+
+static err_code send_rows(tile_job *job, uint64_t id, int dest, model_rows rows,
+                          const float *output, tile_outbox *out, err *e) {
+  size_t row_floats = (size_t)job->out_w * (size_t)job->out_c;
+  Edgedi__V1__RowsData rd = EDGEDI__V1__ROWS_DATA__INIT;
+  rd.request_id = id;
+  rd.segment = job->segment;
+  rd.dest = dest;
+  rd.row_lo = (uint32_t)rows.lo;
+  rd.rows = (uint32_t)(rows.hi - rows.lo);
+  rd.width = (uint32_t)job->out_w;
+  rd.channels = (uint32_t)job->out_c;
+  rd.data.data = (uint8_t *)(output + (size_t)(rows.lo - job->out.lo) * row_floats);
+  rd.data.len = (size_t)(rows.hi - rows.lo) * row_floats * sizeof(float);
+  Edgedi__V1__ExecuteOut o = EDGEDI__V1__EXECUTE_OUT__INIT;
+  o.msg_case = EDGEDI__V1__EXECUTE_OUT__MSG_ROWS;
+  o.rows = &rd;
+  job->bytes_out += rd.data.len;
+  return tile_push(out, &o, e);
+}
+
+static err_code send_fe_sums(const tile_job *job, uint64_t id, const xexec_fe_sums *fe,
+                             tile_outbox *out, err *e) {
+  Edgedi__V1__RowRange owned = EDGEDI__V1__ROW_RANGE__INIT;
+  owned.lo = (uint32_t)fe->owned.lo;
+  owned.hi = (uint32_t)fe->owned.hi;
+  Edgedi__V1__FeSums fs = EDGEDI__V1__FE_SUMS__INIT;
+  fs.request_id = id;
+  fs.segment = job->segment;
+  fs.layer = (uint32_t)fe->layer;
+  fs.n_sums = (size_t)fe->channels;
+  fs.sums = (double *)fe->sums;
+  fs.owned = &owned;
+  Edgedi__V1__ExecuteOut o = EDGEDI__V1__EXECUTE_OUT__INIT;
+  o.msg_case = EDGEDI__V1__EXECUTE_OUT__MSG_FE_SUMS;
+  o.fe_sums = &fs;
+  return tile_push(out, &o, e);
+}
+
+static err_code send_result(const tile_job *job, uint64_t id, tile_outbox *out, err *e) {
+  Edgedi__V1__TileResult tr = EDGEDI__V1__TILE_RESULT__INIT;
+  tr.request_id = id;
+  tr.segment = job->segment;
+  tr.compute_ms = job->compute_ms;
+  tr.cpu_ms = job->cpu_ms;
+  tr.wait_ms = job->wait_ms;
+  tr.gflop = job->gflop;
+  tr.bytes_in = job->bytes_in;
+  tr.bytes_out = job->bytes_out;
+  Edgedi__V1__ExecuteOut o = EDGEDI__V1__EXECUTE_OUT__INIT;
+  o.msg_case = EDGEDI__V1__EXECUTE_OUT__MSG_RESULT;
+  o.result = &tr;
+  return tile_push(out, &o, e);
+}
+
+/* What a finished job sends: exports first (neighbours wait on them), its
+ * output to the scheduler, its kept rows to its own next job, the result. */
+static err_code finish_job(tile_engine *t, tile_request *r, tile_job *job,
+                           tile_outbox *out, err *e) {
+  const float *output = xexec_strip_output(job->slot->strip);
+  for (int i = 0; i < job->n_exports; i++) {
+    err_code rc = send_rows(job, r->id, job->exports[i].dest, job->exports[i].rows,
+                            output, out, e);
+    if (rc != ERR_OK) return rc;
+  }
+  if (job->send_output) {
+    err_code rc = send_rows(job, r->id, -1, job->out, output, out, e);
+    if (rc != ERR_OK) return rc;
+  }
+  if (job->keep_output) {
+    size_t n = (size_t)(job->out.hi - job->out.lo) * (size_t)job->out_w *
+               (size_t)job->out_c;
+    tile_block b = {.segment = job->segment,
+                    .own = true,
+                    .rows = job->out,
+                    .width = job->out_w,
+                    .channels = job->out_c,
+                    .data = malloc(n * sizeof(float))};
+    err pe = {0};
+    if (!b.data) return tile_fail(t, r->id, job->segment, ERR_NOMEM,
+                                  "tile: out of memory keeping a strip", out, e);
+    memcpy(b.data, output, n * sizeof(float));
+    if (tile_deliver(t, r, &b, &pe) != ERR_OK)
+      return tile_fail(t, r->id, job->segment, pe.code, pe.msg, out, e);
+  }
+  job->state = TILE_JOB_DONE;
+  tile_slot_release(t, job);
+  t->stats.jobs_run++;
+  err_code rc = send_result(job, r->id, out, e);
+  tile_maybe_finish(t, r);
+  return rc;
+}
+
+err_code tile_run_job(tile_engine *t, tile_request *r, int j, tile_outbox *out,
+                      err *e) {
+  tile_job *job = &r->jobs[j];
+  err pe = {0};
+  /* Strip preparation counts as compute: a slower device prepares slower. */
+  double now = tile_now_ms(), cpu0 = tile_cpu_ms();
+  if (job->state == TILE_JOB_WAITING) {
+    job->slot = slot_acquire(t, r->model, job, &pe);
+    if (!job->slot) return tile_fail(t, r->id, job->segment, pe.code, pe.msg, out, e);
+    model_rows in = xexec_strip_in_rows(job->slot->strip);
+    if (in.lo != job->in.lo || in.hi != job->in.hi) {
+      /* model_strip_rows() and the executor disagree: a bug, not input. */
+      err_set(&pe, ERR_INTERNAL, "strip of segment %u reads rows [%d, %d), the job has [%d, %d)",
+              job->segment, in.lo, in.hi, job->in.lo, job->in.hi);
+      return tile_fail(t, r->id, job->segment, pe.code, pe.msg, out, e);
+    }
+    size_t n = (size_t)(job->in.hi - job->in.lo) * (size_t)job->in_w * (size_t)job->in_c;
+    memcpy(xexec_strip_input(job->slot->strip), job->input, n * sizeof(float));
+    free(job->input);
+    free(job->have);
+    job->input = NULL;
+    job->have = NULL;
+    job->wait_ms += now - job->t_arrive_ms;
+  } else {
+    job->wait_ms += now - job->t_pause_ms;
+  }
+  bool paused = false;
+  xexec_fe_sums fe;
+  err_code rc = xexec_strip_run(job->slot->strip, &paused, &fe, &pe);
+  stretch_end(t, now, cpu0, job);
+  if (rc != ERR_OK) {
+    job->state = TILE_JOB_WAITING; /* a failed strip starts over: cacheable */
+    return tile_fail(t, r->id, job->segment, rc, pe.msg, out, e);
+  }
+  if (paused) {
+    job->state = TILE_JOB_PAUSED;
+    job->fe_layer = fe.layer;
+    job->fe_channels = fe.channels;
+    job->t_pause_ms = tile_now_ms();
+    return send_fe_sums(job, r->id, &fe, out, e);
+  }
+  return finish_job(t, r, job, out, e);
+}

@@ -1,0 +1,551 @@
+/* xexec.c — the XNNPACK executor: strip planning and the run loop (contract
+ * in xexec.h; the per-layer operators live in xexec_ops.c).
+ *
+ * How a strip is laid out. model_strip_rows() says which rows of every
+ * tensor of the range the strip computes. Each tensor gets one buffer of
+ * whole NHWC rows: the rows computed (for the range input: the rows the
+ * caller supplies) plus, where a convolution reading it needs rows outside
+ * the image, explicit zero rows. The zero rows are zero from the allocation
+ * on and nothing ever writes them, so runs never clear anything. A consumer
+ * reads a window of its producer's buffer by pointer offset: no copies
+ * between layers. Pools read only real rows and use the operator variant for
+ * the padding they see at this strip's borders.
+ *
+ * What it relies on: model_strip_rows() and model_fe_owned_rows() (model.c)
+ * for the row intervals; it re-checks that every window it is given lies in
+ * the rows its producer computes and that every output row count follows
+ * from its window, and answers ERR_INTERNAL otherwise, before anything runs.
+ *
+ * Feature enhancement. A run stops in front of each FE layer with the sums
+ * over the rows the strip owns (xexec_strip_run) or turns them into a scale
+ * itself (xexec_strip_run_local). A strip at a pause keeps its place until
+ * xexec_strip_set_fe_scale() and the next xexec_strip_run(); calling
+ * xexec_strip_run() while the scale is still missing is an error that keeps
+ * the pause; xexec_strip_run_local() always runs the strip from its first
+ * layer, abandoning a pause; a failed run starts over next time.
+ *
+ * Threads: an executor and its strips are used from one thread at a time.
+ * Strips must be destroyed before their executor.
+ */
+#include "runtime/xexec.h"
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "runtime/xexec_ops.h"
+
+struct xexec {
+  const model *m;
+  pthreadpool_t pool; /* NULL: the calling thread only */
+  xexec_op *ops;      /* one per layer */
+  uint64_t next_id;   /* strip ids, so operators know whom they are bound to */
+  xexec_strip *whole; /* xexec_run's strip, made on first use */
+};
+
+/* One tensor's buffer in a strip: rows [lo, hi), of which `comp` are
+ * computed (or supplied) and the others are zeros outside the image.
+ * Tensors written in place share one buffer (and lo, hi). */
+typedef struct xexec_buf {
+  float *base;
+  int lo, hi;
+  model_rows comp;
+  size_t row_floats;
+  int root; /* the slot whose memory it shares (itself when none) */
+} xexec_buf;
+
+typedef enum { FE_IDLE, FE_WAITING, FE_READY } fe_state;
+
+struct xexec_strip {
+  xexec *x;
+  uint64_t id;
+  int first, end;
+  model_rows out, in;
+  xexec_buf *bufs;    /* slot k: the tensor of layer first - 1 + k */
+  xexec_step *steps;  /* step i: layer first + i */
+  size_t bytes;       /* of all buffers (XNNPACK may read XNN_EXTRA_BYTES
+                         past an input: each buffer has them) */
+  int next;           /* the layer the run continues with */
+  fe_state fe;        /* of layer `next` when it is an FE */
+  double *sums;       /* FE: partial sums handed out */
+  float *scale;       /* FE: the scale applied */
+};
+
+/* ---- executor ------------------------------------------------------------ */
+
+err_code xexec_create(const model *m, int threads, xexec **out, err *e) {
+  if (!out) return err_set(e, ERR_INVALID, "xexec_create without output");
+  *out = NULL;
+  if (!m || !m->finalized)
+    return err_set(e, ERR_INVALID, "executor for a model that is not finalized");
+  enum xnn_status st = xnn_initialize(NULL);
+  if (st != xnn_status_success)
+    return err_set(e, ERR_BACKEND,
+                   "XNNPACK did not initialize (status %d): unsupported CPU?",
+                   (int)st);
+  xexec *x = calloc(1, sizeof *x);
+  if (!x) {
+    xnn_deinitialize();
+    return err_set(e, ERR_NOMEM, "out of memory for an executor");
+  }
+  x->m = m;
+  x->next_id = 1;
+  x->ops = calloc((size_t)m->n_layers, sizeof *x->ops);
+  if (!x->ops) {
+    xexec_destroy(x);
+    return err_set(e, ERR_NOMEM, "out of memory for %d operators", m->n_layers);
+  }
+  if (threads > 1) {
+    x->pool = pthreadpool_create((size_t)threads);
+    if (!x->pool) {
+      xexec_destroy(x);
+      return err_set(e, ERR_BACKEND, "could not start %d threads", threads);
+    }
+  }
+  for (int l = 0; l < m->n_layers; l++) {
+    err_code rc = xexec_op_create(m, l, &x->ops[l], e);
+    if (rc != ERR_OK) {
+      xexec_destroy(x);
+      return err_wrap(e, "model %s", m->name);
+    }
+  }
+  *out = x;
+  return ERR_OK;
+}
+
+void xexec_destroy(xexec *x) {
+  if (!x) return;
+  xexec_strip_destroy(x->whole);
+  if (x->ops)
+    for (int l = 0; l < x->m->n_layers; l++) xexec_op_destroy(&x->ops[l]);
+  free(x->ops);
+  if (x->pool) pthreadpool_destroy(x->pool);
+  free(x);
+  xnn_deinitialize();
+}
+
+const model *xexec_model(const xexec *x) { return x ? x->m : NULL; }
+
+/* ---- strip planning ------------------------------------------------------- */
+
+static bool rows_empty(model_rows r) { return r.lo >= r.hi; }
+
+static model_rows rows_hull(model_rows a, model_rows b) {
+  if (rows_empty(a)) return b;
+  if (rows_empty(b)) return a;
+  model_rows r = {a.lo < b.lo ? a.lo : b.lo, a.hi > b.hi ? a.hi : b.hi};
+  return r;
+}
+
+static model_rows rows_clamp(model_rows r, int h) {
+  if (r.lo < 0) r.lo = 0;
+  if (r.hi > h) r.hi = h;
+  if (r.lo >= r.hi) r.lo = r.hi = 0;
+  return r;
+}
+
+static bool rows_within(model_rows inner, model_rows outer) {
+  return rows_empty(inner) || (inner.lo >= outer.lo && inner.hi <= outer.hi);
+}
+
+static float *buf_row(const xexec_buf *b, int row) {
+  return b->base + (size_t)(row - b->lo) * b->row_floats;
+}
+
+/* The buffer row window [r.lo, r.hi) lies in, or false. */
+static bool buf_holds(const xexec_buf *b, model_rows r) {
+  return rows_empty(r) || (r.lo >= b->lo && r.hi <= b->hi);
+}
+
+static err_code broken(err *e, int l, const char *what) {
+  return err_set(e, ERR_INTERNAL, "strip plan broken at layer %d: %s", l, what);
+}
+
+/* Slot of the tensor `input` (a layer index or MODEL_INPUT) in strip s. */
+static int slot_of(const xexec_strip *s, int input) {
+  return input + 1 - s->first;
+}
+
+/* Layers whose output row r depends only on input row r, element by
+ * element, so that they may write over their input. */
+static bool elementwise(const model_layer *L) {
+  return L->op == MODEL_OP_BN || L->op == MODEL_OP_RELU ||
+         L->op == MODEL_OP_FE || L->op == MODEL_OP_ADD;
+}
+
+/* Sizes each tensor's buffer: computed rows plus the zero rows convolutions
+ * read beyond the image. An element-wise layer that is the only reader of a
+ * tensor and computes exactly its rows writes over it in place: fewer and
+ * hotter buffers (a VGG conv-ReLU-BN unit uses one), and no pass writes
+ * into memory that has gone cold. The range input is the caller's and is
+ * never written. */
+static err_code plan_buffers(xexec_strip *s, const model_rows *rows, err *e) {
+  const model *m = s->x->m;
+  int n_slots = s->end - s->first + 1;
+  int *readers = calloc((size_t)n_slots, sizeof *readers);
+  if (!readers) return err_set(e, ERR_NOMEM, "out of memory planning a strip");
+  for (int k = 0; k < n_slots; k++) {
+    xexec_buf *b = &s->bufs[k];
+    b->comp = k == 0 ? s->in : rows[s->first + k - 1];
+    if (rows_empty(b->comp)) b->comp.lo = b->comp.hi = 0;
+    b->lo = b->comp.lo;
+    b->hi = b->comp.hi;
+    b->root = k;
+    model_shape sh = model_tensor_shape(m, s->first + k - 1);
+    b->row_floats = (size_t)sh.w * (size_t)sh.c;
+  }
+  for (int l = s->first; l < s->end; l++) {
+    const model_layer *L = &m->layers[l];
+    for (int i = 0; i < L->n_inputs; i++) {
+      int k = slot_of(s, L->inputs[i]);
+      if (k < 0 || k >= l - s->first + 1) {
+        free(readers);
+        return broken(e, l, "it reads a tensor outside its range");
+      }
+      readers[k]++;
+      if (L->op != MODEL_OP_CONV || rows_empty(rows[l])) continue;
+      model_rows need = model_layer_input_rows(m, l, rows[l]);
+      model_rows have = {s->bufs[k].lo, s->bufs[k].hi};
+      model_rows held = rows_hull(have, need);
+      s->bufs[k].lo = held.lo;
+      s->bufs[k].hi = held.hi;
+    }
+  }
+  for (int l = s->first; l < s->end; l++) {
+    xexec_buf *ob = &s->bufs[l - s->first + 1];
+    if (!elementwise(&m->layers[l]) || rows_empty(ob->comp)) continue;
+    for (int i = 0; i < m->layers[l].n_inputs; i++) {
+      xexec_buf *ib = &s->bufs[slot_of(s, m->layers[l].inputs[i])];
+      if (ib == &s->bufs[0] || readers[ib - s->bufs] != 1 ||
+          ib->comp.lo != ob->comp.lo || ib->comp.hi != ob->comp.hi ||
+          ib->row_floats != ob->row_floats)
+        continue;
+      ob->root = ib->root;
+      break;
+    }
+  }
+  free(readers);
+  /* A shared buffer spans what each of its tensors needs; all of them
+   * compute the same rows, so the rows around are padding for each. */
+  for (int k = 0; k < n_slots; k++) {
+    xexec_buf *b = &s->bufs[k], *r = &s->bufs[b->root];
+    model_rows rr = {r->lo, r->hi}, bb = {b->lo, b->hi}, held = rows_hull(rr, bb);
+    r->lo = held.lo;
+    r->hi = held.hi;
+  }
+  for (int k = 0; k < n_slots; k++) {
+    xexec_buf *b = &s->bufs[k];
+    const xexec_buf *r = &s->bufs[b->root];
+    b->lo = r->lo;
+    b->hi = r->hi;
+    int h = model_tensor_shape(m, s->first + k - 1).h;
+    model_rows held = {b->lo, b->hi};
+    /* Rows beyond the computed ones must be padding, or a consumer would
+     * read zeros where the image has values. */
+    if (!rows_within(rows_clamp(held, h), b->comp))
+      return broken(e, s->first + k - 1, "its buffer needs uncomputed rows");
+    if (b->root != k) continue;
+    /* One allocation per buffer, so that a sanitizer sees any overrun;
+     * calloc: the zero rows are zero from here on, and the pages of a large
+     * buffer cost nothing until a run writes them. */
+    size_t bytes = (size_t)(b->hi - b->lo) * b->row_floats * sizeof(float) +
+                   XNN_EXTRA_BYTES;
+    b->base = calloc(1, bytes);
+    if (!b->base)
+      return err_set(e, ERR_NOMEM, "out of memory for a %zu-byte buffer", bytes);
+    s->bytes += bytes;
+  }
+  for (int k = 0; k < n_slots; k++)
+    s->bufs[k].base = s->bufs[s->bufs[k].root].base;
+  return ERR_OK;
+}
+
+/* Window of a convolution or pool: where it reads and how many rows. */
+static err_code plan_window(xexec_strip *s, xexec_step *st, model_rows rows,
+                            err *e) {
+  const model *m = s->x->m;
+  int l = st->layer;
+  const model_layer *L = &m->layers[l];
+  const xexec_buf *ib = &s->bufs[slot_of(s, L->inputs[0])];
+  int h = model_tensor_shape(m, L->inputs[0]).h;
+  model_rows need = model_layer_input_rows(m, l, rows);
+  if (L->op == MODEL_OP_CONV) {
+    if (!buf_holds(ib, need)) return broken(e, l, "window outside its buffer");
+    st->in[0] = buf_row(ib, need.lo);
+    st->in_rows = need.hi - need.lo;
+    if (st->in_rows < L->kernel_h ||
+        (st->in_rows - L->kernel_h) / L->stride_h + 1 != st->rows)
+      return broken(e, l, "window and output rows disagree");
+    return ERR_OK;
+  }
+  model_rows real = rows_clamp(need, h);
+  int pad_top = real.lo - need.lo, pad_bottom = need.hi - real.hi;
+  if (rows_empty(real) || !rows_within(real, ib->comp) ||
+      pad_top > L->pad_top || pad_bottom > L->pad_bottom)
+    return broken(e, l, "pool window outside its input");
+  st->in[0] = buf_row(ib, real.lo);
+  st->in_rows = real.hi - real.lo;
+  if ((st->in_rows + pad_top + pad_bottom - L->kernel_h) / L->stride_h + 1 !=
+      st->rows)
+    return broken(e, l, "pool window and output rows disagree");
+  st->variant = xexec_op_variant(m, l, &s->x->ops[l], pad_top, pad_bottom, e);
+  if (st->variant < 0 && (L->kernel_h != 1 || L->kernel_w != 1))
+    return err_wrap(e, "strip of %s", m->name);
+  return ERR_OK;
+}
+
+static err_code plan_steps(xexec_strip *s, const model_rows *rows, err *e) {
+  const model *m = s->x->m;
+  for (int l = s->first; l < s->end; l++) {
+    const model_layer *L = &m->layers[l];
+    xexec_step *st = &s->steps[l - s->first];
+    model_shape is = model_tensor_shape(m, L->inputs[0]);
+    const xexec_buf *ob = &s->bufs[l - s->first + 1];
+    const xexec_buf *ib = &s->bufs[slot_of(s, L->inputs[0])];
+    st->layer = l;
+    st->variant = -1;
+    st->rows = rows_empty(rows[l]) ? 0 : rows[l].hi - rows[l].lo;
+    st->out = buf_row(ob, ob->comp.lo);
+    if (L->op == MODEL_OP_FE) {
+      model_rows owned;
+      err_code rc = model_fe_owned_rows(m, s->first, s->end, s->out, l, &owned, e);
+      if (rc != ERR_OK) return rc;
+      if (!rows_within(owned, ib->comp))
+        return broken(e, l, "it owns rows it does not compute");
+      if (rows_empty(owned)) owned.lo = owned.hi = 0;
+      st->owned = owned;
+      st->owned_rows = owned.hi - owned.lo;
+      st->owned_in = st->owned_rows ? buf_row(ib, owned.lo) : NULL;
+    }
+    if (st->rows == 0) continue;
+    switch (L->op) {
+      case MODEL_OP_CONV:
+      case MODEL_OP_MAXPOOL:
+      case MODEL_OP_AVGPOOL: {
+        err_code rc = plan_window(s, st, rows[l], e);
+        if (rc != ERR_OK) return rc;
+        break;
+      }
+      case MODEL_OP_GAP:
+      case MODEL_OP_FC:
+      case MODEL_OP_FLATTEN:
+        if (ib->comp.lo != 0 || ib->comp.hi != is.h || rows[l].lo != 0 ||
+            rows[l].hi != 1)
+          return broken(e, l, "a global layer without its whole input");
+        st->in[0] = buf_row(ib, 0);
+        break;
+      default: /* row-wise: BN, RELU, FE, ADD */
+        for (int i = 0; i < L->n_inputs; i++) {
+          const xexec_buf *b = &s->bufs[slot_of(s, L->inputs[i])];
+          if (!rows_within(rows[l], b->comp))
+            return broken(e, l, "it reads rows its input does not compute");
+          st->in[i] = buf_row(b, rows[l].lo);
+        }
+        break;
+    }
+  }
+  return ERR_OK;
+}
+
+/* Channels of the widest FE input in the range (0 when there is none). */
+static int fe_channels(const model *m, int first, int end) {
+  int c = 0;
+  for (int l = first; l < end; l++)
+    if (m->layers[l].op == MODEL_OP_FE) {
+      int k = model_tensor_shape(m, m->layers[l].inputs[0]).c;
+      if (k > c) c = k;
+    }
+  return c;
+}
+
+err_code xexec_strip_create(xexec *x, int first, int end, model_rows out,
+                            xexec_strip **strip, err *e) {
+  if (!strip) return err_set(e, ERR_INVALID, "xexec_strip_create without output");
+  *strip = NULL;
+  if (!x) return err_set(e, ERR_INVALID, "strip of no executor");
+  const model *m = x->m;
+  err_code rc = model_check_range(m, first, end, e);
+  if (rc != ERR_OK) return rc;
+  model_rows *rows = calloc((size_t)m->n_layers, sizeof *rows);
+  xexec_strip *s = calloc(1, sizeof *s);
+  if (!rows || !s) {
+    free(rows);
+    free(s);
+    return err_set(e, ERR_NOMEM, "out of memory planning a strip");
+  }
+  s->x = x;
+  s->id = x->next_id++;
+  s->first = s->next = first;
+  s->end = end;
+  s->out = out;
+  rc = model_strip_rows(m, first, end, out, rows, &s->in, e);
+  if (rc != ERR_OK) goto fail;
+  int n_fe = fe_channels(m, first, end);
+  s->bufs = calloc((size_t)(end - first + 1), sizeof *s->bufs);
+  s->steps = calloc((size_t)(end - first), sizeof *s->steps);
+  s->sums = calloc((size_t)n_fe + 1, sizeof *s->sums);
+  s->scale = calloc((size_t)n_fe + 1, sizeof *s->scale);
+  if (!s->bufs || !s->steps || !s->sums || !s->scale) {
+    rc = err_set(e, ERR_NOMEM, "out of memory planning a strip");
+    goto fail;
+  }
+  if ((rc = plan_buffers(s, rows, e)) != ERR_OK ||
+      (rc = plan_steps(s, rows, e)) != ERR_OK)
+    goto fail;
+  /* Binding every operator now surfaces XNNPACK's objections here rather
+   * than in the middle of a run. */
+  for (int i = 0; i < end - first; i++) {
+    rc = xexec_op_setup(m, &x->ops[first + i], &s->steps[i], s->id, x->pool, e);
+    if (rc != ERR_OK) goto fail;
+  }
+  free(rows);
+  *strip = s;
+  return ERR_OK;
+fail:
+  free(rows);
+  xexec_strip_destroy(s);
+  return rc;
+}
+
+void xexec_strip_destroy(xexec_strip *s) {
+  if (!s) return;
+  if (s->bufs)
+    for (int k = 0; k <= s->end - s->first; k++)
+      if (s->bufs[k].root == k) free(s->bufs[k].base);
+  free(s->bufs);
+  free(s->steps);
+  free(s->sums);
+  free(s->scale);
+  free(s);
+}
+
+model_rows xexec_strip_in_rows(const xexec_strip *s) {
+  model_rows none = {0, 0};
+  return s ? s->in : none;
+}
+
+model_rows xexec_strip_out_rows(const xexec_strip *s) {
+  model_rows none = {0, 0};
+  return s ? s->out : none;
+}
+
+float *xexec_strip_input(xexec_strip *s) {
+  return s ? buf_row(&s->bufs[0], s->in.lo) : NULL;
+}
+
+const float *xexec_strip_output(const xexec_strip *s) {
+  if (!s) return NULL;
+  const xexec_buf *b = &s->bufs[s->end - s->first];
+  return buf_row(b, s->out.lo);
+}
+
+size_t xexec_strip_bytes(const xexec_strip *s) { return s ? s->bytes : 0; }
+
+/* ---- running -------------------------------------------------------------- */
+
+/* Scale of FE step st from the strip's own sums (the tile-local variant):
+ * over the rows it owns, or the rows it reads when it owns none. */
+static err_code local_scale(xexec_strip *s, const xexec_step *st, err *e) {
+  const model *m = s->x->m;
+  model_shape is = model_tensor_shape(m, m->layers[st->layer].inputs[0]);
+  if (st->rows == 0) return ERR_OK; /* nothing to scale */
+  int rows = st->owned_rows;
+  if (rows == 0) {
+    rows = st->rows;
+    xexec_channel_sums(st->in[0], (size_t)rows * (size_t)is.w, is.c, s->sums);
+  }
+  return model_fe_scale(m, st->layer, s->sums, (double)rows * is.w, s->scale, e);
+}
+
+static err_code strip_run(xexec_strip *s, bool local, bool *paused,
+                          xexec_fe_sums *fe, err *e) {
+  const model *m = s->x->m;
+  *paused = false;
+  for (; s->next < s->end; s->next++) {
+    int l = s->next;
+    const model_layer *L = &m->layers[l];
+    xexec_step *st = &s->steps[l - s->first];
+    err_code rc = ERR_OK;
+    if (L->op == MODEL_OP_FE && s->fe != FE_READY) {
+      model_shape is = model_tensor_shape(m, L->inputs[0]);
+      xexec_channel_sums(st->owned_in, (size_t)st->owned_rows * (size_t)is.w,
+                         is.c, s->sums);
+      if (!local) {
+        s->fe = FE_WAITING;
+        fe->layer = l;
+        fe->channels = is.c;
+        fe->owned = st->owned;
+        fe->sums = s->sums;
+        *paused = true;
+        return ERR_OK;
+      }
+      rc = local_scale(s, st, e);
+    }
+    if (rc == ERR_OK)
+      rc = xexec_op_run(m, &s->x->ops[l], st, s->id, s->scale, s->x->pool, e);
+    s->fe = FE_IDLE;
+    if (rc != ERR_OK) {
+      s->next = s->first;
+      return err_wrap(e, "%s layer %d", m->name, l);
+    }
+  }
+  s->next = s->first;
+  return ERR_OK;
+}
+
+err_code xexec_strip_run(xexec_strip *s, bool *paused, xexec_fe_sums *fe,
+                         err *e) {
+  if (!s || !paused || !fe)
+    return err_set(e, ERR_INVALID, "xexec_strip_run needs a strip, paused and fe");
+  if (s->fe == FE_WAITING)
+    return err_set(e, ERR_INVALID,
+                   "strip is paused at feature enhancement layer %d: give it "
+                   "the scale first",
+                   s->next);
+  return strip_run(s, false, paused, fe, e);
+}
+
+err_code xexec_strip_set_fe_scale(xexec_strip *s, const float *scale, err *e) {
+  if (!s || !scale)
+    return err_set(e, ERR_INVALID, "xexec_strip_set_fe_scale needs a strip and a scale");
+  if (s->fe != FE_WAITING)
+    return err_set(e, ERR_INVALID,
+                   "strip is not paused at a feature enhancement layer");
+  const model *m = s->x->m;
+  int c = model_tensor_shape(m, m->layers[s->next].inputs[0]).c;
+  memcpy(s->scale, scale, (size_t)c * sizeof *scale);
+  s->fe = FE_READY;
+  return ERR_OK;
+}
+
+err_code xexec_strip_run_local(xexec_strip *s, err *e) {
+  if (!s) return err_set(e, ERR_INVALID, "xexec_strip_run_local without a strip");
+  bool paused;
+  xexec_fe_sums fe;
+  s->next = s->first;
+  s->fe = FE_IDLE;
+  return strip_run(s, true, &paused, &fe, e);
+}
+
+err_code xexec_run(xexec *x, const float *input, float *output, err *e) {
+  if (!x || !input || !output)
+    return err_set(e, ERR_INVALID, "xexec_run needs an executor, input and output");
+  const model *m = x->m;
+  const model_layer *last = &m->layers[m->n_layers - 1];
+  if (!x->whole) {
+    model_rows all = {0, last->out.h};
+    err_code rc = xexec_strip_create(x, 0, m->n_layers, all, &x->whole, e);
+    if (rc != ERR_OK) return rc;
+  }
+  /* Only the rows the strip reads: a strided first window may never reach
+   * the last rows, and the buffer does not hold them. */
+  model_rows in = x->whole->in;
+  size_t row = (size_t)m->input.w * (size_t)m->input.c;
+  memcpy(xexec_strip_input(x->whole), input + (size_t)in.lo * row,
+         (size_t)(in.hi - in.lo) * row * sizeof(float));
+  err_code rc = xexec_strip_run_local(x->whole, e);
+  if (rc != ERR_OK) return rc;
+  memcpy(output, xexec_strip_output(x->whole),
+         model_shape_elems(last->out) * sizeof(float));
+  return ERR_OK;
+}

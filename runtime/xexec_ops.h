@@ -1,0 +1,84 @@
+/* xexec_ops.h — the per-layer operators of the XNNPACK executor; internal to
+ * runtime/xexec.c, which plans strips and drives runs.
+ *
+ * Each layer of a model gets one xexec_op, created once with its weights
+ * packed by XNNPACK. A strip describes what the layer reads and writes as an
+ * xexec_step (pointers into the strip's buffers, row counts); running a step
+ * binds the operator to those buffers (xnn_setup_*) unless it is still bound
+ * to the same strip from its previous run, then runs it.
+ *
+ * Vertical padding: convolutions are created with no top/bottom padding and
+ * read explicit zero rows the strip keeps around their input, so one
+ * operator serves every strip shape. Pools must not see zero rows (a max
+ * over zeros or an average counting them would be wrong), so they get an
+ * operator per (pad_top, pad_bottom) the strips actually see, created on
+ * demand by xexec_op_variant(); pooling operators hold no weights.
+ *
+ * What XNNPACK does not do here is plain C: feature enhancement's sums and
+ * channel scaling, FLATTEN's transpose, and 1x1 pools (XNNPACK refuses them).
+ */
+#ifndef EDGEDI_XEXEC_OPS_H
+#define EDGEDI_XEXEC_OPS_H
+
+#include <pthreadpool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <xnnpack.h>
+
+#include "runtime/err.h"
+#include "runtime/model.h"
+
+/* A pooling operator for one vertical padding. `bound` as in xexec_op. */
+typedef struct xexec_variant {
+  int pad_top, pad_bottom;
+  xnn_operator_t op;
+  uint64_t bound;
+} xexec_variant;
+
+typedef struct xexec_op {
+  xnn_operator_t op; /* NULL for pools (see variants) and plain-C layers */
+  uint64_t bound;    /* id of the strip `op` is set up for; 0 = none */
+  xexec_variant *variants;
+  int n_variants, cap_variants;
+} xexec_op;
+
+/* One layer's work in one strip. Pointers address the first row read or
+ * written; rows of a tensor are contiguous (NHWC, W*C floats each). */
+typedef struct xexec_step {
+  int layer;
+  int rows;            /* output rows to compute; 0: nothing to do */
+  const float *in[MODEL_MAX_INPUTS];
+  int in_rows;         /* rows read from in[0] by windows (conv, pools) */
+  float *out;
+  int variant;         /* pools through XNNPACK: index into op->variants */
+  /* FE: the input rows this strip owns, for the partial sums. */
+  model_rows owned;
+  const float *owned_in;
+  int owned_rows;
+} xexec_step;
+
+/* Creates layer l's operator (none for plain-C layers). ERR_UNSUPPORTED for
+ * geometry EdgeDI does not run, ERR_BACKEND when XNNPACK refuses. */
+err_code xexec_op_create(const model *m, int l, xexec_op *op, err *e);
+void xexec_op_destroy(xexec_op *op);
+
+/* Index of pool layer l's operator for this vertical padding, creating it
+ * on first use; -1 (with *e) on failure. */
+int xexec_op_variant(const model *m, int l, xexec_op *op, int pad_top,
+                     int pad_bottom, err *e);
+
+/* Runs step `st` of the strip `strip_id` (set up first when the operator
+ * is bound elsewhere). FE steps take `fe_scale` (channels floats). */
+err_code xexec_op_run(const model *m, xexec_op *op, const xexec_step *st,
+                      uint64_t strip_id, const float *fe_scale,
+                      pthreadpool_t pool, err *e);
+
+/* Binds the step's operator to its buffers without running it (strip
+ * creation uses it to surface XNNPACK's objections early). */
+err_code xexec_op_setup(const model *m, xexec_op *op, const xexec_step *st,
+                        uint64_t strip_id, pthreadpool_t pool, err *e);
+
+/* Per-channel sums, in double, of `pixels` NHWC pixels of `c` channels. */
+void xexec_channel_sums(const float *in, size_t pixels, int c, double *sums);
+
+#endif

@@ -1,0 +1,140 @@
+/* dispatch.h — the scheduler's side of one distributed inference, as a state
+ * machine that turns a plan into TileJobs and eats the agents' ExecuteOut
+ * messages. No I/O and no threads: the scheduler program routes messages
+ * between it and the agents' Execute streams; devices are the indices the
+ * plan was made for (plan_part.device), 0 .. n_devices - 1.
+ *
+ * Life: dispatch_create() checks the plan and image and packs every job of
+ * every device (all segments at once: an agent runs them as their inputs
+ * arrive); dispatch_start() hands them to the outbox; then each message an
+ * agent sends goes through dispatch_on_message():
+ *  - RowsData to a device (dest >= 0): relayed to it as they are;
+ *  - RowsData to the scheduler (dest -1): the last segment's output,
+ *    gathered; once every row is in, the head (layers [head_first, n))
+ *    runs on the caller's executor and gives the logits;
+ *  - FeSums: added up per FE layer (in device order, so results do not
+ *    depend on arrival order); when every device of the segment has sent
+ *    its sums, model_fe_scale() gives the scale, sent to each of them;
+ *  - TileResult: timings recorded per device;
+ *  - TileError: the request fails with the agent's status and message.
+ * The request is DONE when the logits are there and every job reported its
+ * result; it FAILS on a TileError, on a message that contradicts the plan
+ * (rows nobody asked for, sums of the wrong size: an agent bug, status
+ * INTERNAL) or on dispatch_fail() (a dead agent, the deadline). A failing
+ * request sends Release to every device it gave jobs; later messages of it
+ * are ignored.
+ *
+ * What moves (DESIGN.md, "Data movement"): the image rows each segment-0
+ * job reads, as sent (uint8 or float); the rows a device of the next
+ * segment needs from another device's strip (its halo, or rows that change
+ * owner), relayed, so they cross two links; the last segment's output, once.
+ * Each device keeps its own strip for its next job (keep_output). The
+ * result counts these bytes (payloads, as plan_evaluate() prices them) and
+ * what gathering and re-scattering whole maps at every segment would move.
+ *
+ * Threads: none inside; the caller serializes calls on one dispatch, and on
+ * all dispatches that share a head executor (the head runs inside
+ * dispatch_on_message()).
+ */
+#ifndef EDGEDI_DISPATCH_H
+#define EDGEDI_DISPATCH_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "proto/edgedi.pb-c.h"
+#include "runtime/err.h"
+#include "runtime/model.h"
+#include "runtime/preprocess.h"
+#include "runtime/xexec.h"
+#include "scheduler/plan.h"
+
+typedef struct dispatch dispatch;
+
+/* Messages for the agents, each a packed ExecuteIn for device `device`.
+ * The caller sends and then clears them; it may take a buffer (set data to
+ * NULL) to send it without a copy, and then frees it with free(). */
+typedef struct dispatch_msg {
+  int device;
+  uint8_t *data;
+  size_t len;
+} dispatch_msg;
+
+typedef struct dispatch_outbox {
+  dispatch_msg *msgs;
+  int n, cap;
+} dispatch_outbox;
+
+void dispatch_outbox_clear(dispatch_outbox *o); /* frees the messages */
+void dispatch_outbox_free(dispatch_outbox *o);  /* and the array */
+
+typedef enum dispatch_state {
+  DISPATCH_RUNNING,
+  DISPATCH_DONE,
+  DISPATCH_FAILED
+} dispatch_state;
+
+/* One device's share, as measured (the agents' TileResults) and planned. */
+typedef struct dispatch_device {
+  int jobs, results;
+  int rows;             /* output rows of the last segment it computed */
+  double compute_ms;    /* sums over its TileResults */
+  double cpu_ms, wait_ms, gflop;
+  uint64_t bytes_in;    /* payload sent to it: image rows, relayed rows */
+  uint64_t bytes_out;   /* payload it sent: rows for others, output */
+  double predicted_ms;  /* the plan's compute + transfer over its parts */
+  double busy_until_ms; /* its last TileResult, from dispatch_start() */
+} dispatch_device;
+
+typedef struct dispatch_result {
+  dispatch_state state;
+  uint32_t status;     /* a grpc_status_code: OK unless FAILED */
+  const char *message; /* why it failed, "" otherwise */
+  const float *logits; /* once the head ran (NULL before) */
+  int n_logits;
+  int top_class;
+  double head_ms;
+  uint64_t bytes_image;   /* image rows sent */
+  uint64_t bytes_relayed; /* rows relayed between devices (each crosses two links) */
+  uint64_t bytes_output;  /* last segment's output gathered */
+  uint64_t bytes_moved;   /* image + 2 * relayed + output */
+  uint64_t bytes_gather_all; /* what gathering whole maps at every segment would move */
+  int n_devices;
+  const dispatch_device *devices;
+} dispatch_result;
+
+/* Builds one request: `m` the finalized fused model (it and `head` outlive
+ * the dispatch), `digest` the name agents know it by, `p` a plan of m for
+ * n_devices devices (copied), `img` the whole picture (copied into the
+ * jobs), `head` an executor of m for the head (may be NULL only when the
+ * plan leaves no head). ERR_INVALID / ERR_RANGE / ERR_SHAPE say what in the
+ * plan or image is wrong; nothing is sent. */
+err_code dispatch_create(const model *m, const char *digest, const plan *p,
+                         int n_devices, const preprocess_image *img,
+                         uint64_t request_id, xexec *head, dispatch **out,
+                         err *e);
+void dispatch_destroy(dispatch *d);
+
+/* Queues every job for sending (once). */
+err_code dispatch_start(dispatch *d, dispatch_outbox *out, err *e);
+
+/* Handles one message from device `from`; returns the request's state. */
+dispatch_state dispatch_on_message(dispatch *d, int from,
+                                   const Edgedi__V1__ExecuteOut *msg,
+                                   dispatch_outbox *out);
+
+/* Fails a running request (a dead agent, the deadline) with `status` (a
+ * grpc_status_code) and `message`; Releases its devices. No-op once the
+ * request is over. */
+void dispatch_fail(dispatch *d, uint32_t status, const char *message,
+                   dispatch_outbox *out);
+
+/* The request's state, logits and accounting; pointers valid until the
+ * next call on d. */
+void dispatch_get_result(const dispatch *d, dispatch_result *r);
+
+/* The request an agent's message belongs to, for routing: false for Hello
+ * and Pong. */
+bool dispatch_request_of(const Edgedi__V1__ExecuteOut *msg, uint64_t *request_id);
+
+#endif

@@ -1,0 +1,107 @@
+/* plan.h — the planner interface: how one request's model is split over the
+ * cluster.
+ *
+ * A plan cuts the spatial part of a model (layers [0, head_first)) into
+ * segments at cuts (model_is_cut) and gives each segment's output rows to
+ * devices as contiguous strips, top to bottom in device order. Layers from
+ * head_first on (pooling + classifier) run on the scheduler. Each device
+ * keeps its strip between segments: only halo rows and rows that change
+ * owner move, relayed by the scheduler, and only the last segment's output
+ * travels to the scheduler whole (DESIGN.md, "Data movement").
+ *
+ * Every planner fills the same plan; plan_evaluate() prices any plan with
+ * the same cost model, so planners are compared on equal terms:
+ *   device time in a segment = a * GFLOP (halo recomputation included)
+ *     + b (fixed cost per job)
+ *     + bytes over its link / bandwidth + one round trip per exchange
+ *       (the segment's start, each feature-enhancement sum exchange).
+ * A segment ends when its slowest device ends; the request's predicted
+ * latency is the sum over segments plus sending the image and gathering the
+ * output.
+ */
+#ifndef EDGEDI_PLAN_H
+#define EDGEDI_PLAN_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "runtime/err.h"
+#include "runtime/model.h"
+
+enum {
+  PLAN_MAX_DEVICES = 32,
+  PLAN_NAME_BYTES = 64,
+};
+
+/* What the planner knows of a device: its cost model. */
+typedef struct plan_device {
+  char name[PLAN_NAME_BYTES];
+  double ms_per_gflop;   /* a */
+  double fixed_ms;       /* b, per job */
+  double bandwidth_mbps; /* its link */
+  double rtt_ms;         /* its link's round trip */
+} plan_device;
+
+typedef struct plan_part {
+  int device;       /* index into the devices given to the planner */
+  model_rows out;   /* rows of the segment's last layer */
+  model_rows in;    /* rows of the segment's input tensor it computes from */
+  double gflop;
+  uint64_t bytes_in, bytes_out;
+  double compute_ms, transfer_ms; /* predicted */
+} plan_part;
+
+typedef struct plan_segment {
+  int first, end;   /* layer range */
+  int n_parts;      /* devices with at least one row, in row order */
+  plan_part parts[PLAN_MAX_DEVICES];
+  int fe_exchanges;
+  double predicted_ms;
+} plan_segment;
+
+typedef struct plan {
+  char planner[16];
+  int head_first;
+  int n_segments;
+  plan_segment *segments;
+  double predicted_ms;
+  uint64_t bytes_moved;      /* predicted: everything over the links */
+  uint64_t bytes_gather_all; /* the same plan if every segment gathered and re-scattered whole maps */
+} plan;
+
+typedef struct plan_options {
+  int input_bytes_per_pixel; /* the image as sent: 1 for uint8 camera pixels */
+  int input_channels;        /* channels of the image as sent (1 gray, 3) */
+} plan_options;
+
+plan_options plan_default_options(void);
+
+/* The first layer of the head: the earliest cut after which no layer is
+ * spatial (FC, GAP, FLATTEN and what follows them run on the scheduler). */
+int plan_head_first(const model *m);
+
+/* Prices `p` (segments and parts filled, numbers not) with the cost model:
+ * fills rows in, GFLOP, bytes, predicted times. */
+err_code plan_evaluate(const model *m, const plan_device *devs, int n_devs,
+                       const plan_options *o, plan *p, err *e);
+
+/* Planners. Each fills *p (free with plan_free). */
+typedef err_code (*plan_fn)(const model *m, const plan_device *devs,
+                            int n_devs, const plan_options *o, plan *p,
+                            err *e);
+
+/* Segments end at every pooling layer; rows split in proportion to each
+ * device's speed 1/a (the capacity-proportional split of EdgeLD/MoDNN). */
+err_code plan_proportional(const model *m, const plan_device *devs, int n_devs,
+                           const plan_options *o, plan *p, err *e);
+/* Same segments, equal rows per device. */
+err_code plan_equal(const model *m, const plan_device *devs, int n_devs,
+                    const plan_options *o, plan *p, err *e);
+
+/* The planner registered under `name` ("equal", "proportional"), or NULL. */
+plan_fn plan_find(const char *name);
+const char *const *plan_names(void);
+
+void plan_free(plan *p);
+
+#endif
