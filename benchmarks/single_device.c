@@ -6,11 +6,13 @@
  * after --warmup untimed ones. It runs the reference executor on the
  * original, unfused model, both to hold the executor's answer to it and to
  * show what XNNPACK buys. As the core's practical peak it times one large
- * 3x3 convolution through the same executor, in the same process, so
- * pct_of_peak compares like with like. Peak memory is measured in a fresh
- * process (this program re-executed with the hidden --rss-probe MODEL):
- * a child made only by fork() would inherit, and count, every page this
- * process had touched before.
+ * 3x3 convolution through the same executor, right before each model, so
+ * that pct_of_peak compares like with like even when other work shares the
+ * machine. Peak memory is the VmHWM of a fresh process (this program
+ * re-executed with the hidden --rss-probe MODEL), reported back through a
+ * pipe: ru_maxrss of a child would not do, since Linux carries the maximum
+ * across exec and a forked child starts out with every page this process
+ * holds.
  *
  * Output: an aligned table, or with --json one JSON object per model per
  * line. Figures are this machine's, not an emulated device's.
@@ -23,8 +25,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
-#include <sys/time.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -77,11 +77,15 @@ typedef struct bench_result {
   double reference_ms;
   double max_rel_diff;
   double rss_mb;
+  double peak_gflops_per_s; /* measured right before this model */
 } bench_result;
 
+/* The peak probe: a one-layer model, prepared once, timed per model. */
 typedef struct bench_peak {
+  model *m;
+  xexec *x;
+  float *in, *out;
   double gflop;
-  double ms;
 } bench_peak;
 
 /* ---- small helpers ------------------------------------------------------- */
@@ -158,42 +162,59 @@ static err_code time_xexec(xexec *x, const float *in, float *out, int warmup,
   return rc;
 }
 
+static void peak_destroy(bench_peak *p) {
+  free(p->in);
+  free(p->out);
+  xexec_destroy(p->x);
+  model_destroy(p->m);
+  *p = (bench_peak){0};
+}
+
 /* The core's practical peak: one PEAK_CHANNELS -> PEAK_CHANNELS 3x3
  * convolution (stride 1, pad 1) on PEAK_SIZE x PEAK_SIZE, as a one-layer
  * model through the executor. */
-static err_code measure_peak(const bench_opts *o, bench_peak *p, err *e) {
+static err_code peak_create(int threads, bench_peak *p, err *e) {
+  *p = (bench_peak){0};
   model_shape s = {PEAK_SIZE, PEAK_SIZE, PEAK_CHANNELS};
-  model *m = model_create("peak_conv3x3", s);
-  if (!m) return err_set(e, ERR_NOMEM, "no memory for the peak model");
-  xexec *x = NULL;
-  float *in = NULL, *out = NULL;
+  p->m = model_create("peak_conv3x3", s);
+  if (!p->m) return err_set(e, ERR_NOMEM, "no memory for the peak model");
   err_code rc = ERR_OK;
-  if (model_add_conv(m, MODEL_INPUT, PEAK_CHANNELS, 3, 1, 1, 1, false, e) < 0)
+  if (model_add_conv(p->m, MODEL_INPUT, PEAK_CHANNELS, 3, 1, 1, 1, false,
+                     e) < 0)
     rc = e ? e->code : ERR_INVALID;
   if (rc == ERR_OK) {
-    fill_uniform(m->layers[0].weights, m->layers[0].n_weights, 1);
-    for (size_t i = 0; i < m->layers[0].n_weights; i++)
-      m->layers[0].weights[i] *= 0.02f; /* ~ He scale for 2304 inputs */
-    rc = model_finalize(m, e);
+    model_layer *l = &p->m->layers[0];
+    fill_uniform(l->weights, l->n_weights, 1);
+    for (size_t i = 0; i < l->n_weights; i++)
+      l->weights[i] *= 0.02f; /* ~ He scale for 2304 inputs */
+    rc = model_finalize(p->m, e);
   }
-  if (rc == ERR_OK) rc = xexec_create(m, o->threads, &x, e);
+  if (rc == ERR_OK) rc = xexec_create(p->m, threads, &p->x, e);
   if (rc == ERR_OK) {
-    in = malloc(model_shape_elems(s) * sizeof *in);
-    out = malloc(model_shape_elems(m->layers[0].out) * sizeof *out);
-    if (!in || !out) rc = err_set(e, ERR_NOMEM, "no memory for peak tensors");
+    p->in = malloc(model_shape_elems(s) * sizeof *p->in);
+    p->out = malloc(model_shape_elems(p->m->layers[0].out) * sizeof *p->out);
+    if (!p->in || !p->out)
+      rc = err_set(e, ERR_NOMEM, "no memory for peak tensors");
   }
   if (rc == ERR_OK) {
-    fill_uniform(in, model_shape_elems(s), INPUT_SEED);
-    double min_ms;
-    rc = time_xexec(x, in, out, o->warmup_runs, o->runs, &p->ms, &min_ms, e);
-    p->gflop = model_flops(m) / 1e9;
+    fill_uniform(p->in, model_shape_elems(s), INPUT_SEED);
+    p->gflop = model_flops(p->m) / 1e9;
   }
-  if (rc != ERR_OK) err_wrap(e, "peak convolution");
-  free(in);
-  free(out);
-  xexec_destroy(x);
-  model_destroy(m);
+  if (rc != ERR_OK) {
+    err_wrap(e, "peak convolution");
+    peak_destroy(p);
+  }
   return rc;
+}
+
+static err_code peak_time(bench_peak *p, const bench_opts *o,
+                          double *gflops_per_s, err *e) {
+  double ms, min_ms;
+  err_code rc =
+      time_xexec(p->x, p->in, p->out, o->warmup_runs, o->runs, &ms, &min_ms, e);
+  if (rc != ERR_OK) return err_wrap(e, "peak convolution");
+  *gflops_per_s = p->gflop / (ms / 1e3);
+  return ERR_OK;
 }
 
 static double max_rel_diff(const float *got, const float *want, size_t n) {
@@ -284,6 +305,20 @@ static err_code rss_probe(const char *name, int threads, err *e) {
   return rc;
 }
 
+/* The probe's own answer: VmHWM, the high-water mark of this process's
+ * resident memory since its exec, in KiB. */
+static err_code read_vmhwm_kb(long *kb, err *e) {
+  FILE *f = fopen("/proc/self/status", "r");
+  if (!f) return err_set(e, ERR_IO, "/proc/self/status: %s", strerror(errno));
+  char line[256];
+  bool found = false;
+  while (!found && fgets(line, sizeof line, f))
+    found = sscanf(line, "VmHWM: %ld kB", kb) == 1;
+  fclose(f);
+  return found ? ERR_OK
+               : err_set(e, ERR_CORRUPT, "no VmHWM in /proc/self/status");
+}
+
 /* Peak RSS in MiB of a fresh process running rss_probe(name). */
 static err_code measure_rss(const char *name, int threads, double *rss_mb,
                             err *e) {
@@ -291,25 +326,46 @@ static err_code measure_rss(const char *name, int threads, double *rss_mb,
   snprintf(threads_arg, sizeof threads_arg, "%d", threads);
   char *const argv[] = {"single_device", (char *)RSS_PROBE_FLAG, (char *)name,
                         "--threads", threads_arg, NULL};
+  int fds[2];
+  if (pipe(fds) != 0)
+    return err_set(e, ERR_INTERNAL, "pipe: %s", strerror(errno));
   fflush(NULL); /* the child must not repeat our buffered output */
   pid_t pid = fork();
-  if (pid < 0)
+  if (pid < 0) {
+    close(fds[0]);
+    close(fds[1]);
     return err_set(e, ERR_INTERNAL, "fork: %s", strerror(errno));
+  }
   if (pid == 0) {
+    if (dup2(fds[1], STDOUT_FILENO) < 0) _exit(127);
+    close(fds[0]);
+    close(fds[1]);
     execv("/proc/self/exe", argv);
     _exit(127);
   }
+  close(fds[1]);
+  char buf[64];
+  size_t len = 0;
+  ssize_t got;
+  while (len < sizeof buf - 1 &&
+         ((got = read(fds[0], buf + len, sizeof buf - 1 - len)) > 0 ||
+          (got < 0 && errno == EINTR)))
+    if (got > 0) len += (size_t)got;
+  buf[len] = 0;
+  close(fds[0]);
   int status;
-  struct rusage ru;
   pid_t w;
   do {
-    w = wait4(pid, &status, 0, &ru);
+    w = waitpid(pid, &status, 0);
   } while (w < 0 && errno == EINTR);
-  if (w < 0) return err_set(e, ERR_INTERNAL, "wait4: %s", strerror(errno));
+  if (w < 0) return err_set(e, ERR_INTERNAL, "waitpid: %s", strerror(errno));
   if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
     return err_set(e, ERR_INTERNAL, "memory probe for %s failed (status %d)",
                    name, status);
-  *rss_mb = (double)ru.ru_maxrss / 1024.0; /* Linux reports KiB */
+  long kb;
+  if (sscanf(buf, "%ld", &kb) != 1)
+    return err_set(e, ERR_CORRUPT, "memory probe for %s said '%s'", name, buf);
+  *rss_mb = (double)kb / 1024.0;
   return ERR_OK;
 }
 
@@ -321,10 +377,9 @@ static void json_num(const char *key, double v, const char *fmt) {
   else printf(fmt, v);
 }
 
-static void print_json(const bench_result *r, const bench_opts *o,
-                       const bench_peak *p) {
+static void print_json(const bench_result *r, const bench_opts *o) {
   double gflops = r->gflop / (r->xnnpack_ms / 1e3);
-  double peak = p->gflop / (p->ms / 1e3);
+  double peak = r->peak_gflops_per_s;
   printf("{\"model\":\"%s\"", r->model);
   json_num("gflop", r->gflop, "%.4f");
   printf(",\"params\":%zu,\"layers\":%d,\"fused_layers\":%d", r->params,
@@ -347,30 +402,32 @@ static void print_table_header(const bench_opts *o, const bench_peak *p) {
          "reference: %s\n",
          o->threads, o->threads == 1 ? "" : "s", o->runs, o->warmup_runs,
          o->reference ? "median of --ref-runs on the unfused model" : "off");
-  printf("peak: %d->%d 3x3 conv on %dx%d, %.3f GFLOP in %.2f ms = %.1f "
-         "GFLOP/s\n\n",
-         PEAK_CHANNELS, PEAK_CHANNELS, PEAK_SIZE, PEAK_SIZE, p->gflop, p->ms,
-         p->gflop / (p->ms / 1e3));
-  printf("%-10s %8s %9s %11s %10s %10s %11s %8s %6s %12s %8s\n", "model",
+  printf("peak: %d->%d 3x3 conv on %dx%d (%.3f GFLOP) through the same "
+         "executor, timed right before each model\n",
+         PEAK_CHANNELS, PEAK_CHANNELS, PEAK_SIZE, PEAK_SIZE, p->gflop);
+  printf("rss: peak resident memory of a fresh process that builds, fuses "
+         "and runs the model once\n\n");
+  printf("%-10s %7s %8s %9s %9s %9s %9s %7s %6s %6s %12s %8s\n", "model",
          "GFLOP", "params_M", "layers", "xnn_ms", "xnn_min", "ref_ms",
-         "GFLOP/s", "%peak", "max_rel_diff", "rss_MiB");
+         "GFLOP/s", "peak", "%peak", "max_rel_diff", "rss_MiB");
   fflush(stdout);
 }
 
-static void print_table_row(const bench_result *r, const bench_peak *p) {
+static void print_table_row(const bench_result *r) {
   double gflops = r->gflop / (r->xnnpack_ms / 1e3);
-  double peak = p->gflop / (p->ms / 1e3);
+  double peak = r->peak_gflops_per_s;
   char layers[24], ref[16], diff[16], rss[16];
   snprintf(layers, sizeof layers, "%d->%d", r->layers, r->fused_layers);
   if (isnan(r->reference_ms)) snprintf(ref, sizeof ref, "-");
-  else snprintf(ref, sizeof ref, "%.1f", r->reference_ms);
+  else snprintf(ref, sizeof ref, "%.0f", r->reference_ms);
   if (isnan(r->max_rel_diff)) snprintf(diff, sizeof diff, "-");
   else snprintf(diff, sizeof diff, "%.2e", r->max_rel_diff);
   if (isnan(r->rss_mb)) snprintf(rss, sizeof rss, "-");
   else snprintf(rss, sizeof rss, "%.1f", r->rss_mb);
-  printf("%-10s %8.3f %9.3f %11s %10.2f %10.2f %11s %8.1f %6.1f %12s %8s\n",
+  printf("%-10s %7.3f %8.3f %9s %9.2f %9.2f %9s %7.1f %6.1f %6.1f %12s %8s\n",
          r->model, r->gflop, (double)r->params / 1e6, layers, r->xnnpack_ms,
-         r->xnnpack_min_ms, ref, gflops, 100.0 * gflops / peak, diff, rss);
+         r->xnnpack_min_ms, ref, gflops, peak, 100.0 * gflops / peak, diff,
+         rss);
   fflush(stdout);
 }
 
@@ -451,10 +508,13 @@ static int probe_main(int argc, char **argv) {
     return EXIT_USAGE;
   }
   err e = {0};
-  if (rss_probe(argv[2], threads, &e) != ERR_OK) {
+  long kb;
+  if (rss_probe(argv[2], threads, &e) != ERR_OK ||
+      read_vmhwm_kb(&kb, &e) != ERR_OK) {
     fprintf(stderr, "single_device: memory probe %s: %s\n", argv[2], e.msg);
     return 1;
   }
+  printf("%ld\n", kb);
   return 0;
 }
 
@@ -485,7 +545,7 @@ int main(int argc, char **argv) {
   }
 
   bench_peak peak;
-  if (measure_peak(&o, &peak, &e) != ERR_OK) {
+  if (peak_create(o.threads, &peak, &e) != ERR_OK) {
     fprintf(stderr, "single_device: %s\n", e.msg);
     return 1;
   }
@@ -495,7 +555,8 @@ int main(int argc, char **argv) {
   for (int i = 0; i < o.n_models; i++) {
     bench_result r = {.reference_ms = NAN, .max_rel_diff = NAN, .rss_mb = NAN};
     snprintf(r.model, sizeof r.model, "%s", o.models[i]);
-    err_code rc = measure_model(o.models[i], &o, &r, &e);
+    err_code rc = peak_time(&peak, &o, &r.peak_gflops_per_s, &e);
+    if (rc == ERR_OK) rc = measure_model(o.models[i], &o, &r, &e);
     if (rc == ERR_OK && o.rss) rc = measure_rss(o.models[i], o.threads,
                                                 &r.rss_mb, &e);
     if (rc != ERR_OK) {
@@ -504,8 +565,9 @@ int main(int argc, char **argv) {
       failed++;
       continue;
     }
-    if (o.json) print_json(&r, &o, &peak);
-    else print_table_row(&r, &peak);
+    if (o.json) print_json(&r, &o);
+    else print_table_row(&r);
   }
+  peak_destroy(&peak);
   return failed ? 1 : 0;
 }

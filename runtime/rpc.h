@@ -30,6 +30,7 @@
 #define EDGEDI_RPC_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include <grpc/byte_buffer.h>
 #include <grpc/grpc.h>
@@ -187,6 +188,10 @@ err_code rpc_stream_open(rpc_channel *ch, const char *method, int deadline_ms,
  * for write_timeout_ms (then the stream is cancelled). An oversized msg is
  * refused without harming the stream. */
 err_code rpc_stream_write(rpc_stream *s, const ProtobufCMessage *msg, err *e);
+/* The same for a message already packed (`what` names it in errors): one
+ * copy, no decode and re-encode. */
+err_code rpc_stream_write_packed(rpc_stream *s, const uint8_t *data, size_t len,
+                                 const char *what, err *e);
 
 /* Waits up to timeout_ms (< 0: no limit) for the next message.
  *  ERR_OK, *msg set:  a message (free with rpc_free).

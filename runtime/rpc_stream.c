@@ -300,14 +300,13 @@ static err_code send_batch(rpc_stream *s, const grpc_op *ops, size_t n,
   return wait_send(s, RPC_TAG_SEND, what, e);
 }
 
-err_code rpc_stream_write(rpc_stream *s, const ProtobufCMessage *msg, err *e) {
-  grpc_byte_buffer *bb;
-  err_code rc = rpc_pack(msg, &bb, e);
-  if (rc) return rc;
+/* Sends one packed message; takes ownership of bb. */
+static err_code write_buffer(rpc_stream *s, grpc_byte_buffer *bb,
+                             const char *what, err *e) {
   /* Checked here so an oversized message fails alone; gRPC would kill the
    * whole stream for it. */
-  rc = rpc__check_size(grpc_byte_buffer_length(bb), s->opt.max_message_bytes,
-                       msg->descriptor->name, s->method, e);
+  err_code rc = rpc__check_size(grpc_byte_buffer_length(bb),
+                                s->opt.max_message_bytes, what, s->method, e);
   if (rc) {
     grpc_byte_buffer_destroy(bb);
     return rc;
@@ -324,6 +323,22 @@ err_code rpc_stream_write(rpc_stream *s, const ProtobufCMessage *msg, err *e) {
   pthread_mutex_unlock(&s->send_mu);
   grpc_byte_buffer_destroy(bb);
   return rc;
+}
+
+err_code rpc_stream_write(rpc_stream *s, const ProtobufCMessage *msg, err *e) {
+  grpc_byte_buffer *bb;
+  err_code rc = rpc_pack(msg, &bb, e);
+  if (rc) return rc;
+  return write_buffer(s, bb, msg->descriptor->name, e);
+}
+
+err_code rpc_stream_write_packed(rpc_stream *s, const uint8_t *data, size_t len,
+                                 const char *what, err *e) {
+  grpc_slice slice = grpc_slice_from_copied_buffer((const char *)data, len);
+  grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&slice, 1);
+  grpc_slice_unref(slice);
+  if (!bb) return err_set(e, ERR_NOMEM, "%s: out of memory", s->method);
+  return write_buffer(s, bb, what, e);
 }
 
 err_code rpc_stream_close(rpc_stream *s, err *e) {

@@ -9,7 +9,10 @@
  * on and nothing ever writes them, so runs never clear anything. A consumer
  * reads a window of its producer's buffer by pointer offset: no copies
  * between layers. Pools read only real rows and use the operator variant for
- * the padding they see at this strip's borders.
+ * the padding they see at this strip's borders. An element-wise layer that
+ * is the only reader of its input writes over it in place (a conv-ReLU-BN
+ * unit uses one buffer); the range input is never written, so a strip can
+ * run again on the same input.
  *
  * What it relies on: model_strip_rows() and model_fe_owned_rows() (model.c)
  * for the row intervals; it re-checks that every window it is given lies in
@@ -305,7 +308,7 @@ static err_code plan_steps(xexec_strip *s, const model_rows *rows, err *e) {
     st->layer = l;
     st->variant = -1;
     st->rows = rows_empty(rows[l]) ? 0 : rows[l].hi - rows[l].lo;
-    st->out = buf_row(ob, ob->comp.lo);
+    st->out = st->rows ? buf_row(ob, rows[l].lo) : NULL;
     if (L->op == MODEL_OP_FE) {
       model_rows owned;
       err_code rc = model_fe_owned_rows(m, s->first, s->end, s->out, l, &owned, e);
@@ -430,7 +433,9 @@ model_rows xexec_strip_out_rows(const xexec_strip *s) {
 }
 
 float *xexec_strip_input(xexec_strip *s) {
-  return s ? buf_row(&s->bufs[0], s->in.lo) : NULL;
+  if (!s) return NULL;
+  /* a strip may read no input row at all (a window of padding only) */
+  return rows_empty(s->in) ? s->bufs[0].base : buf_row(&s->bufs[0], s->in.lo);
 }
 
 const float *xexec_strip_output(const xexec_strip *s) {

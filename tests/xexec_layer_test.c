@@ -177,6 +177,22 @@ static void test_add(void **state) {
   int l = must(model_add_add(m, a, b, &e), &e);
   m->layers[l].relu = true;
   check_model(m, 61);
+  /* one tensor read by two element-wise layers: neither may write over it */
+  m = new_model("two readers", 13, 11, 4);
+  c = must(model_add_conv(m, MODEL_INPUT, 4, 3, 1, 1, 1, true, &e), &e);
+  a = must(model_add_relu(m, c, &e), &e);
+  b = must(model_add_bn(m, c, &e), &e);
+  c = must(model_add_add(m, a, b, &e), &e);
+  c = must(model_add_add(m, c, c, &e), &e);
+  must(model_add_conv(m, c, 4, 3, 1, 1, 1, true, &e), &e);
+  check_model(m, 62);
+  /* in place up to the range's output, an FE last */
+  m = new_model("in place to the end", 13, 11, 4);
+  c = must(model_add_conv(m, MODEL_INPUT, 4, 3, 2, 1, 1, true, &e), &e);
+  c = must(model_add_relu(m, c, &e), &e);
+  c = must(model_add_bn(m, c, &e), &e);
+  must(model_add_fe(m, c, &e), &e);
+  check_model(m, 63);
 }
 
 /* ---- pools ------------------------------------------------------------------- */

@@ -8,6 +8,7 @@
  *    run of [0, first), split into 1..8 random strips that exchange FE sums
  *    as a cluster does, stitched and compared with the whole run of the
  *    range: <= 1e-5 relative.
+ * Fused zoo models (ReLU flags) the same way.
  * Then the ways a caller can get it wrong: bad ranges and rows, unfinalized
  * models, the FE protocol out of order, NULL arguments.
  */
@@ -21,6 +22,7 @@
 
 #include <cmocka.h>
 
+#include "runtime/fuse.h"
 #include "runtime/model.h"
 #include "runtime/ref.h"
 #include "runtime/xexec.h"
@@ -219,6 +221,19 @@ static void test_zoo(void **state) {
     check_model(zoo_model(*name), seed++);
 }
 
+/* What the agents run: fused graphs, ReLU flags on conv, add and bn. */
+static void test_zoo_fused(void **state) {
+  (void)state;
+  static const char *const names[] = {"vgg16c", "resnet18c", "resnet18"};
+  for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+    err e = {0};
+    model *m = zoo_model(names[i]), *f = NULL;
+    check_ok(fuse_model(m, &f, &e), &e);
+    model_destroy(m);
+    check_model(f, 400 + i);
+  }
+}
+
 /* Two threads give what one gives, up to XNNPACK's work split. */
 static void test_threads(void **state) {
   (void)state;
@@ -236,6 +251,30 @@ static void test_threads(void **state) {
   assert_true(xt_rel_diff(two, one, n_out) <= STRIP_TOL);
   xexec_destroy(x1);
   xexec_destroy(x2);
+  model_destroy(m);
+}
+
+/* A conv-ReLU-BN unit computes in one buffer: element-wise layers that are
+ * their input's only reader write over it. */
+static void test_in_place_bytes(void **state) {
+  (void)state;
+  err e = {0};
+  model_shape in = {16, 16, 3};
+  model *m = model_create("unit", in);
+  int l = must(model_add_conv(m, MODEL_INPUT, 8, 3, 1, 1, 1, false, &e), &e);
+  l = must(model_add_relu(m, l, &e), &e);
+  must(model_add_bn(m, l, &e), &e);
+  finalized(m, 8);
+  xexec *x;
+  check_ok(xexec_create(m, 1, &x, &e), &e);
+  model_rows rows = {0, 16};
+  xexec_strip *s;
+  check_ok(xexec_strip_create(x, 0, 3, rows, &s, &e), &e);
+  size_t in_bytes = 18 * 16 * 3 * sizeof(float), out_bytes = 16 * 16 * 8 * sizeof(float);
+  assert_true(xexec_strip_bytes(s) >= in_bytes + out_bytes);
+  assert_true(xexec_strip_bytes(s) < in_bytes + 2 * out_bytes);
+  xexec_strip_destroy(s);
+  xexec_destroy(x);
   model_destroy(m);
 }
 
@@ -258,6 +297,14 @@ static void test_bad_models(void **state) {
   bad->layers[3].pad_top = bad->layers[3].kernel_h; /* finalize would refuse */
   assert_int_equal(xexec_create(bad, 1, &x, &e), ERR_UNSUPPORTED);
   assert_null(x);
+  model_destroy(bad);
+  /* a conv corrupted after finalize: XNNPACK refuses, the error names it */
+  bad = model_clone(m, &e);
+  assert_non_null(bad);
+  bad->layers[0].kernel_w = 0;
+  assert_int_equal(xexec_create(bad, 1, &x, &e), ERR_BACKEND);
+  assert_null(x);
+  assert_non_null(strstr(e.msg, bad->layers[0].name));
   model_destroy(bad);
   model_destroy(m);
   /* NULL everywhere the API takes a pointer: errors, not crashes */
@@ -371,9 +418,10 @@ static void test_fe_protocol(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_vggish),      cmocka_unit_test(test_resish),
-      cmocka_unit_test(test_threads),     cmocka_unit_test(test_bad_models),
+      cmocka_unit_test(test_threads),     cmocka_unit_test(test_in_place_bytes),
+      cmocka_unit_test(test_bad_models),
       cmocka_unit_test(test_bad_strips),  cmocka_unit_test(test_fe_protocol),
-      cmocka_unit_test(test_zoo),
+      cmocka_unit_test(test_zoo),         cmocka_unit_test(test_zoo_fused),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

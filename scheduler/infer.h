@@ -1,0 +1,133 @@
+/* infer.h — one inference, end to end on the scheduler: validate, plan,
+ * record, dispatch over the agents' streams, wait, answer.
+ *
+ * infer_run() is the Infer RPC without the RPC: it runs on the caller's
+ * thread (each Infer call has its own), so many requests are in flight at
+ * once. Their jobs are written to the agents' streams as soon as they are
+ * planned; an agent runs them in arrival order, so one request's tiles
+ * queue behind the previous one's and requests pipeline.
+ *
+ * Statuses (each with a message saying what was wrong):
+ *   FAILED_PRECONDITION  the request states another protocol version
+ *                        (0, not stated, is accepted);
+ *   NOT_FOUND            unknown model;
+ *   INVALID_ARGUMENT     no image, an image whose size, channels, type or
+ *                        byte count does not fit the model, unknown planner;
+ *   UNAVAILABLE          no agent up, an agent that cannot load the model,
+ *                        goes down or fails its tile (named, with why);
+ *   DEADLINE_EXCEEDED    no answer within the request's deadline
+ *                        (deadline_ms, or the scheduler's default), naming
+ *                        the agents and segments still owed;
+ *   INTERNAL             an agent that answers what was not asked (a bug).
+ * No request waits past its deadline for the agents (a write to a stuck
+ * agent is bounded separately by the rpc layer's write timeout).
+ *
+ * Records: from planning on, every request is a row of `requests` (begun
+ * with its plan, finished with its outcome, whatever happens), and every
+ * tile that reported a result a row of `tile_history` with predicted and
+ * measured times. Requests refused before planning (bad input) are not
+ * recorded: they never reached the cluster.
+ *
+ * What transfer time means. An agent reports, per tile, its compute time
+ * (the run, emulated slowdown and strip preparation included) and its
+ * wait (from taking up the job to starting it, plus feature-enhancement
+ * pauses: waiting for neighbours' rows and for the global FE scale). The
+ * scheduler knows when it wrote the job (sent) and when the TileResult
+ * was read (result). So
+ *     result - sent = downlink + queued + wait + compute + uplink,
+ * where `queued` is the time the job's message sat at the agent before the
+ * agent took it up, busy with other work (an earlier request's tiles, an
+ * earlier segment of this one). The scheduler bounds `queued` from below
+ * with what it saw of the agent before the latest moment the job can have
+ * been taken up (result - compute - wait - the result's own way up at the
+ * agent's measured link): the compute of tiles whose results arrived in
+ * between, and the arrival of its last message of any kind (less half a
+ * round trip), whichever says longer. It records
+ *     transfer = result - sent - compute - wait - queued  (at least 0):
+ * the job's bytes down, its exports, output and result up, and per-message
+ * overheads. FE exchanges and halo waits count as wait, not transfer.
+ * Agent work that is neither compute nor wait and shows in no message
+ * (a model's first use on an agent preparing its executor) lands in the
+ * first such tile's transfer. It is the number to compare with the
+ * planner's predicted transfer_ms (and to refit links from), not an exact
+ * link measurement.
+ */
+#ifndef EDGEDI_INFER_H
+#define EDGEDI_INFER_H
+
+#include <stdint.h>
+
+#include <grpc/status.h>
+
+#include "proto/edgedi.pb-c.h"
+#include "runtime/err.h"
+#include "runtime/preprocess.h"
+#include "scheduler/cluster.h"
+#include "scheduler/inflight.h"
+#include "scheduler/models.h"
+#include "scheduler/plan.h"
+#include "storage/store.h"
+
+enum {
+  INFER_DEFAULT_DEADLINE_MS = 30000,
+  INFER_MAX_DEADLINE_MS = 3600 * 1000, /* a larger deadline_ms is this */
+};
+
+#define INFER_DEFAULT_PLANNER "proportional"
+
+/* What a request runs against; all outlive every call. */
+typedef struct infer_ctx {
+  store *st;
+  models *ms;
+  cluster *cl;
+  inflight *inf;
+  const char *default_planner; /* NULL: INFER_DEFAULT_PLANNER */
+  int default_deadline_ms;     /* <= 0: INFER_DEFAULT_DEADLINE_MS */
+} infer_ctx;
+
+/* The split the scheduler would use now for a model. */
+typedef struct infer_plan {
+  const models_entry *model;
+  cluster_member members[PLAN_MAX_DEVICES]; /* plan device i = members[i] */
+  int n_members;
+  char planner[PLAN_NAME_BYTES];
+  plan p;
+  uint64_t plan_id; /* a hash of the split: equal ids, equal splits */
+} infer_plan;
+
+/* Plans `model_name` with `planner_name` (NULL or "": the default) over
+ * the agents up now. The image format decides the bytes segment 0 moves
+ * (o NULL: uint8 gray, as a camera sends). NOT_FOUND, INVALID_ARGUMENT,
+ * UNAVAILABLE as for infer_run. On OK free with infer_plan_free(). */
+grpc_status_code infer_make_plan(const infer_ctx *c, const char *model_name,
+                                 const char *planner_name,
+                                 const plan_options *o, infer_plan *out,
+                                 err *e);
+void infer_plan_free(infer_plan *ip);
+
+/* A finished request's reply; `msg` points into the rest. */
+typedef struct infer_reply {
+  Edgedi__V1__InferReply msg;
+  float *logits;
+  Edgedi__V1__DeviceTiming timings[PLAN_MAX_DEVICES];
+  Edgedi__V1__DeviceTiming *timing_ptrs[PLAN_MAX_DEVICES];
+  char names[PLAN_MAX_DEVICES][PLAN_NAME_BYTES];
+  char planner[PLAN_NAME_BYTES];
+} infer_reply;
+
+/* Runs one request. On GRPC_STATUS_OK out->msg is the reply (free with
+ * infer_reply_free); otherwise e says why. */
+grpc_status_code infer_run(const infer_ctx *c,
+                           const Edgedi__V1__InferRequest *req,
+                           infer_reply *out, err *e);
+void infer_reply_free(infer_reply *r);
+
+/* The wire image as a whole picture for preprocess (pointing into img).
+ * ERR_INVALID / ERR_SHAPE with a message for a malformed one. */
+err_code infer_image(const Edgedi__V1__Image *img, preprocess_image *out,
+                     err *e);
+
+/* The plan as JSON, as the requests table keeps it; free() it. */
+char *infer_plan_json(const infer_plan *ip);
+
+#endif

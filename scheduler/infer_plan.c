@@ -1,0 +1,203 @@
+/* infer_plan.c — what a request is checked and planned with: the wire
+ * image, the planner choice, the split over the agents up now, its id and
+ * its JSON record (contract in infer.h).
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "scheduler/infer.h"
+
+err_code infer_image(const Edgedi__V1__Image *img, preprocess_image *out, err *e) {
+  if (!img) return err_set(e, ERR_INVALID, "the request has no image");
+  bool u8 = img->u8.len > 0, f32 = img->f32.len > 0;
+  if (u8 == f32)
+    return err_set(e, ERR_INVALID,
+                   "the image must carry exactly one of u8 (camera pixels) or f32 "
+                   "(floats); it has %s",
+                   u8 ? "both" : "neither");
+  if (img->row_lo != 0 || (img->full_height && img->full_height != img->height))
+    return err_set(e, ERR_INVALID,
+                   "the image holds rows [%u, %u) of %u; the scheduler needs the whole "
+                   "picture",
+                   img->row_lo, img->row_lo + img->height, img->full_height);
+  if (img->height == 0 || img->width == 0 || img->channels == 0)
+    return err_set(e, ERR_SHAPE, "the image is %u x %u with %u channels", img->height,
+                   img->width, img->channels);
+  const ProtobufCBinaryData *b = u8 ? &img->u8 : &img->f32;
+  *out = preprocess_whole(u8 ? PREPROCESS_U8 : PREPROCESS_F32, b->data, (int)img->height,
+                          (int)img->width, (int)img->channels);
+  out->bytes = b->len; /* preprocess_check compares it with what the shape needs */
+  return ERR_OK;
+}
+
+static uint64_t fnv(uint64_t h, const void *p, size_t n) {
+  const unsigned char *c = p;
+  for (size_t i = 0; i < n; i++) h = (h ^ c[i]) * 1099511628211ull;
+  return h;
+}
+
+static uint64_t fnv_int(uint64_t h, int v) {
+  int32_t x = v;
+  return fnv(h, &x, sizeof x);
+}
+
+/* The split's identity: model, planner, segments, and who gets which rows. */
+static uint64_t plan_id(const infer_plan *ip) {
+  uint64_t h = 1469598103934665603ull;
+  h = fnv(h, ip->model->digest, strlen(ip->model->digest));
+  h = fnv(h, ip->planner, strlen(ip->planner) + 1);
+  h = fnv_int(h, ip->p.head_first);
+  for (int si = 0; si < ip->p.n_segments; si++) {
+    const plan_segment *s = &ip->p.segments[si];
+    h = fnv_int(fnv_int(h, s->first), s->end);
+    for (int k = 0; k < s->n_parts; k++) {
+      const char *name = ip->members[s->parts[k].device].dev.name;
+      h = fnv(h, name, strlen(name) + 1);
+      h = fnv_int(fnv_int(h, s->parts[k].out.lo), s->parts[k].out.hi);
+    }
+  }
+  return h & 0x7fffffffffffffffull; /* stays positive wherever it is shown */
+}
+
+void infer_plan_free(infer_plan *ip) {
+  if (!ip) return;
+  for (int i = 0; i < ip->n_members; i++) cluster_release(ip->members[i].agent);
+  ip->n_members = 0;
+  plan_free(&ip->p);
+}
+
+static void planner_names(char *buf, size_t len) {
+  size_t used = 0;
+  buf[0] = '\0';
+  for (const char *const *n = plan_names(); *n && used < len; n++) {
+    int w = snprintf(buf + used, len - used, "%s%s", n == plan_names() ? "" : ", ", *n);
+    if (w < 0) break;
+    used += (size_t)w;
+  }
+}
+
+grpc_status_code infer_make_plan(const infer_ctx *c, const char *model_name,
+                                 const char *planner_name, const plan_options *o,
+                                 infer_plan *out, err *e) {
+  memset(out, 0, sizeof *out);
+  if (!model_name || !model_name[0]) {
+    err_set(e, ERR_INVALID, "the request names no model");
+    return GRPC_STATUS_INVALID_ARGUMENT;
+  }
+  out->model = models_find(c->ms, model_name);
+  if (!out->model) {
+    char names[ERR_MSG_BYTES / 2];
+    models_names(c->ms, names, sizeof names);
+    err_set(e, ERR_NOT_FOUND, "unknown model '%.64s'; loaded: %s", model_name, names);
+    return GRPC_STATUS_NOT_FOUND;
+  }
+  const char *pn = planner_name && planner_name[0] ? planner_name
+                   : c->default_planner        ? c->default_planner
+                                               : INFER_DEFAULT_PLANNER;
+  plan_fn fn = plan_find(pn);
+  if (!fn) {
+    char names[ERR_MSG_BYTES / 2];
+    planner_names(names, sizeof names);
+    err_set(e, ERR_INVALID, "unknown planner '%.64s'; known: %s", pn, names);
+    return GRPC_STATUS_INVALID_ARGUMENT;
+  }
+  snprintf(out->planner, sizeof out->planner, "%s", pn);
+  out->n_members = cluster_acquire_up(c->cl, out->members, PLAN_MAX_DEVICES);
+  if (out->n_members == 0) {
+    char who[ERR_MSG_BYTES / 2];
+    cluster_describe(c->cl, who, sizeof who);
+    err_set(e, ERR_UNAVAILABLE, "no agent is up to run '%s' (%s)", model_name, who);
+    return GRPC_STATUS_UNAVAILABLE;
+  }
+  plan_device devs[PLAN_MAX_DEVICES];
+  for (int i = 0; i < out->n_members; i++) devs[i] = out->members[i].dev;
+  plan_options po = o ? *o : plan_default_options();
+  err_code rc = fn(out->model->m, devs, out->n_members, &po, &out->p, e);
+  if (rc != ERR_OK) {
+    err_wrap(e, "planning '%s' with %s", model_name, pn);
+    infer_plan_free(out);
+    return rpc_status_from_err(rc);
+  }
+  out->plan_id = plan_id(out);
+  return GRPC_STATUS_OK;
+}
+
+/* ---- JSON ----------------------------------------------------------------- */
+
+typedef struct jbuf {
+  char *s;
+  size_t n, cap;
+  bool failed;
+} jbuf;
+
+static void jprintf(jbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void jprintf(jbuf *b, const char *fmt, ...) {
+  if (b->failed) return;
+  for (;;) {
+    va_list ap;
+    va_start(ap, fmt);
+    int w = vsnprintf(b->s ? b->s + b->n : NULL, b->s ? b->cap - b->n : 0, fmt, ap);
+    va_end(ap);
+    if (w < 0) {
+      b->failed = true;
+      return;
+    }
+    if (b->s && b->n + (size_t)w < b->cap) {
+      b->n += (size_t)w;
+      return;
+    }
+    size_t cap = (b->cap ? 2 * b->cap : 1024) + (size_t)w;
+    char *s = realloc(b->s, cap);
+    if (!s) {
+      b->failed = true;
+      return;
+    }
+    b->s = s;
+    b->cap = cap;
+  }
+}
+
+/* A JSON string: names come from agents and may hold anything. */
+static void jstr(jbuf *b, const char *s) {
+  jprintf(b, "\"");
+  for (; *s; s++) {
+    unsigned char ch = (unsigned char)*s;
+    if (ch == '"' || ch == '\\') jprintf(b, "\\%c", ch);
+    else if (ch < 0x20) jprintf(b, "\\u%04x", ch);
+    else jprintf(b, "%c", ch);
+  }
+  jprintf(b, "\"");
+}
+
+char *infer_plan_json(const infer_plan *ip) {
+  jbuf b = {0};
+  jprintf(&b, "{\"planner\":");
+  jstr(&b, ip->planner);
+  jprintf(&b, ",\"model_digest\":\"%s\",\"plan_id\":%llu,\"head_first\":%d,"
+              "\"predicted_ms\":%.3f,\"bytes_moved\":%llu,\"segments\":[",
+          ip->model->digest, (unsigned long long)ip->plan_id, ip->p.head_first,
+          ip->p.predicted_ms, (unsigned long long)ip->p.bytes_moved);
+  for (int si = 0; si < ip->p.n_segments; si++) {
+    const plan_segment *s = &ip->p.segments[si];
+    jprintf(&b, "%s{\"first\":%d,\"end\":%d,\"predicted_ms\":%.3f,\"parts\":[", si ? "," : "",
+            s->first, s->end, s->predicted_ms);
+    for (int k = 0; k < s->n_parts; k++) {
+      const plan_part *pt = &s->parts[k];
+      jprintf(&b, "%s{\"device\":", k ? "," : "");
+      jstr(&b, ip->members[pt->device].dev.name);
+      jprintf(&b, ",\"rows\":[%d,%d],\"in_rows\":[%d,%d],\"gflop\":%.6f,"
+                  "\"compute_ms\":%.3f,\"transfer_ms\":%.3f}",
+              pt->out.lo, pt->out.hi, pt->in.lo, pt->in.hi, pt->gflop, pt->compute_ms,
+              pt->transfer_ms);
+    }
+    jprintf(&b, "]}");
+  }
+  jprintf(&b, "]}");
+  if (b.failed) {
+    free(b.s);
+    return NULL;
+  }
+  return b.s;
+}

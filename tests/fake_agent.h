@@ -1,0 +1,61 @@
+/* fake_agent.h — a test double of the node agent: the Agent service
+ * (Execute, LoadModel, Profile) on loopback over the real tile engine,
+ * with knobs a real agent does not have.
+ *
+ *  - Execute: Hello both ways (refusing another version with
+ *    FAILED_PRECONDITION, as the agent does), then every ExecuteIn goes to a
+ *    tile engine (runtime/tile.h) and everything it produces goes back, on
+ *    the handler's own thread. So the results are the real distributed
+ *    computation: a scheduler that passes with this double computes right.
+ *  - LoadModel builds with modelspec_build(), checking the spec's digest.
+ *  - Profile answers ms = a * GFLOP + b exactly (a, b chosen by the test),
+ *    so the scheduler's fit can be checked against the truth.
+ *  - hold: TileJobs, rows and scales are swallowed (jobs counted, never
+ *    run): a device that is stuck mid-request. kill: the server goes away at once, streams and all:
+ *    a device that dies.
+ *
+ * Threads: every function may be called from the test's threads.
+ */
+#ifndef EDGEDI_TESTS_FAKE_AGENT_H
+#define EDGEDI_TESTS_FAKE_AGENT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <grpc/status.h>
+
+#include "runtime/err.h"
+
+typedef struct fake_agent_options {
+  const char *name;
+  double ms_per_gflop;       /* what Profile reports: ms = a * GFLOP + b */
+  double fixed_ms;
+  uint32_t protocol_version; /* of its answering Hello; 0: ours */
+} fake_agent_options;
+
+typedef struct fake_agent fake_agent;
+
+err_code fake_agent_start(const fake_agent_options *o, fake_agent **out, err *e);
+
+/* "127.0.0.1:PORT" of its Agent service. */
+const char *fake_agent_address(const fake_agent *f);
+const char *fake_agent_name(const fake_agent *f);
+
+/* RegisterAgent at `scheduler` under the agent's name and address (name
+ * NULL) or another name, stating `version` (0: ours). details gets the
+ * status message. */
+grpc_status_code fake_agent_register(fake_agent *f, const char *scheduler,
+                                     const char *name, uint32_t version,
+                                     uint64_t *device_id, char *details,
+                                     size_t len);
+
+void fake_agent_hold(fake_agent *f, bool hold);
+int fake_agent_jobs_seen(fake_agent *f);
+int fake_agent_streams(fake_agent *f); /* Execute streams past the Hello */
+
+/* Destroys the server now (no grace): every stream ends in error. */
+void fake_agent_kill(fake_agent *f);
+void fake_agent_destroy(fake_agent *f);
+
+#endif
