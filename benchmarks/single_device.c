@@ -18,7 +18,6 @@
  * line. Figures are this machine's, not an emulated device's.
  */
 #include <errno.h>
-#include <limits.h>
 #include <math.h>
 #include <stdbool.h>
 #include <stdint.h>

@@ -75,7 +75,7 @@ typedef struct model_layer {
   int groups;        /* CONV only; 1 for a dense convolution */
   int out_channels;  /* CONV and FC */
 
-  /* Output clamped at 0 (a ReLU fused into this layer by model_fuse()). */
+  /* Output clamped at 0 (a ReLU fused into this layer, see fuse.h). */
   bool relu;
 
   /* Weights, owned by the layer:
