@@ -33,6 +33,7 @@
 #include "runtime/fuse.h"
 #include "runtime/model.h"
 #include "runtime/ref.h"
+#include "runtime/stats.h"
 #include "runtime/xexec.h"
 #include "runtime/zoo.h"
 
@@ -89,23 +90,8 @@ typedef struct bench_peak {
 
 /* ---- small helpers ------------------------------------------------------- */
 
-static double now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
-}
-
-static int cmp_double(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return (x > y) - (x < y);
-}
 
 /* Sorts v. */
-static double median(double *v, int n) {
-  qsort(v, (size_t)n, sizeof *v, cmp_double);
-  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
 static uint64_t splitmix64(uint64_t *state) {
   uint64_t z = (*state += 0x9E3779B97F4A7C15ull);
   z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
@@ -149,12 +135,12 @@ static err_code time_xexec(xexec *x, const float *in, float *out, int warmup,
   for (int i = 0; i < warmup && rc == ERR_OK; i++)
     rc = xexec_run(x, in, out, e);
   for (int i = 0; i < runs && rc == ERR_OK; i++) {
-    double t0 = now_ms();
+    double t0 = stats_now_ms();
     rc = xexec_run(x, in, out, e);
-    t[i] = now_ms() - t0;
+    t[i] = stats_now_ms() - t0;
   }
   if (rc == ERR_OK) {
-    *median_ms = median(t, runs);
+    *median_ms = stats_median(t, runs);
     *min_ms = t[0];
   }
   free(t);
@@ -216,15 +202,6 @@ static err_code peak_time(bench_peak *p, const bench_opts *o,
   return ERR_OK;
 }
 
-static double max_rel_diff(const float *got, const float *want, size_t n) {
-  double max_diff = 0, max_ref = 0;
-  for (size_t i = 0; i < n; i++) {
-    max_diff = fmax(max_diff, fabs((double)got[i] - (double)want[i]));
-    max_ref = fmax(max_ref, fabs((double)want[i]));
-  }
-  return max_ref > 0 ? max_diff / max_ref : max_diff;
-}
-
 static err_code measure_model(const char *name, const bench_opts *o,
                               bench_result *r, err *e) {
   zoo_options zo = zoo_defaults();
@@ -258,13 +235,13 @@ static err_code measure_model(const char *name, const bench_opts *o,
   }
   if (rc == ERR_OK && o->reference) {
     for (int i = 0; i < o->ref_runs && rc == ERR_OK; i++) {
-      double t0 = now_ms();
+      double t0 = stats_now_ms();
       rc = ref_run(m, in, ref_out, e);
-      ref_t[i] = now_ms() - t0;
+      ref_t[i] = stats_now_ms() - t0;
     }
     if (rc == ERR_OK) {
-      r->reference_ms = median(ref_t, o->ref_runs);
-      r->max_rel_diff = max_rel_diff(out, ref_out, n_out);
+      r->reference_ms = stats_median(ref_t, o->ref_runs);
+      r->max_rel_diff = stats_max_rel_diff(out, ref_out, n_out);
     }
   }
   free(ref_t);

@@ -1,7 +1,11 @@
 /* cli.c — helpers shared by the edgedi subcommands (see cli.h). */
 #include "cli/cli.h"
 
+#include "runtime/stats.h"
+
 #include <errno.h>
+#include <math.h>
+#include <string.h>
 #include <stdlib.h>
 #include <time.h>
 
@@ -15,18 +19,51 @@ bool cli_parse_int(const char *s, int lo, int hi, int *out) {
   return true;
 }
 
-double cli_now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+double cli_now_ms(void) { return stats_now_ms(); }
+
+double cli_median(double *v, int n) { return stats_median(v, n); }
+
+const char *const cli_neu_cls_classes[CLI_NEU_CLS_CLASSES] = {
+    "crazing",         "inclusion", "patches", "pitted_surface",
+    "rolled-in_scale", "scratches",
+};
+
+const char *cli_class_name(int i, int n, char *buf, int len) {
+  if (n == CLI_NEU_CLS_CLASSES && i >= 0 && i < n) return cli_neu_cls_classes[i];
+  snprintf(buf, (size_t)len, "class %d", i);
+  return buf;
 }
 
-static int cmp_double(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return (x > y) - (x < y);
+bool cli_parse_double(const char *s, double lo, double hi, double *out) {
+  if (!s || !*s) return false;
+  char *end;
+  errno = 0;
+  double v = strtod(s, &end);
+  if (errno || *end || !isfinite(v) || v < lo || v > hi) return false;
+  *out = v;
+  return true;
 }
 
-double cli_median(double *v, int n) {
-  qsort(v, (size_t)n, sizeof *v, cmp_double);
-  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+bool cli_is_help(const char *arg) {
+  return strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0;
+}
+
+const char *cli_bytes(unsigned long long bytes, char *buf, int len) {
+  static const char *const units[] = {"B", "kB", "MB", "GB", "TB"};
+  double v = (double)bytes;
+  int u = 0;
+  while (v >= 1000 && u < 4) v /= 1000, u++;
+  if (u == 0) snprintf(buf, (size_t)len, "%llu B", bytes);
+  else snprintf(buf, (size_t)len, "%.*f %s", v < 10 ? 2 : v < 100 ? 1 : 0, v, units[u]);
+  return buf;
+}
+
+void cli_json_string(FILE *f, const char *s) {
+  fputc('"', f);
+  for (const unsigned char *p = (const unsigned char *)(s ? s : ""); *p; p++) {
+    if (*p == '"' || *p == '\\') fprintf(f, "\\%c", *p);
+    else if (*p < 0x20) fprintf(f, "\\u%04x", *p);
+    else fputc(*p, f);
+  }
+  fputc('"', f);
 }

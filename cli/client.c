@@ -9,10 +9,16 @@
 #include "cli/client.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #define SCHEDULER_METHOD(m) "/edgedi.v1.Scheduler/" m
+
+const char *client_default_address(void) {
+  const char *v = getenv(CLIENT_SCHEDULER_ENV);
+  return v && *v ? v : CLIENT_DEFAULT_SCHEDULER;
+}
 
 err_code client_connect(const char *address, rpc_channel **out, err *e) {
   rpc_options o = {.max_message_bytes = CLIENT_MAX_MESSAGE_BYTES};
@@ -99,8 +105,8 @@ static bool is_up(const Edgedi__V1__Device *d) {
 err_code client_wait_up(rpc_channel *ch, const char *const *names, int n, int timeout_ms,
                         bool (*stop)(void *ctx), void *stop_ctx, err *e) {
   double deadline = now_ms() + timeout_ms;
-  char missing[ERR_MSG_BYTES / 2] = "";
-  char last_error[ERR_MSG_BYTES / 2] = "";
+  char missing[ERR_MSG_BYTES] = "";
+  char last_error[ERR_MSG_BYTES] = "";
   for (;;) {
     Edgedi__V1__ListDevicesReply *l = NULL;
     err ce = {0};

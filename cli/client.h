@@ -19,6 +19,8 @@
 #include "runtime/rpc.h"
 
 #define CLIENT_DEFAULT_SCHEDULER "127.0.0.1:7000"
+/* Set by `edgedi cluster` for the command it runs. */
+#define CLIENT_SCHEDULER_ENV "EDGEDI_SCHEDULER"
 
 enum {
   /* Infer: the scheduler's own request deadline (30 s) plus the way. */
@@ -32,6 +34,10 @@ enum {
   /* Message size limit: a 64 MB float image and its logits come through. */
   CLIENT_MAX_MESSAGE_BYTES = 256 << 20,
 };
+
+/* $EDGEDI_SCHEDULER when set, else CLIENT_DEFAULT_SCHEDULER: what
+ * --scheduler defaults to. */
+const char *client_default_address(void);
 
 /* A channel to the scheduler (lazy: a dead address shows in the first
  * call). Free with rpc_channel_destroy(). */

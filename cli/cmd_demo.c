@@ -1,6 +1,8 @@
-/* cmd_demo.c — `edgedi demo`: the compact models on one synthetic image.
+/* cmd_demo.c — `edgedi demo --local`: the compact models on one synthetic
+ * image, on this machine alone (`edgedi demo` without --local is the
+ * cluster demo, cmd_demo_cluster.c, which hands --local runs here).
  *
- * Shows, on this machine alone, what an agent does per request: each
+ * Shows, what an agent does per request: each
  * model is built (zoo), fused (fuse.h) and prepared once on the XNNPACK
  * executor, then run --runs times on the same sample image, turned into
  * the model input by runtime/preprocess.h like any camera frame. The
@@ -34,12 +36,7 @@ enum {
 static const char *const demo_default_models[] = {"vgg13c", "vgg16c",
                                                   "resnet18c", "resnet50c"};
 
-/* NEU-CLS, in the dataset's (alphabetical) class order. */
-static const char *const neu_cls_classes[] = {
-    "crazing",         "inclusion", "patches", "pitted_surface",
-    "rolled-in_scale", "scratches",
-};
-enum { NEU_CLS_CLASSES = sizeof neu_cls_classes / sizeof neu_cls_classes[0] };
+enum { NEU_CLS_CLASSES = CLI_NEU_CLS_CLASSES };
 
 typedef struct demo_opts {
   int runs;
@@ -110,8 +107,8 @@ static err_code demo_model(const char *name, const demo_opts *o,
 
 static void demo_usage(FILE *f) {
   fprintf(f,
-          "usage: edgedi demo [--runs N] [--threads N] [--models a,b,...] "
-          "[--seed N]\n"
+          "usage: edgedi demo --local [--runs N] [--threads N] "
+          "[--models a,b,...] [--seed N]\n"
           "  Runs each model on a synthetic 200x200 steel-surface image with\n"
           "  the XNNPACK executor and prints its top class and latency.\n"
           "  --runs N       timed runs per model (default %d)\n"
@@ -237,7 +234,7 @@ int cmd_demo(int argc, char **argv) {
     char layers[24], cls[32];
     snprintf(layers, sizeof layers, "%d->%d", r.layers, r.fused_layers);
     snprintf(cls, sizeof cls, "%d %s", r.top_class,
-             r.top_class < NEU_CLS_CLASSES ? neu_cls_classes[r.top_class]
+             r.top_class < NEU_CLS_CLASSES ? cli_neu_cls_classes[r.top_class]
                                            : "?");
     printf("%-10s %8s %8.3f  %-20s %10.2f %10.2f %8.1f\n", o.models[i],
            layers, r.gflop, cls, r.median_ms, r.min_ms,

@@ -13,8 +13,19 @@
 static int cmd_help(int argc, char **argv);
 
 static const cli_command commands[] = {
-    {"demo", cmd_demo,
-     "run the compact models on a synthetic steel-surface image"},
+    {"demo", cmd_demo_cluster,
+     "4 emulated Raspberry Pis on loopback: plan, latency, speedup "
+     "(--local: one device)"},
+    {"cluster", cmd_cluster,
+     "start a scheduler and N local agents; run a workload or wait"},
+    {"infer", cmd_infer, "one inference of an image file or raw tensor"},
+    {"devices", cmd_devices, "the devices, their state and cost models"},
+    {"plan", cmd_plan, "how a model would be split over the devices now"},
+    {"history", cmd_history, "recent requests, from the database"},
+    {"models", cmd_models, "the zoo and the models the scheduler serves"},
+    {"model", cmd_model, "`model add NAME ...`: load a zoo model"},
+    {"run", cmd_run, "run an ONNX model on this device (raw tensor or image)"},
+    {"export", cmd_export, "write a zoo model as an ONNX file"},
     {"help", cmd_help, "this list, or `edgedi help <command>`"},
 };
 enum { N_COMMANDS = sizeof commands / sizeof commands[0] };

@@ -160,9 +160,9 @@ static err_code start_scheduler(localcluster *c, err *e) {
 err_code localcluster_spawn_agent(localcluster *c, const localcluster_agent *a,
                                   const char *const *extra, procs_child *out, err *e) {
   char speed[FLAG_BYTES], mbps[FLAG_BYTES], rtt[FLAG_BYTES], threads[FLAG_BYTES];
-  snprintf(speed, sizeof speed, "%.17g", a->speed > 0 ? a->speed : 1.0);
-  snprintf(mbps, sizeof mbps, "%.17g", a->link_mbps);
-  snprintf(rtt, sizeof rtt, "%.17g", a->link_rtt_ms);
+  snprintf(speed, sizeof speed, "%.9g", a->speed > 0 ? a->speed : 1.0);
+  snprintf(mbps, sizeof mbps, "%.9g", a->link_mbps);
+  snprintf(rtt, sizeof rtt, "%.9g", a->link_rtt_ms);
   snprintf(threads, sizeof threads, "%d", a->threads > 0 ? a->threads : 1);
   const char *argv[PROCS_MAX_ARGS];
   int n = 0;
@@ -191,6 +191,8 @@ static err_code copy_str(char *dst, size_t len, const char *src, const char *wha
   if (w < 0 || (size_t)w >= len) return err_set(e, ERR_INVALID, "%s is too long", what);
   return ERR_OK;
 }
+
+static err_code wait_up_first(localcluster *c, int n, err *e);
 
 err_code localcluster_start(const localcluster_options *o, localcluster **out, err *e) {
   *out = NULL;
@@ -233,9 +235,11 @@ err_code localcluster_start(const localcluster_options *o, localcluster **out, e
 
   c->stopped = false;
   if ((rc = start_scheduler(c, e)) != ERR_OK) goto fail;
-  for (int i = 0; i < o->n_agents; i++)
+  for (int i = 0; i < o->n_agents; i++) {
+    if (o->one_by_one && i > 0 && (rc = wait_up_first(c, i, e)) != ERR_OK) goto fail;
     if ((rc = localcluster_spawn_agent(c, &o->agents[i], NULL, &c->agents[i], e)) != ERR_OK)
       goto fail;
+  }
   *out = c;
   return ERR_OK;
 
@@ -254,11 +258,12 @@ const localcluster_agent *localcluster_agent_at(const localcluster *c, int i) {
 procs_child *localcluster_scheduler(localcluster *c) { return &c->scheduler; }
 procs_child *localcluster_agent_process(localcluster *c, int i) { return &c->agents[i]; }
 
-err_code localcluster_check_alive(localcluster *c, err *e) {
+/* The first `n_agents` agents and the scheduler. */
+static err_code check_alive_n(localcluster *c, int n_agents, err *e) {
   procs_child *all[LOCALCLUSTER_MAX_AGENTS + 1];
   int n = 0;
   all[n++] = &c->scheduler;
-  for (int i = 0; i < c->o.n_agents; i++) all[n++] = &c->agents[i];
+  for (int i = 0; i < n_agents; i++) all[n++] = &c->agents[i];
   for (int i = 0; i < n; i++) {
     if (procs_alive(all[i])) continue;
     char how[128];
@@ -271,8 +276,13 @@ err_code localcluster_check_alive(localcluster *c, err *e) {
   return ERR_OK;
 }
 
+err_code localcluster_check_alive(localcluster *c, err *e) {
+  return check_alive_n(c, c->o.n_agents, e);
+}
+
 typedef struct wait_ctx {
   localcluster *c;
+  int n_agents; /* started so far */
   err why;
 } wait_ctx;
 
@@ -282,23 +292,33 @@ static bool wait_should_stop(void *ctx) {
     err_set(&w->why, ERR_UNAVAILABLE, "stop requested");
     return true;
   }
-  return localcluster_check_alive(w->c, &w->why) != ERR_OK;
+  return check_alive_n(w->c, w->n_agents, &w->why) != ERR_OK;
 }
 
-err_code localcluster_wait_up(localcluster *c, int timeout_ms, err *e) {
+/* Until agents [0, n) are up. */
+static err_code wait_up_n(localcluster *c, int n, int timeout_ms, err *e) {
   const char *names[LOCALCLUSTER_MAX_AGENTS];
-  for (int i = 0; i < c->o.n_agents; i++) names[i] = c->o.agents[i].name;
+  for (int i = 0; i < n; i++) names[i] = c->o.agents[i].name;
   rpc_channel *ch = NULL;
   err_code rc = client_connect(c->address, &ch, e);
   if (rc != ERR_OK) return rc;
-  wait_ctx w = {.c = c};
-  rc = client_wait_up(ch, names, c->o.n_agents, timeout_ms, wait_should_stop, &w, e);
+  wait_ctx w = {.c = c, .n_agents = n};
+  rc = client_wait_up(ch, names, n, timeout_ms, wait_should_stop, &w, e);
   rpc_channel_destroy(ch);
   if (rc != ERR_OK && w.why.code != ERR_OK) {
     if (e) *e = w.why;
     rc = w.why.code;
   }
   return rc;
+}
+
+static err_code wait_up_first(localcluster *c, int n, err *e) {
+  int timeout = c->o.up_timeout_ms > 0 ? c->o.up_timeout_ms : LOCALCLUSTER_DEFAULT_UP_TIMEOUT_MS;
+  return wait_up_n(c, n, timeout, e);
+}
+
+err_code localcluster_wait_up(localcluster *c, int timeout_ms, err *e) {
+  return wait_up_n(c, c->o.n_agents, timeout_ms, e);
 }
 
 err_code localcluster_restart_scheduler(localcluster *c, err *e) {

@@ -54,6 +54,11 @@ typedef struct localcluster_options {
   const char *planner;       /* scheduler --planner; NULL: its default */
   int deadline_ms;           /* scheduler --deadline-ms; 0: its default */
   const char *log_dir;       /* children's stderr to DIR/<name>.log; NULL: ours */
+  /* Start each agent once the one before is up: on one machine, agents
+   * calibrated at the same time share its cores, and each would measure
+   * itself slower than its --speed says (a real board has its own CPU). */
+  bool one_by_one;
+  int up_timeout_ms;         /* one_by_one: per agent; 0: the default */
   int n_agents;
   localcluster_agent agents[LOCALCLUSTER_MAX_AGENTS];
 } localcluster_options;
@@ -69,8 +74,9 @@ typedef struct localcluster localcluster;
 err_code localcluster_find_program(const char *pkg, const char *name, char *out,
                                    size_t len, err *e);
 
-/* Starts the scheduler and the agents (not waiting for them to be up). On
- * failure everything started is stopped again and *out is NULL. */
+/* Starts the scheduler and the agents (not waiting for the last one to be
+ * up; with one_by_one, for each one before it). On failure everything
+ * started is stopped again and *out is NULL. */
 err_code localcluster_start(const localcluster_options *o, localcluster **out, err *e);
 
 /* "127.0.0.1:PORT": where the scheduler listens. */

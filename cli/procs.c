@@ -54,7 +54,8 @@ static void child_exec(const procs_spec *spec, pid_t parent, int out_w, int err_
   for (int sig = 1; sig < NSIG; sig++)
     if (sig != SIGKILL && sig != SIGSTOP) signal(sig, SIG_DFL);
   int null_fd = open("/dev/null", O_RDONLY);
-  if (null_fd < 0 || dup2(null_fd, 0) < 0 || dup2(out_w, 1) < 0) goto fail;
+  if (null_fd < 0 || dup2(null_fd, 0) < 0) goto fail;
+  if (out_w >= 0 && dup2(out_w, 1) < 0) goto fail;
   if (err_fd >= 0 && dup2(err_fd, 2) < 0) goto fail;
   execv(spec->path, (char *const *)spec->argv);
 fail:;
@@ -73,7 +74,8 @@ err_code procs_spawn(const procs_spec *spec, procs_child *out, err *e) {
     return err_set(e, ERR_NOT_FOUND, "%s: %s is not an executable file: %s", out->name,
                    spec->path, strerror(errno));
   int out_pipe[2] = {-1, -1}, report[2] = {-1, -1}, err_fd = -1;
-  if (pipe2(out_pipe, O_CLOEXEC) != 0 || pipe2(report, O_CLOEXEC) != 0) {
+  if ((!spec->inherit_stdout && pipe2(out_pipe, O_CLOEXEC) != 0) ||
+      pipe2(report, O_CLOEXEC) != 0) {
     err_set(e, ERR_IO, "%s: pipe: %s", out->name, strerror(errno));
     goto fail;
   }
@@ -93,7 +95,7 @@ err_code procs_spawn(const procs_spec *spec, procs_child *out, err *e) {
   }
   if (pid == 0) child_exec(spec, parent, out_pipe[1], err_fd, report[1]);
 
-  close(out_pipe[1]);
+  if (out_pipe[1] >= 0) close(out_pipe[1]);
   close(report[1]);
   if (err_fd >= 0) close(err_fd);
   int code = 0;
@@ -105,7 +107,7 @@ err_code procs_spawn(const procs_spec *spec, procs_child *out, err *e) {
   out->stdout_fd = out_pipe[0];
   if (got > 0) { /* the exec failed: the child is exiting 127 */
     procs_wait(out, -1, NULL);
-    close(out->stdout_fd);
+    if (out->stdout_fd >= 0) close(out->stdout_fd);
     out->stdout_fd = -1;
     return err_set(e, ERR_IO, "%s: cannot run %s: %s", out->name, spec->path, strerror(code));
   }

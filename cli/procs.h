@@ -50,10 +50,11 @@ typedef struct procs_spec {
   const char *path;          /* the program */
   const char *const *argv;   /* NULL-terminated, argv[0] included */
   const char *stderr_path;   /* NULL: the parent's stderr; else appended to */
+  bool inherit_stdout;       /* the child writes to our stdout: no pipe */
 } procs_spec;
 
-/* Starts the program with stdout on a pipe (procs_read_line reads it) and
- * stdin on /dev/null. ERR_NOT_FOUND when the program is not an executable
+/* Starts the program with stdout on a pipe (procs_read_line reads it),
+ * unless inherit_stdout, and stdin on /dev/null. ERR_NOT_FOUND when the program is not an executable
  * file, ERR_IO when it cannot be started. */
 err_code procs_spawn(const procs_spec *spec, procs_child *out, err *e);
 

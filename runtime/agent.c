@@ -274,8 +274,10 @@ static void *engine_main(void *arg) {
     pthread_mutex_unlock(&s->mu);
 
     err e = {0};
+    double speed = agent_speed(a);
     pthread_mutex_lock(&a->compute_mu);
-    err_code rc = tile_engine_handle(s->eng, it->msg, &box, &e);
+    err_code rc = tile_engine_set_speed(s->eng, speed, &e); /* valid: agent_set_speed checked it */
+    if (rc == ERR_OK) rc = tile_engine_handle(s->eng, it->msg, &box, &e);
     pthread_mutex_unlock(&a->compute_mu);
     rpc_free(&it->msg->base);
     free(it);
@@ -664,6 +666,7 @@ err_code agent_create(const agent_options *o, agent **out, err *e) {
   agent *a = calloc(1, sizeof *a);
   if (!a) return err_set(e, ERR_NOMEM, "agent: out of memory");
   a->o = opt;
+  a->speed = opt.speed;
   snprintf(a->name, sizeof a->name, "%s", opt.name);
   a->o.name = a->name;
   a->last_stream_end_ms = -INFINITY;
@@ -706,6 +709,25 @@ void agent_get_status(agent *a, agent_status *s) {
   snprintf(s->refusal, sizeof s->refusal, "%s", a->refusal);
   s->models = a->n_models;
   pthread_mutex_unlock(&a->mu);
+}
+
+err_code agent_set_speed(agent *a, double speed, err *e) {
+  if (!a) return err_set(e, ERR_INVALID, "agent_set_speed without an agent");
+  if (!(speed > 0 && speed <= 1e6))
+    return err_set(e, ERR_INVALID, "speed %g is not a positive factor", speed);
+  pthread_mutex_lock(&a->mu);
+  double was = a->speed;
+  a->speed = speed;
+  pthread_mutex_unlock(&a->mu);
+  if (was != speed) agent_log(a, AGENT_LOG_INFO, "speed %g -> %g", was, speed);
+  return ERR_OK;
+}
+
+double agent_speed(agent *a) {
+  pthread_mutex_lock(&a->mu);
+  double s = a->speed;
+  pthread_mutex_unlock(&a->mu);
+  return s;
 }
 
 void agent_shutdown(agent *a) {

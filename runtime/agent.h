@@ -172,4 +172,11 @@ typedef struct agent_status {
 
 void agent_get_status(agent *a, agent_status *s);
 
+/* Changes the emulated speed (agent_options.speed) from the next job on,
+ * for tiles and calibration alike: a board that throttles or recovers,
+ * at run time. ERR_INVALID for a speed that is not a positive factor
+ * (the old one stays). edgedi-agent's --speed-file drives it. */
+err_code agent_set_speed(agent *a, double speed, err *e);
+double agent_speed(agent *a);
+
 #endif

@@ -35,6 +35,7 @@ struct agent {
   pthread_cond_t cv;
   agent_model models[AGENT_MAX_MODELS];
   int n_models;
+  double speed;            /* emulated, for the next job (agent_set_speed) */
   agent_session *live;     /* the Execute stream past its Hello, or NULL */
   uint64_t session_seq;    /* last ticket given to an accepted Hello */
   uint64_t streams;

@@ -8,6 +8,13 @@
  * stderr. SIGINT / SIGTERM stop it cleanly: registration stops, the server
  * ends its calls (a grace period, then cancels) and every thread is joined.
  *
+ * --speed-file PATH changes the emulated speed at run time (a board that
+ * throttles, or recovers): main reads the file every SIGNAL_POLL_MS and,
+ * when it holds a positive number other than the speed now, the agent
+ * takes it from its next job on (agent_set_speed). An absent or empty
+ * file changes nothing; anything else is logged once and ignored. E.g.
+ *   echo 0.05 > /tmp/a1.speed    # half a Pi 3B+
+ *
  * Exit status: 0 after a signal; 2 for bad flags (with the usage); 1 when
  * it cannot start (port taken, ...); 3 when the scheduler refused it and
  * --exit-on-refusal was given.
@@ -48,6 +55,8 @@ static const char usage_text[] =
     "  --threads N          executor threads (default 1; use 1 with --speed < 1)\n"
     "  --speed S            emulate a device S times as fast as one core here\n"
     "                       (default 1; 0.1 ~ Raspberry Pi 3B+, 0.15 ~ Pi 4B)\n"
+    "  --speed-file PATH    re-read the speed from PATH while running (a number;\n"
+    "                       absent or empty: keep the speed)\n"
     "  --link-mbps M        emulate a link of M Mbit/s (default 0: unlimited)\n"
     "  --link-rtt-ms R      emulate a link round trip of R ms (default 0)\n"
     "  --max-message-mb N   gRPC message size limit (default 64)\n"
@@ -116,7 +125,7 @@ static bool is_wildcard(const char *host) {
 }
 
 typedef struct flags {
-  const char *listen, *scheduler, *advertise, *name;
+  const char *listen, *scheduler, *advertise, *name, *speed_file;
   int threads, max_message_mb, log_level;
   double speed, link_mbps, link_rtt_ms;
   bool exit_on_refusal;
@@ -126,7 +135,7 @@ static flags parse_flags(int argc, char **argv) {
   flags f = {.listen = "127.0.0.1:0", .threads = 1, .max_message_mb = 64,
              .log_level = AGENT_LOG_INFO, .speed = 1.0};
   enum { F_LISTEN = 1, F_SCHED, F_ADV, F_NAME, F_THREADS, F_SPEED, F_MBPS,
-         F_RTT, F_MAXMSG, F_LOG, F_REFUSAL, F_HELP };
+         F_RTT, F_MAXMSG, F_LOG, F_REFUSAL, F_HELP, F_SPEED_FILE };
   static const struct option opts[] = {
       {"listen", required_argument, NULL, F_LISTEN},
       {"scheduler", required_argument, NULL, F_SCHED},
@@ -134,6 +143,7 @@ static flags parse_flags(int argc, char **argv) {
       {"name", required_argument, NULL, F_NAME},
       {"threads", required_argument, NULL, F_THREADS},
       {"speed", required_argument, NULL, F_SPEED},
+      {"speed-file", required_argument, NULL, F_SPEED_FILE},
       {"link-mbps", required_argument, NULL, F_MBPS},
       {"link-rtt-ms", required_argument, NULL, F_RTT},
       {"max-message-mb", required_argument, NULL, F_MAXMSG},
@@ -152,6 +162,7 @@ static flags parse_flags(int argc, char **argv) {
       case F_NAME: f.name = optarg; break;
       case F_THREADS: f.threads = parse_int("--threads", optarg, 1, AGENT_MAX_THREADS); break;
       case F_SPEED: f.speed = parse_double("--speed", optarg); break;
+      case F_SPEED_FILE: f.speed_file = optarg; break;
       case F_MBPS: f.link_mbps = parse_double("--link-mbps", optarg); break;
       case F_RTT: f.link_rtt_ms = parse_double("--link-rtt-ms", optarg); break;
       case F_MAXMSG:
@@ -179,6 +190,35 @@ static flags parse_flags(int argc, char **argv) {
   if (f.name && (!*f.name || strlen(f.name) >= AGENT_NAME_BYTES))
     usage_error("--name wants 1 to %d characters", AGENT_NAME_BYTES - 1);
   return f;
+}
+
+/* --speed-file: the speed it names, when it names one other than now.
+ * `bad` remembers the last content refused, so it is logged once. */
+static void poll_speed_file(agent *a, const char *path, char *bad, size_t bad_len,
+                            int *log_level) {
+  FILE *fp = fopen(path, "r");
+  if (!fp) return;
+  char text[64] = "";
+  size_t n = fread(text, 1, sizeof text - 1, fp);
+  fclose(fp);
+  text[n] = 0;
+  char *p = text;
+  while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r') p++;
+  if (!*p) return;
+  char *end = NULL;
+  errno = 0;
+  double v = strtod(p, &end);
+  while (end && (*end == ' ' || *end == '\t' || *end == '\n' || *end == '\r')) end++;
+  err e = {0};
+  if (errno || !end || *end || agent_set_speed(a, v, &e) != ERR_OK) {
+    if (strcmp(bad, text) != 0) {
+      char line[256];
+      snprintf(line, sizeof line, "--speed-file %.100s: '%.40s' is not a positive speed; kept %g",
+               path, p, agent_speed(a));
+      log_line(log_level, AGENT_LOG_WARN, line);
+      snprintf(bad, bad_len, "%s", text);
+    }
+  }
 }
 
 int main(int argc, char **argv) {
@@ -255,7 +295,9 @@ int main(int argc, char **argv) {
 
   int status = 0;
   struct timespec poll = {0, SIGNAL_POLL_MS * 1000000L};
+  char bad_speed[64] = "";
   for (;;) {
+    if (f.speed_file) poll_speed_file(a, f.speed_file, bad_speed, sizeof bad_speed, &log_level);
     int sig = sigtimedwait(&sigs, NULL, &poll);
     if (sig == SIGINT || sig == SIGTERM) {
       snprintf(line, sizeof line, "%s: stopping", sig == SIGINT ? "SIGINT" : "SIGTERM");

@@ -159,8 +159,10 @@ static err_code run_job(agent *a, int n, Edgedi__V1__ProfileSample *sample,
   msg.job = &job;
 
   tile_outbox box = {0};
+  double speed = agent_speed(a);
   pthread_mutex_lock(&a->compute_mu);
-  rc = tile_engine_handle(a->cal_engine, &msg, &box, e);
+  rc = tile_engine_set_speed(a->cal_engine, speed, e);
+  if (rc == ERR_OK) rc = tile_engine_handle(a->cal_engine, &msg, &box, e);
   pthread_mutex_unlock(&a->compute_mu);
   bool got = false;
   for (int i = 0; rc == ERR_OK && i < box.n; i++) {

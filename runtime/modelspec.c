@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "runtime/fuse.h"
+#include "runtime/onnx_import.h"
 #include "runtime/zoo.h"
 
 static const uint64_t fnv_offset = 1469598103934665603ull;
@@ -41,17 +42,39 @@ void modelspec_digest(const model *m, char digest[MODELSPEC_DIGEST_BYTES]) {
   snprintf(digest, MODELSPEC_DIGEST_BYTES, "%016llx", (unsigned long long)h);
 }
 
+/* Fuses m (consumed), names it after the spec, digests it. */
+static err_code fuse_named(const Edgedi__V1__ModelSpec *spec, model *m,
+                           model **fused, char digest[MODELSPEC_DIGEST_BYTES],
+                           err *e) {
+  err_code rc = fuse_model(m, fused, e);
+  model_destroy(m);
+  if (rc != ERR_OK) return rc;
+  if (spec->name && spec->name[0])
+    snprintf((*fused)->name, sizeof (*fused)->name, "%s", spec->name);
+  modelspec_digest(*fused, digest);
+  return ERR_OK;
+}
+
 err_code modelspec_build(const Edgedi__V1__ModelSpec *spec, model **fused,
                          char digest[MODELSPEC_DIGEST_BYTES], err *e) {
   if (!spec) return err_set(e, ERR_INVALID, "no model spec");
-  if (!spec->zoo || !spec->zoo[0]) {
-    if (spec->onnx.len)
-      return err_set(e, ERR_UNSUPPORTED,
-                     "model '%s': ONNX models are not supported yet",
-                     spec->name ? spec->name : "");
-    return err_set(e, ERR_INVALID, "model '%s': the spec names no architecture",
-                   spec->name ? spec->name : "");
+  const char *name = spec->name ? spec->name : "";
+  bool has_zoo = spec->zoo && spec->zoo[0];
+  if (has_zoo && spec->onnx.len)
+    return err_set(e, ERR_INVALID,
+                   "model '%s': the spec names both a zoo architecture and "
+                   "an ONNX file", name);
+  model *m = NULL;
+  err_code rc;
+  if (spec->onnx.len) {
+    /* The file alone defines the model: the zoo options do not apply. */
+    rc = onnx_import(spec->onnx.data, spec->onnx.len, &m, e);
+    if (rc != ERR_OK) return err_wrap(e, "ONNX file");
+    return fuse_named(spec, m, fused, digest, e);
   }
+  if (!has_zoo)
+    return err_set(e, ERR_INVALID, "model '%s': the spec names no architecture",
+                   name);
   zoo_options o = zoo_defaults();
   if (spec->height) o.in_h = (int)spec->height;
   if (spec->width) o.in_w = (int)spec->width;
@@ -59,14 +82,7 @@ err_code modelspec_build(const Edgedi__V1__ModelSpec *spec, model **fused,
   if (spec->classes) o.classes = (int)spec->classes;
   if (spec->ratio) o.ratio = (int)spec->ratio;
   if (spec->seed) o.seed = spec->seed;
-  model *m = NULL;
-  err_code rc = zoo_build(spec->zoo, &o, &m, e);
+  rc = zoo_build(spec->zoo, &o, &m, e);
   if (rc != ERR_OK) return rc;
-  rc = fuse_model(m, fused, e);
-  model_destroy(m);
-  if (rc != ERR_OK) return rc;
-  if (spec->name && spec->name[0])
-    snprintf((*fused)->name, sizeof (*fused)->name, "%s", spec->name);
-  modelspec_digest(*fused, digest);
-  return ERR_OK;
+  return fuse_named(spec, m, fused, digest, e);
 }

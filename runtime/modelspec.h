@@ -5,8 +5,11 @@
  * one function, so they run the very same graph: the digest (a 64-bit
  * FNV-1a hash of the fused graph's structure and weights, as 16 hex digits)
  * names it on the wire, and a mismatch is caught rather than computed
- * with. Zoo specs are built with zoo_build(); ONNX specs are not supported
- * yet (ERR_UNSUPPORTED).
+ * with. Zoo specs are built with zoo_build(), ONNX specs (the file in
+ * `onnx`, the zoo options ignored) with onnx_import(); a spec naming both
+ * is ERR_INVALID. The digest depends on the graph and weights only, not on
+ * layer names or where the graph came from: an ONNX export of a zoo model
+ * has the zoo spec's digest.
  */
 #ifndef EDGEDI_MODELSPEC_H
 #define EDGEDI_MODELSPEC_H

@@ -107,6 +107,16 @@ err_code tile_engine_create(const tile_options *o, tile_engine **out, err *e) {
   return ERR_OK;
 }
 
+err_code tile_engine_set_speed(tile_engine *t, double speed, err *e) {
+  if (!t) return err_set(e, ERR_INVALID, "tile_engine_set_speed without an engine");
+  if (!(speed > 0) || speed > 1e9)
+    return err_set(e, ERR_INVALID, "tile: speed %g is not a positive factor", speed);
+  t->o.speed = speed;
+  return ERR_OK;
+}
+
+double tile_engine_speed(const tile_engine *t) { return t ? t->o.speed : 0; }
+
 static void request_free(tile_engine *t, tile_request *r) {
   for (int j = 0; j < r->n_jobs; j++) {
     tile_job *job = &r->jobs[j];

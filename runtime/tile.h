@@ -100,6 +100,12 @@ void tile_outbox_free(tile_outbox *o);  /* and the array */
 err_code tile_engine_create(const tile_options *o, tile_engine **out, err *e);
 void tile_engine_destroy(tile_engine *t);
 
+/* Changes the emulated speed from the next stretch of running on (a
+ * device that throttles, or recovers). ERR_INVALID for a speed that is not
+ * a positive factor; the old one stays. */
+err_code tile_engine_set_speed(tile_engine *t, double speed, err *e);
+double tile_engine_speed(const tile_engine *t);
+
 /* Registers the finalized (fused) model `m` under `digest` and prepares its
  * executor with `threads` threads. The same pair again is a no-op; another
  * model under a known digest is ERR_INVALID. */

@@ -17,6 +17,7 @@
 
 #include "runtime/protocol.h"
 #include "scheduler/dispatch.h"
+#include "scheduler/refit.h"
 
 #define CLUSTER_HELLO_NAME "edgedi-scheduler"
 /* Heartbeat Pings carry this bit, probe Pings never do. */
@@ -64,6 +65,12 @@ static cluster_agent *session_new(cluster *c, const char *name, const char *addr
   return a;
 }
 
+void cluster_retain(cluster_agent *a) {
+  pthread_mutex_lock(&a->mu);
+  a->refs++;
+  pthread_mutex_unlock(&a->mu);
+}
+
 void cluster_release(cluster_agent *a) {
   if (!a) return;
   pthread_mutex_lock(&a->mu);
@@ -81,6 +88,11 @@ bool cluster_agent_alive(cluster_agent *a, char *reason, size_t len) {
   if (!alive && reason && len) snprintf(reason, len, "%s", a->down_reason);
   pthread_mutex_unlock(&a->mu);
   return alive;
+}
+
+void cluster_agent_fail(cluster_agent *a, const char *reason) {
+  cluster__log(a->c, "marking agent '%s' down: %s", a->name, reason);
+  cluster__fail(a, reason);
 }
 
 void cluster__fail(cluster_agent *a, const char *reason) {
@@ -475,7 +487,15 @@ static int by_name(const void *x, const void *y) {
   return strcmp(((const cluster_member *)x)->dev.name, ((const cluster_member *)y)->dev.name);
 }
 
-int cluster_acquire_up(cluster *c, cluster_member *out, int max) {
+/* The slot of `model` among the session's per-model costs, or -1 (caller
+ * holds a->mu). */
+static int model_cost_locked(const cluster_agent *a, const char *model) {
+  for (int i = 0; model && i < a->n_model_costs; i++)
+    if (strcmp(a->model_costs[i].model, model) == 0) return i;
+  return -1;
+}
+
+int cluster_acquire_up(cluster *c, const char *model, cluster_member *out, int max) {
   int n = 0;
   pthread_mutex_lock(&c->mu);
   for (int i = 0; i < c->n && n < max; i++) {
@@ -483,13 +503,91 @@ int cluster_acquire_up(cluster *c, cluster_member *out, int max) {
     pthread_mutex_lock(&a->mu);
     if (a->state == STORE_DEVICE_UP && a->has_cost) {
       a->refs++;
-      out[n++] = (cluster_member){.agent = a, .device_id = a->device_id, .dev = a->cost};
+      int k = model_cost_locked(a, model);
+      out[n++] = (cluster_member){.agent = a, .device_id = a->device_id,
+                                  .dev = k >= 0 ? a->model_costs[k].cost : a->cost};
     }
     pthread_mutex_unlock(&a->mu);
   }
   pthread_mutex_unlock(&c->mu);
   qsort(out, (size_t)n, sizeof *out, by_name);
   return n;
+}
+
+cluster_agent *cluster_find(cluster *c, const char *name) {
+  cluster_agent *a = NULL;
+  pthread_mutex_lock(&c->mu);
+  int i = name ? find_locked(c, name) : -1;
+  if (i >= 0) {
+    a = c->v[i];
+    pthread_mutex_lock(&a->mu);
+    a->refs++;
+    pthread_mutex_unlock(&a->mu);
+  }
+  pthread_mutex_unlock(&c->mu);
+  return a;
+}
+
+bool cluster_agent_get_cost(cluster_agent *a, const char *model, plan_device *out) {
+  pthread_mutex_lock(&a->mu);
+  bool has = a->has_cost;
+  if (has) {
+    int k = model_cost_locked(a, model);
+    *out = k >= 0 ? a->model_costs[k].cost : a->cost;
+  }
+  pthread_mutex_unlock(&a->mu);
+  return has;
+}
+
+bool cluster_agent_profiled(cluster_agent *a, plan_device *out) {
+  pthread_mutex_lock(&a->mu);
+  bool has = a->has_cost;
+  if (has) *out = a->profiled;
+  pthread_mutex_unlock(&a->mu);
+  return has;
+}
+
+bool cluster_agent_model_cost(cluster_agent *a, const char *model, plan_device *out) {
+  pthread_mutex_lock(&a->mu);
+  int k = a->has_cost ? model_cost_locked(a, model) : -1;
+  if (k >= 0) *out = a->model_costs[k].cost;
+  pthread_mutex_unlock(&a->mu);
+  return k >= 0;
+}
+
+err_code cluster_agent_set_cost(cluster_agent *a, const char *model, const plan_device *cost,
+                                err *e) {
+  if (!cost) return err_set(e, ERR_INVALID, "agent '%s': no cost model", a->name);
+  plan_device d = *cost;
+  snprintf(d.name, sizeof d.name, "%s", a->name);
+  err_code rc = refit_check_device(&d, e);
+  if (rc != ERR_OK) {
+    cluster__log(a->c, "refused a cost model for agent '%s'%s%s: %s", a->name,
+                 model ? " and model " : "", model ? model : "", e ? e->msg : "");
+    return rc;
+  }
+  if (model && strlen(model) >= STORE_NAME_BYTES)
+    return err_set(e, ERR_INVALID, "agent '%s': model name '%.64s...' is too long", a->name,
+                   model);
+  pthread_mutex_lock(&a->mu);
+  if (!a->has_cost) {
+    rc = err_set(e, ERR_UNAVAILABLE, "agent '%s' has no cost model yet (still profiling)",
+                 a->name);
+  } else if (!model) {
+    a->cost = d;
+  } else {
+    int k = model_cost_locked(a, model);
+    if (k < 0 && a->n_model_costs < CLUSTER_MAX_MODEL_COSTS) {
+      k = a->n_model_costs++;
+    } else if (k < 0) {
+      k = a->next_model_cost;
+      a->next_model_cost = (a->next_model_cost + 1) % CLUSTER_MAX_MODEL_COSTS;
+    }
+    snprintf(a->model_costs[k].model, sizeof a->model_costs[k].model, "%s", model);
+    a->model_costs[k].cost = d;
+  }
+  pthread_mutex_unlock(&a->mu);
+  return rc;
 }
 
 void cluster_describe(cluster *c, char *buf, size_t len) {

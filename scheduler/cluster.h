@@ -14,12 +14,17 @@
  *    with its fit error. Only then is the agent UP and planned on.
  *  - UP: its reader thread routes every ExecuteOut to the request it
  *    belongs to (inflight.h) and keeps the times its results came in
- *    (cluster_agent_activity).
+ *    (cluster_agent_activity). Its cost models are live data: the general
+ *    one from profiling, one per model restored from the database (kind
+ *    STORE_KIND_MODEL_PREFIX + name), and every refit after a request
+ *    (refit.h) replaces them through cluster_agent_set_cost(), which
+ *    refuses nonsense so that the planner never sees it.
  *  - DOWN: the stream ended (agent died, network gone, profiling failed,
- *    a newer registration, scheduler shutdown). Its requests in flight are
- *    told at once (they fail with the reason; recovery is the next
- *    issue's), and the database says 'down'. A session never comes back:
- *    the agent registers again and gets a new session, profiled anew.
+ *    a newer registration, scheduler shutdown, or a request found it
+ *    stuck: cluster_agent_fail). Its requests in flight are told at once
+ *    (they re-plan on the agents left, infer.h), and the database says
+ *    'down'. A session never comes back: the agent registers again and
+ *    gets a new session, profiled anew.
  *
  * Registration rules: a protocol version other than ours is refused
  * FAILED_PRECONDITION naming both versions; a name held by a live session
@@ -76,6 +81,9 @@ enum {
   /* Messages remembered per agent for cluster_agent_activity: several
    * requests' worth (each FE layer and relay is a message). */
   CLUSTER_ACTIVITY_HISTORY = 1024,
+  /* Per-model cost models a session keeps; past this the oldest goes (it
+   * is still in the database and comes back at the next registration). */
+  CLUSTER_MAX_MODEL_COSTS = 32,
 };
 
 typedef struct cluster cluster;
@@ -119,9 +127,17 @@ typedef struct cluster_member {
 } cluster_member;
 
 /* The agents UP with a cost model, ordered by name, at most `max`; each
- * with a reference the caller gives back with cluster_release(). */
-int cluster_acquire_up(cluster *c, cluster_member *out, int max);
+ * with a reference the caller gives back with cluster_release(). dev is
+ * the agent's cost model for `model` when it has one of its own, else its
+ * general one (model NULL: always the general one). */
+int cluster_acquire_up(cluster *c, const char *model, cluster_member *out, int max);
 void cluster_release(cluster_agent *a);
+/* One more reference to a session already held (given back with
+ * cluster_release), e.g. to remember it after a plan is freed. */
+void cluster_retain(cluster_agent *a);
+
+/* The current session of `name` (live or down) with a reference, or NULL. */
+cluster_agent *cluster_find(cluster *c, const char *name);
 
 /* "2 registered: a profiling, b down" — for "no agent is up" messages. */
 void cluster_describe(cluster *c, char *buf, size_t len);
@@ -131,6 +147,31 @@ int64_t cluster_agent_device_id(const cluster_agent *a);
 
 /* false once the session is down; *reason (may be NULL) gets why. */
 bool cluster_agent_alive(cluster_agent *a, char *reason, size_t len);
+
+/* Marks the agent down with `reason` (a request found it stuck): its
+ * stream is ended, every request using it is told, and it must register
+ * again to be used. */
+void cluster_agent_fail(cluster_agent *a, const char *reason);
+
+/* The live cost model the planner reads for `model` (NULL: the general
+ * one; a model without its own gets the general one). false before
+ * profiling gave the agent one. */
+bool cluster_agent_get_cost(cluster_agent *a, const char *model, plan_device *out);
+/* The same, true only when the agent has a model of its own for `model`. */
+bool cluster_agent_model_cost(cluster_agent *a, const char *model, plan_device *out);
+
+/* The cost model as the session's profiling measured it (calibration jobs,
+ * Pings over the Execute stream), whatever refits made of it since; false
+ * before profiling. */
+bool cluster_agent_profiled(cluster_agent *a, plan_device *out);
+
+/* Replaces the live cost model of `model` (NULL: the general one) after
+ * refit_check_device(): ERR_INVALID, naming the coefficient, for a model
+ * with a NaN, infinite, negative or zero coefficient where that makes no
+ * sense, and the previous model stays. ERR_UNAVAILABLE before profiling
+ * gave the agent a general model. cost->name is ignored. */
+err_code cluster_agent_set_cost(cluster_agent *a, const char *model, const plan_device *cost,
+                                err *e);
 
 /* Makes sure the agent has the model (Agent.LoadModel once per session and
  * model; concurrent callers wait for one load). deadline_ms bounds the

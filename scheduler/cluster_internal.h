@@ -18,6 +18,12 @@
 #include "runtime/modelspec.h"
 #include "scheduler/cluster.h"
 
+/* A per-model cost model of a session. */
+typedef struct cluster_model_cost {
+  char model[STORE_NAME_BYTES];
+  plan_device cost;
+} cluster_model_cost;
+
 typedef struct cluster_seen {
   double at_ms;      /* when a message was read */
   double compute_ms; /* a TileResult's compute time; 0 for other messages */
@@ -39,7 +45,10 @@ struct cluster_agent {
   store_device_state state;
   bool stopping;      /* cluster_stop or a replacement: not the agent's fault */
   bool has_cost;
-  plan_device cost;
+  plan_device cost; /* the general one */
+  plan_device profiled; /* the general one as profiling measured it */
+  cluster_model_cost model_costs[CLUSTER_MAX_MODEL_COSTS];
+  int n_model_costs, next_model_cost; /* next_model_cost: the slot to reuse when full */
   char down_reason[ERR_MSG_BYTES];
   uint64_t want_seq;  /* the probe Ping waited for */
   bool pong_got;

@@ -8,7 +8,9 @@
  * (Pings over the very Execute stream tiles will use, so the emulated link
  * and gRPC's own costs are both in the measurement). The cost model is
  * stored before the agent is marked up, so the planner never sees an up
- * device without one.
+ * device without one. The device's per-model fits of earlier sessions
+ * (refit.h) come back from the database with it: they describe the models
+ * as they ran, which the calibration does not.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,6 +18,7 @@
 
 #include "scheduler/cluster_internal.h"
 #include "scheduler/profile.h"
+#include "scheduler/refit.h"
 
 static bool stopping(cluster_agent *a) {
   pthread_mutex_lock(&a->mu);
@@ -93,6 +96,25 @@ static err_code probe_link(cluster_agent *a, double *rtt_ms, double *mbps, err *
                       CLUSTER_LINK_PROBE_BYTES, rtt_ms, mbps, e);
 }
 
+/* The device's stored per-model fits that pass refit_check_device(), into
+ * the session with the link just probed (caller holds a->mu and has set
+ * a->cost; v was read before taking the lock). */
+static void restore_model_costs_locked(cluster_agent *a, const store_cost_model *v, size_t n) {
+  size_t plen = strlen(STORE_KIND_MODEL_PREFIX);
+  for (size_t i = 0; i < n && a->n_model_costs < CLUSTER_MAX_MODEL_COSTS; i++) {
+    if (strncmp(v[i].kind, STORE_KIND_MODEL_PREFIX, plen) != 0) continue;
+    const char *model = v[i].kind + plen;
+    if (!*model || strlen(model) >= STORE_NAME_BYTES) continue;
+    plan_device d = {.ms_per_gflop = v[i].ms_per_gflop, .fixed_ms = v[i].fixed_ms,
+                     .bandwidth_mbps = a->cost.bandwidth_mbps, .rtt_ms = a->cost.rtt_ms};
+    snprintf(d.name, sizeof d.name, "%s", a->name);
+    if (refit_check_device(&d, NULL) != ERR_OK) continue;
+    cluster_model_cost *mc = &a->model_costs[a->n_model_costs++];
+    snprintf(mc->model, sizeof mc->model, "%s", model);
+    mc->cost = d;
+  }
+}
+
 void *cluster__profile_main(void *arg) {
   cluster_agent *a = arg;
   err e = {0};
@@ -123,6 +145,10 @@ void *cluster__profile_main(void *arg) {
     cluster__fail(a, why);
     return NULL;
   }
+  /* Best effort: without them the general model serves until a refit. */
+  store_cost_model *kept = NULL;
+  size_t n_kept = 0;
+  store_cost_model_list(a->c->st, a->device_id, &kept, &n_kept, NULL);
   /* Under the session's lock, so a reader marking it down cannot be
    * overtaken by this 'up' in the database. */
   pthread_mutex_lock(&a->mu);
@@ -130,12 +156,15 @@ void *cluster__profile_main(void *arg) {
     a->cost = (plan_device){.ms_per_gflop = fit.ms_per_gflop, .fixed_ms = fit.fixed_ms,
                             .bandwidth_mbps = mbps, .rtt_ms = rtt_ms};
     snprintf(a->cost.name, sizeof a->cost.name, "%s", a->name);
+    a->profiled = a->cost;
     a->has_cost = true;
+    restore_model_costs_locked(a, kept, n_kept);
     if (store_device_set_state(a->c->st, a->device_id, STORE_DEVICE_UP, &e) == ERR_OK)
       a->state = STORE_DEVICE_UP;
   }
   bool up = a->state == STORE_DEVICE_UP;
   pthread_mutex_unlock(&a->mu);
+  store_free(kept);
   if (up)
     cluster__log(a->c,
                  "agent '%s' is up: %.2f ms/GFLOP + %.2f ms (fit error %.1f%%, %zu samples), "

@@ -1,13 +1,10 @@
 /* infer.c — running one inference over the cluster (contract in infer.h).
  *
  * A request's life on its own thread: check -> plan -> record begin ->
- * models on the agents -> dispatch_create -> open its mailbox -> write
- * every job -> loop { next event (agent message, agent down, shutdown) or
- * deadline -> dispatcher -> write what it produced } -> record tiles and
- * outcome -> reply. Only this thread touches the request's dispatcher;
- * the model's head_mu is held around dispatcher calls because the head
- * executor (run inside dispatch_on_message) is shared by every request of
- * the model.
+ * attempts { models on the agents -> dispatcher -> mailbox -> jobs ->
+ * events until done or failed (infer_attempt.c) -> record its tiles ->
+ * refit its agents -> if an agent was lost or straggled, re-plan without
+ * it and go again } -> record the outcome -> reply.
  */
 #include <math.h>
 #include <stdio.h>
@@ -15,221 +12,17 @@
 #include <string.h>
 
 #include "runtime/protocol.h"
-#include "scheduler/dispatch.h"
-#include "scheduler/infer.h"
-#include "scheduler/profile.h"
-
-/* What the scheduler saw of one tile (one part of one segment). */
-typedef struct tile_rec {
-  int device, segment, part;
-  double sent_ms;       /* its job was written to the agent's stream */
-  bool reported;        /* its TileResult came */
-  double at_ms;         /* ... and was read then */
-  Edgedi__V1__TileResult r;
-  double transfer_ms;   /* estimated, see infer.h */
-} tile_rec;
-
-typedef struct run {
-  const infer_ctx *c;
-  infer_plan ip;
-  preprocess_image img;
-  int64_t id;
-  double t0_ms, deadline_at_ms;
-  int deadline_ms;
-  dispatch *d;
-  inflight_req *mb;
-  dispatch_outbox ob;
-  tile_rec *tiles;
-  int n_tiles;
-  bool write_failed[PLAN_MAX_DEVICES]; /* do not write to it again */
-  int error_device;                    /* the agent whose TileError failed it */
-} run;
-
-static const char *dev_name(const run *r, int device) {
-  return device >= 0 && device < r->ip.n_members ? r->ip.members[device].dev.name : "?";
-}
-
-static tile_rec *tile_of(run *r, int device, int segment) {
-  for (int i = 0; i < r->n_tiles; i++)
-    if (r->tiles[i].device == device && r->tiles[i].segment == segment) return &r->tiles[i];
-  return NULL;
-}
-
-static err_code make_tiles(run *r, err *e) {
-  const plan *p = &r->ip.p;
-  int n = 0;
-  for (int si = 0; si < p->n_segments; si++) n += p->segments[si].n_parts;
-  r->tiles = calloc((size_t)(n ? n : 1), sizeof *r->tiles);
-  if (!r->tiles) return err_set(e, ERR_NOMEM, "out of memory");
-  for (int si = 0; si < p->n_segments; si++)
-    for (int k = 0; k < p->segments[si].n_parts; k++)
-      r->tiles[r->n_tiles++] = (tile_rec){
-          .device = p->segments[si].parts[k].device, .segment = si, .part = k};
-  return ERR_OK;
-}
-
-/* ---- talking to the agents -------------------------------------------------- */
-
-static void fail_request(run *r, grpc_status_code st, const char *msg) {
-  models_head_lock(r->ip.model);
-  dispatch_fail(r->d, (uint32_t)st, msg, &r->ob);
-  models_head_unlock(r->ip.model);
-}
-
-/* A packed ExecuteIn holds exactly one field of its oneof, so its first
- * byte is that field's tag: (field number << 3) | 2 (length-delimited). */
-static bool is_packed_job(const dispatch_msg *m) {
-  return m->len > 0 && m->data[0] == ((EDGEDI__V1__EXECUTE_IN__MSG_JOB << 3) | 2);
-}
-
-/* Notes when the job in `m` goes out: its tile's transfer is timed from
- * here. Only jobs are decoded (to learn their segment); relayed rows, the
- * bulk of the bytes, are written as the dispatcher packed them. */
-static err_code note_job_sent(run *r, const dispatch_msg *m, err *e) {
-  Edgedi__V1__ExecuteIn *in = edgedi__v1__execute_in__unpack(NULL, m->len, m->data);
-  if (!in || in->msg_case != EDGEDI__V1__EXECUTE_IN__MSG_JOB) {
-    if (in) protobuf_c_message_free_unpacked(&in->base, NULL);
-    return err_set(e, ERR_INTERNAL, "a job of the dispatcher does not decode");
-  }
-  tile_rec *t = tile_of(r, m->device, (int)in->job->segment);
-  if (t) t->sent_ms = inflight_now_ms();
-  protobuf_c_message_free_unpacked(&in->base, NULL);
-  return ERR_OK;
-}
-
-/* Writes the outbox. A write that fails means the agent's stream is gone:
- * the request fails (which queues Releases, written in the same pass). */
-static void send_outbox(run *r) {
-  for (int i = 0; i < r->ob.n; i++) {
-    dispatch_msg m = r->ob.msgs[i]; /* by value: failing may grow the outbox */
-    if (m.device < 0 || m.device >= r->ip.n_members || r->write_failed[m.device]) continue;
-    err e = {0};
-    err_code rc = is_packed_job(&m) ? note_job_sent(r, &m, &e) : ERR_OK;
-    if (rc == ERR_OK)
-      rc = cluster_agent_send_packed(r->ip.members[m.device].agent, m.data, m.len, &e);
-    if (rc != ERR_OK) {
-      r->write_failed[m.device] = true;
-      char msg[ERR_MSG_BYTES], why[ERR_MSG_BYTES / 2];
-      grpc_status_code st = GRPC_STATUS_UNAVAILABLE;
-      if (!cluster_agent_alive(r->ip.members[m.device].agent, why, sizeof why)) {
-        snprintf(msg, sizeof msg, "agent '%s' went down: %s", dev_name(r, m.device), why);
-      } else if (rc == ERR_UNAVAILABLE || rc == ERR_DEADLINE) {
-        /* The stream has ended; its reader has not said so yet. */
-        snprintf(msg, sizeof msg, "agent '%s' went down: %.400s", dev_name(r, m.device), e.msg);
-      } else { /* the message itself: over the size limit, out of memory, a bug */
-        snprintf(msg, sizeof msg, "cannot send to agent '%s': %.400s", dev_name(r, m.device),
-                 e.msg);
-        st = rc == ERR_INTERNAL ? GRPC_STATUS_INTERNAL : GRPC_STATUS_RESOURCE_EXHAUSTED;
-      }
-      fail_request(r, st, msg);
-    }
-  }
-  dispatch_outbox_clear(&r->ob);
-}
-
-/* Tiles still owed, for a deadline message: "b (segments 1, 2); c (segments 2)". */
-static void owed(const run *r, char *buf, size_t len) {
-  size_t used = 0;
-  buf[0] = '\0';
-  for (int dev = 0; dev < r->ip.n_members; dev++) {
-    bool first = true;
-    for (int i = 0; i < r->n_tiles && used < len; i++) {
-      const tile_rec *t = &r->tiles[i];
-      if (t->device != dev || t->reported) continue;
-      int w = first ? snprintf(buf + used, len - used, "%s%s (segments %d", used ? "; " : "",
-                               dev_name(r, dev), t->segment)
-                    : snprintf(buf + used, len - used, ", %d", t->segment);
-      if (w < 0) return;
-      used += (size_t)w;
-      first = false;
-    }
-    if (!first && used < len) used += (size_t)snprintf(buf + used, len - used, ")");
-  }
-}
-
-/* A tile's transfer time, as infer.h defines it ("What transfer time
- * means"). The latest the agent can have taken up the job: its result
- * minus compute and wait, minus the result's own way up (half a round
- * trip, its exports and output at the link's bandwidth). Messages of the
- * agent that arrived before that, less their own half round trip, show
- * how long it was busy before it got to this job. */
-static double tile_transfer_ms(const run *r, const tile_rec *t) {
-  const plan_device *dv = &r->ip.members[t->device].dev;
-  double one_way_ms = dv->rtt_ms / 2;
-  double up_ms = one_way_ms + (double)t->r.bytes_out * 8.0 / (dv->bandwidth_mbps * 1e3);
-  double taken_up_by = t->at_ms - t->r.compute_ms - t->r.wait_ms - up_ms;
-  double busy_ms, last_ms;
-  cluster_agent_activity(r->ip.members[t->device].agent, t->sent_ms, taken_up_by, &busy_ms,
-                         &last_ms);
-  double queued_ms = fmax(busy_ms, last_ms - one_way_ms - t->sent_ms);
-  return profile_tile_transfer_ms(t->sent_ms, t->at_ms, t->r.compute_ms, t->r.wait_ms,
-                                  queued_ms);
-}
-
-static void on_event(run *r, inflight_event *ev) {
-  char msg[ERR_MSG_BYTES];
-  switch (ev->kind) {
-    case INFLIGHT_MESSAGE: {
-      Edgedi__V1__ExecuteOut *m = ev->msg;
-      if (m->msg_case == EDGEDI__V1__EXECUTE_OUT__MSG_RESULT) {
-        tile_rec *t = tile_of(r, ev->device, (int)m->result->segment);
-        if (t && !t->reported) {
-          t->reported = true;
-          t->at_ms = ev->at_ms;
-          t->r = *m->result;
-          t->transfer_ms = tile_transfer_ms(r, t);
-        }
-      } else if (m->msg_case == EDGEDI__V1__EXECUTE_OUT__MSG_ERROR && r->error_device < 0) {
-        r->error_device = ev->device;
-      }
-      models_head_lock(r->ip.model);
-      dispatch_on_message(r->d, ev->device, m, &r->ob);
-      models_head_unlock(r->ip.model);
-      rpc_free(&m->base);
-      break;
-    }
-    case INFLIGHT_AGENT_DOWN:
-      r->write_failed[ev->device] = true;
-      fail_request(r, GRPC_STATUS_UNAVAILABLE, ev->reason);
-      break;
-    case INFLIGHT_SHUTDOWN:
-      snprintf(msg, sizeof msg, "%s",
-               ev->reason[0] ? ev->reason : "the scheduler is shutting down");
-      fail_request(r, GRPC_STATUS_UNAVAILABLE, msg);
-      break;
-  }
-  send_outbox(r);
-}
-
-/* Events until the dispatcher is done or failed, or the deadline. */
-static void wait_loop(run *r) {
-  dispatch_result res;
-  for (dispatch_get_result(r->d, &res); res.state == DISPATCH_RUNNING;
-       dispatch_get_result(r->d, &res)) {
-    double left = r->deadline_at_ms - inflight_now_ms();
-    inflight_event ev;
-    if (left > 0 && inflight_wait(r->mb, left < 1 ? 1 : (int)left, &ev)) {
-      on_event(r, &ev);
-      continue;
-    }
-    if (r->deadline_at_ms - inflight_now_ms() > 0) continue;
-    char still[ERR_MSG_BYTES / 2], msg[ERR_MSG_BYTES];
-    owed(r, still, sizeof still);
-    snprintf(msg, sizeof msg, "no result within the deadline of %d ms; still owed by: %s",
-             r->deadline_ms, still[0] ? still : "the head");
-    fail_request(r, GRPC_STATUS_DEADLINE_EXCEEDED, msg);
-    send_outbox(r);
-  }
-}
+#include "scheduler/infer_internal.h"
+#include "scheduler/refit_run.h"
 
 /* ---- records and reply -------------------------------------------------------- */
 
-static void record_tiles(run *r) {
+static void record_tiles(infer_req *r) {
   store_tile *v = calloc((size_t)(r->n_tiles ? r->n_tiles : 1), sizeof *v);
   if (!v) return;
   size_t n = 0;
   for (int i = 0; i < r->n_tiles; i++) {
-    const tile_rec *t = &r->tiles[i];
+    const infer_tile *t = &r->tiles[i];
     if (!t->reported) continue;
     const plan_segment *s = &r->ip.p.segments[t->segment];
     const plan_part *pt = &s->parts[t->part];
@@ -256,7 +49,21 @@ static void record_tiles(run *r) {
   free(v);
 }
 
-static err_code fill_reply(run *r, const dispatch_result *res, infer_reply *out, err *e) {
+/* Every agent that reported a tile of the attempt, refitted from its
+ * history. Best effort: a refit that fails keeps the model it had. */
+static void refit_agents(infer_req *r) {
+  for (int dev = 0; dev < r->ip.n_members; dev++) {
+    bool ran = false;
+    for (int i = 0; i < r->n_tiles && !ran; i++)
+      ran = r->tiles[i].device == dev && r->tiles[i].reported;
+    if (ran)
+      refit_device(r->c->st, r->ip.members[dev].agent, r->ip.model->name, r->ip.model->m, NULL,
+                   NULL);
+  }
+}
+
+static err_code fill_reply(infer_req *r, const dispatch_result *res, infer_reply *out,
+                           err *e) {
   Edgedi__V1__InferReply *m = &out->msg;
   out->logits = malloc((size_t)(res->n_logits ? res->n_logits : 1) * sizeof *out->logits);
   if (!out->logits) return err_set(e, ERR_NOMEM, "out of memory for the reply");
@@ -268,7 +75,7 @@ static err_code fill_reply(run *r, const dispatch_result *res, infer_reply *out,
   m->plan_id = r->ip.plan_id;
   m->latency_ms = inflight_now_ms() - r->t0_ms;
   m->predicted_ms = r->ip.p.predicted_ms;
-  m->bytes_moved = res->bytes_moved;
+  m->bytes_moved = r->bytes_moved; /* every attempt's */
   m->bytes_gather_all = res->bytes_gather_all;
   m->head_ms = res->head_ms;
   snprintf(out->planner, sizeof out->planner, "%s", r->ip.planner);
@@ -278,7 +85,7 @@ static err_code fill_reply(run *r, const dispatch_result *res, infer_reply *out,
     if (dv->jobs == 0) continue; /* planned out: it took no part */
     Edgedi__V1__DeviceTiming *t = &out->timings[m->n_devices];
     edgedi__v1__device_timing__init(t);
-    snprintf(out->names[m->n_devices], sizeof out->names[0], "%s", dev_name(r, i));
+    snprintf(out->names[m->n_devices], sizeof out->names[0], "%s", infer__dev_name(r, i));
     t->device = out->names[m->n_devices];
     t->rows = (uint32_t)dv->rows;
     t->compute_ms = dv->compute_ms;
@@ -314,7 +121,7 @@ static void device_list(const infer_plan *ip, char *buf, size_t len) {
 /* ---- the request ---------------------------------------------------------------- */
 
 /* Validation, before anything is recorded. */
-static grpc_status_code check_request(run *r, const Edgedi__V1__InferRequest *req,
+static grpc_status_code check_request(infer_req *r, const Edgedi__V1__InferRequest *req,
                                       plan_options *po, err *e) {
   if (req->protocol_version && req->protocol_version != EDGEDI_PROTOCOL_VERSION) {
     err_set(e, ERR_UNSUPPORTED,
@@ -342,53 +149,72 @@ static grpc_status_code check_request(run *r, const Edgedi__V1__InferRequest *re
   return GRPC_STATUS_OK;
 }
 
-/* From a recorded request to a finished dispatcher. */
-static grpc_status_code execute(run *r, err *e) {
-  const models_entry *en = r->ip.model;
-  for (int i = 0; i < r->ip.n_members; i++) {
-    double left = r->deadline_at_ms - inflight_now_ms();
-    int ms = left < CLUSTER_LOAD_MODEL_DEADLINE_MS ? (int)left : CLUSTER_LOAD_MODEL_DEADLINE_MS;
-    if (ms <= 0) {
-      err_set(e, ERR_DEADLINE, "the deadline of %d ms passed while loading the model",
-              r->deadline_ms);
-      return GRPC_STATUS_DEADLINE_EXCEEDED;
-    }
-    err_code rc = cluster_agent_ensure_model(r->ip.members[i].agent, en, ms, e);
-    if (rc != ERR_OK)
-      return rc == ERR_DEADLINE ? GRPC_STATUS_DEADLINE_EXCEEDED : GRPC_STATUS_UNAVAILABLE;
+/* Remembers the agent that ended the attempt, with a reference. */
+static void exclude(infer_req *r) {
+  if (r->end_device < 0 || r->end_device >= r->ip.n_members ||
+      r->n_excluded >= INFER_MAX_ATTEMPTS)
+    return;
+  cluster_agent *a = r->ip.members[r->end_device].agent;
+  cluster_retain(a);
+  r->excluded_slow[r->n_excluded] = r->end == INFER_END_STRAGGLER;
+  r->excluded[r->n_excluded++] = a;
+}
+
+/* The next attempt's plan over the agents left: without every excluded
+ * agent, or when that leaves none, without the lost ones only (a
+ * straggler is better than nothing). */
+static grpc_status_code replan(infer_req *r, err *e) {
+  infer_plan next;
+  grpc_status_code st =
+      infer_make_plan_excluding(r->c, r->model_name, r->planner_name, &r->po, r->excluded,
+                                r->n_excluded, &next, e);
+  if (st == GRPC_STATUS_UNAVAILABLE) {
+    cluster_agent *lost[INFER_MAX_ATTEMPTS];
+    int n = 0;
+    for (int i = 0; i < r->n_excluded; i++)
+      if (!r->excluded_slow[i]) lost[n++] = r->excluded[i];
+    if (n < r->n_excluded)
+      st = infer_make_plan_excluding(r->c, r->model_name, r->planner_name, &r->po, lost, n,
+                                     &next, e);
   }
-  err_code rc = make_tiles(r, e);
-  if (rc == ERR_OK)
-    rc = dispatch_create(en->m, en->digest, &r->ip.p, r->ip.n_members, &r->img,
-                         (uint64_t)r->id, en->head, &r->d, e);
-  if (rc != ERR_OK) return rc == ERR_NOMEM ? GRPC_STATUS_RESOURCE_EXHAUSTED : GRPC_STATUS_INTERNAL;
-  const void *keys[PLAN_MAX_DEVICES];
-  for (int i = 0; i < r->ip.n_members; i++) keys[i] = r->ip.members[i].agent;
-  rc = inflight_open(r->c->inf, (uint64_t)r->id, keys, r->ip.n_members, &r->mb, e);
-  if (rc != ERR_OK) return rpc_status_from_err(rc);
-  /* An agent that went down after planning posted to no mailbox yet. */
-  for (int i = 0; i < r->ip.n_members; i++) {
-    char why[ERR_MSG_BYTES / 2];
-    if (!cluster_agent_alive(r->ip.members[i].agent, why, sizeof why)) {
-      err_set(e, ERR_UNAVAILABLE, "agent '%s' went down: %s", dev_name(r, i), why);
+  if (st != GRPC_STATUS_OK) {
+    char why[ERR_MSG_BYTES];
+    snprintf(why, sizeof why, "%s", e ? e->msg : "");
+    if (st == GRPC_STATUS_UNAVAILABLE)
+      err_set(e, ERR_UNAVAILABLE, "no agent is up to finish it after %.200s (%.200s)",
+              r->losses[0] ? r->losses : "a straggler", why);
+    return st;
+  }
+  infer_plan_free(&r->ip);
+  r->ip = next;
+  r->attempt++;
+  return GRPC_STATUS_OK;
+}
+
+/* Attempts until one is done, one fails for good, no agent is left or
+ * INFER_MAX_ATTEMPTS were made. */
+static grpc_status_code execute(infer_req *r, infer_reply *out, err *e) {
+  for (;;) {
+    grpc_status_code st = infer__attempt(r, e);
+    dispatch_result res;
+    dispatch_get_result(r->d, &res);
+    if (r->d) r->bytes_moved += res.bytes_moved;
+    /* The reply first: its latency is the inference's, not the records'. */
+    if (st == GRPC_STATUS_OK && fill_reply(r, &res, out, e) != ERR_OK)
+      st = GRPC_STATUS_RESOURCE_EXHAUSTED;
+    record_tiles(r);
+    refit_agents(r);
+    if (st == GRPC_STATUS_OK || r->end == INFER_END_NONE) return st;
+    exclude(r);
+    if (r->attempt + 1 >= INFER_MAX_ATTEMPTS) {
+      err_set(e, ERR_UNAVAILABLE, "gave up after %d plans: %.400s", r->attempt + 1,
+              r->losses[0] ? r->losses : "stragglers");
       return GRPC_STATUS_UNAVAILABLE;
     }
+    infer__attempt_clear(r);
+    st = replan(r, e);
+    if (st != GRPC_STATUS_OK) return st;
   }
-  rc = dispatch_start(r->d, &r->ob, e);
-  if (rc != ERR_OK) return GRPC_STATUS_RESOURCE_EXHAUSTED;
-  send_outbox(r);
-  wait_loop(r);
-  dispatch_result res;
-  dispatch_get_result(r->d, &res);
-  if (res.state == DISPATCH_DONE) return GRPC_STATUS_OK;
-  grpc_status_code st = (grpc_status_code)res.status;
-  if (r->error_device >= 0) { /* the agent refused or failed its tile */
-    err_set(e, ERR_UNAVAILABLE, "agent '%s' failed its tile (%s): %s",
-            dev_name(r, r->error_device), rpc_status_name(st), res.message);
-    return GRPC_STATUS_UNAVAILABLE;
-  }
-  err_set(e, rpc_err_from_status(st), "%s", res.message);
-  return st;
 }
 
 grpc_status_code infer_run(const infer_ctx *c, const Edgedi__V1__InferRequest *req,
@@ -397,11 +223,12 @@ grpc_status_code infer_run(const infer_ctx *c, const Edgedi__V1__InferRequest *r
   if (!e) e = &local; /* the outcome's message is recorded either way */
   memset(out, 0, sizeof *out);
   edgedi__v1__infer_reply__init(&out->msg);
-  run r = {.c = c, .t0_ms = inflight_now_ms(), .error_device = -1};
-  plan_options po = plan_default_options();
-  grpc_status_code st = check_request(&r, req, &po, e);
+  infer_req r = {.c = c, .t0_ms = inflight_now_ms(), .error_device = -1,
+                 .model_name = req->model, .planner_name = req->planner};
+  r.po = plan_default_options();
+  grpc_status_code st = check_request(&r, req, &r.po, e);
   if (st != GRPC_STATUS_OK) return st;
-  st = infer_make_plan(c, req->model, req->planner, &po, &r.ip, e);
+  st = infer_make_plan(c, req->model, req->planner, &r.po, &r.ip, e);
   if (st != GRPC_STATUS_OK) return st;
 
   char devices[PLAN_MAX_DEVICES * PLAN_NAME_BYTES];
@@ -418,23 +245,17 @@ grpc_status_code infer_run(const infer_ctx *c, const Edgedi__V1__InferRequest *r
     return rpc_status_from_err(rc);
   }
 
-  st = execute(&r, e);
-  dispatch_result res;
-  dispatch_get_result(r.d, &res);
-  if (st == GRPC_STATUS_OK && fill_reply(&r, &res, out, e) != ERR_OK)
-    st = GRPC_STATUS_RESOURCE_EXHAUSTED;
+  st = execute(&r, out, e);
   if (st != GRPC_STATUS_OK) err_wrap(e, "request %lld", (long long)r.id);
-  record_tiles(&r);
   store_request_result fin = {.ok = st == GRPC_STATUS_OK,
                               .measured_ms = inflight_now_ms() - r.t0_ms,
-                              .bytes_moved = r.d ? res.bytes_moved : 0,
+                              .bytes_moved = r.bytes_moved,
                               .error = st == GRPC_STATUS_OK ? NULL : e->msg};
   store_request_finish(c->st, r.id, &fin, NULL);
 
-  if (r.mb) inflight_close(c->inf, r.mb);
+  infer__attempt_clear(&r);
   dispatch_outbox_free(&r.ob);
-  dispatch_destroy(r.d);
-  free(r.tiles);
+  for (int i = 0; i < r.n_excluded; i++) cluster_release(r.excluded[i]);
   infer_plan_free(&r.ip);
   if (st != GRPC_STATUS_OK) infer_reply_free(out);
   return st;

@@ -7,14 +7,56 @@
  * planned; an agent runs them in arrival order, so one request's tiles
  * queue behind the previous one's and requests pipeline.
  *
+ * Agent loss (DESIGN.md: a request survives a dead board). An agent whose
+ * stream ends, whose stream cannot be written, or that a request finds
+ * stuck is lost to the request. Stuck: the request has heard nothing of
+ * any of its agents for max(INFER_STUCK_FACTOR x the plan's predicted
+ * time, the stuck floor), this agent owes the earliest unfinished segment
+ * (the one everybody else waits for; among several, the one silent
+ * longest), and it sent nothing for any other request in that time either
+ * (requests queue behind each other on an agent: busy is not stuck): it
+ * is marked down (cluster_agent_fail). The request
+ * then starts over: a new plan over the agents still up (the lost one
+ * left out), every job sent again from segment 0 with the image, under a
+ * new wire id (request id | attempt << INFER_ATTEMPT_SHIFT) so that the
+ * agents drop what is left of the old attempt (Release) and its late
+ * messages reach no mailbox. What that costs: the work done before the
+ * loss is thrown away (the time until the loss is noticed, plus one whole
+ * run on fewer agents); nothing of the surviving agents' resident strips
+ * is reused, because the new plan's strips differ and the scheduler keeps
+ * no copy of the rows it relayed. Exact logits need nothing more: the new
+ * attempt is an ordinary distributed run. A request fails only when no
+ * agent is left (UNAVAILABLE "no agent is up ..."), when its deadline
+ * passes, or after INFER_MAX_ATTEMPTS plans. A lost agent that registers
+ * again is profiled anew and planned on by the next request.
+ *
+ * Stragglers (infer_ctx.straggler_factor F > 0; 0, the default, is off),
+ * at request granularity: when the agent owing the earliest unfinished
+ * segment s has not finished it F times later than the plan predicts the
+ * end of s (from the attempt's start, plus INFER_STRAGGLER_SLACK_MS), and
+ * another agent is up, the attempt is abandoned and the request re-planned
+ * without it, at most INFER_MAX_STRAGGLER_REPLANS times; its live cost
+ * model is scaled by how late it was so that the next requests give it
+ * less work until its refit says otherwise. Its late results go to the
+ * abandoned attempt and are ignored. A tile-level re-issue (the first of
+ * two copies wins) is not done: the scheduler keeps no inputs to give a
+ * second agent. Lateness is counted from the attempt's start, so with
+ * requests pipelined on the agents (a request's tiles queued behind
+ * earlier ones) the factor must exceed the depth of the pipeline.
+ *
+ * Online cost models: after each attempt, every agent that reported a
+ * tile is refitted from its history (refit_run.h), so the next plan reads
+ * its current speed.
+ *
  * Statuses (each with a message saying what was wrong):
  *   FAILED_PRECONDITION  the request states another protocol version
  *                        (0, not stated, is accepted);
  *   NOT_FOUND            unknown model;
  *   INVALID_ARGUMENT     no image, an image whose size, channels, type or
  *                        byte count does not fit the model, unknown planner;
- *   UNAVAILABLE          no agent up, an agent that cannot load the model,
- *                        goes down or fails its tile (named, with why);
+ *   UNAVAILABLE          no agent up (also: none left after losses, naming
+ *                        the agents lost), an agent that cannot load the
+ *                        model or fails its tile (named, with why);
  *   DEADLINE_EXCEEDED    no answer within the request's deadline
  *                        (deadline_ms, or the scheduler's default), naming
  *                        the agents and segments still owed;
@@ -71,6 +113,15 @@
 enum {
   INFER_DEFAULT_DEADLINE_MS = 30000,
   INFER_MAX_DEADLINE_MS = 3600 * 1000, /* a larger deadline_ms is this */
+  /* Silence that marks an agent stuck: this many times the plan's
+   * predicted time, and never less than the floor (infer_ctx). */
+  INFER_STUCK_FACTOR = 10,
+  INFER_STUCK_FLOOR_MS = 3000,
+  INFER_MAX_ATTEMPTS = 8,          /* plans per request, losses included */
+  INFER_MAX_STRAGGLER_REPLANS = 2, /* of those, for stragglers */
+  INFER_STRAGGLER_SLACK_MS = 20,   /* added to a straggler's allowance */
+  INFER_WATCH_TICK_MS = 20,        /* how often a request checks its agents */
+  INFER_ATTEMPT_SHIFT = 48,        /* wire id = id | attempt << this */
 };
 
 #define INFER_DEFAULT_PLANNER "proportional"
@@ -83,6 +134,8 @@ typedef struct infer_ctx {
   inflight *inf;
   const char *default_planner; /* NULL: INFER_DEFAULT_PLANNER */
   int default_deadline_ms;     /* <= 0: INFER_DEFAULT_DEADLINE_MS */
+  double straggler_factor;     /* > 0: re-plan without stragglers; 0: off */
+  int stuck_floor_ms;          /* <= 0: INFER_STUCK_FLOOR_MS */
 } infer_ctx;
 
 /* The split the scheduler would use now for a model. */
@@ -103,6 +156,14 @@ grpc_status_code infer_make_plan(const infer_ctx *c, const char *model_name,
                                  const char *planner_name,
                                  const plan_options *o, infer_plan *out,
                                  err *e);
+/* The same without the agents in `exclude` (sessions: a re-registered
+ * agent is a new session and is not excluded). */
+grpc_status_code infer_make_plan_excluding(const infer_ctx *c, const char *model_name,
+                                           const char *planner_name,
+                                           const plan_options *o,
+                                           cluster_agent *const *exclude,
+                                           int n_exclude, infer_plan *out,
+                                           err *e);
 void infer_plan_free(infer_plan *ip);
 
 /* A finished request's reply; `msg` points into the rest. */

@@ -81,6 +81,25 @@ static void planner_names(char *buf, size_t len) {
 grpc_status_code infer_make_plan(const infer_ctx *c, const char *model_name,
                                  const char *planner_name, const plan_options *o,
                                  infer_plan *out, err *e) {
+  return infer_make_plan_excluding(c, model_name, planner_name, o, NULL, 0, out, e);
+}
+
+/* Drops the members in `exclude` (their references given back). */
+static void exclude_members(infer_plan *ip, cluster_agent *const *exclude, int n_exclude) {
+  int k = 0;
+  for (int i = 0; i < ip->n_members; i++) {
+    bool out = false;
+    for (int j = 0; j < n_exclude && !out; j++) out = exclude[j] == ip->members[i].agent;
+    if (out) cluster_release(ip->members[i].agent);
+    else ip->members[k++] = ip->members[i];
+  }
+  ip->n_members = k;
+}
+
+grpc_status_code infer_make_plan_excluding(const infer_ctx *c, const char *model_name,
+                                           const char *planner_name, const plan_options *o,
+                                           cluster_agent *const *exclude, int n_exclude,
+                                           infer_plan *out, err *e) {
   memset(out, 0, sizeof *out);
   if (!model_name || !model_name[0]) {
     err_set(e, ERR_INVALID, "the request names no model");
@@ -104,7 +123,8 @@ grpc_status_code infer_make_plan(const infer_ctx *c, const char *model_name,
     return GRPC_STATUS_INVALID_ARGUMENT;
   }
   snprintf(out->planner, sizeof out->planner, "%s", pn);
-  out->n_members = cluster_acquire_up(c->cl, out->members, PLAN_MAX_DEVICES);
+  out->n_members = cluster_acquire_up(c->cl, out->model->name, out->members, PLAN_MAX_DEVICES);
+  exclude_members(out, exclude, n_exclude);
   if (out->n_members == 0) {
     char who[ERR_MSG_BYTES / 2];
     cluster_describe(c->cl, who, sizeof who);
@@ -176,9 +196,11 @@ char *infer_plan_json(const infer_plan *ip) {
   jprintf(&b, "{\"planner\":");
   jstr(&b, ip->planner);
   jprintf(&b, ",\"model_digest\":\"%s\",\"plan_id\":%llu,\"head_first\":%d,"
-              "\"predicted_ms\":%.3f,\"bytes_moved\":%llu,\"segments\":[",
+              "\"predicted_ms\":%.3f,\"bytes_moved\":%llu,\"bytes_gather_all\":%llu,"
+              "\"segments\":[",
           ip->model->digest, (unsigned long long)ip->plan_id, ip->p.head_first,
-          ip->p.predicted_ms, (unsigned long long)ip->p.bytes_moved);
+          ip->p.predicted_ms, (unsigned long long)ip->p.bytes_moved,
+          (unsigned long long)ip->p.bytes_gather_all);
   for (int si = 0; si < ip->p.n_segments; si++) {
     const plan_segment *s = &ip->p.segments[si];
     jprintf(&b, "%s{\"first\":%d,\"end\":%d,\"predicted_ms\":%.3f,\"parts\":[", si ? "," : "",

@@ -1,7 +1,8 @@
-/* plan.c — pricing plans with the cost model, and the simple planners
- * (contract in plan.h). Relies on model_strip_rows for every row interval,
- * so what it prices is exactly what the executor computes and the
- * dispatcher moves. */
+/* plan.c — pricing plans with the cost model, the simple planners and the
+ * planner registry (contract in plan.h). Relies on model_strip_rows for
+ * every row interval, so what it prices is exactly what the executor
+ * computes and the dispatcher moves. The other planners live in
+ * plan_heuristic.c and plan_exact.c; what they share is plan_internal.h. */
 #include "scheduler/plan.h"
 
 #include <math.h>
@@ -9,8 +10,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "scheduler/plan_internal.h"
+
 plan_options plan_default_options(void) {
-  plan_options o = {.input_bytes_per_pixel = 1, .input_channels = 1};
+  plan_options o = {.input_bytes_per_pixel = 1, .input_channels = 1, .tables = NULL};
   return o;
 }
 
@@ -69,6 +72,9 @@ err_code plan_evaluate(const model *m, const plan_device *devs, int n_devs,
                        const plan_options *o, plan *p, err *e) {
   model_rows *rows = malloc((size_t)m->n_layers * sizeof *rows);
   if (!rows) return err_set(e, ERR_NOMEM, "plan: out of memory");
+  /* The model's tables, when given, say what model_strip_rows would (the
+   * tests hold them to it) without walking the graph for every strip. */
+  const plan_tables *t = o && o->tables && plan_tables_fit(o->tables, m) ? o->tables : NULL;
   p->predicted_ms = 0;
   p->bytes_moved = p->bytes_gather_all = 0;
   for (int si = 0; si < p->n_segments; si++) {
@@ -82,7 +88,9 @@ err_code plan_evaluate(const model *m, const plan_device *devs, int n_devs,
         return err_set(e, ERR_RANGE, "plan: segment %d names device %d of %d",
                        si, pt->device, n_devs);
       }
-      err_code rc = model_strip_rows(m, s->first, s->end, pt->out, rows, &pt->in, e);
+      err_code rc = ERR_OK;
+      if (!t || !plan_tables_strip_rows(t, s->first, s->end, pt->out, rows, &pt->in))
+        rc = model_strip_rows(m, s->first, s->end, pt->out, rows, &pt->in, e);
       if (rc != ERR_OK) {
         free(rows);
         return err_wrap(e, "plan: segment %d, device %s", si, devs[pt->device].name);
@@ -133,8 +141,7 @@ err_code plan_evaluate(const model *m, const plan_device *devs, int n_devs,
   return ERR_OK;
 }
 
-/* Segment ends: the first cut after each layer that shrinks the height. */
-static int default_segments(const model *m, int head_first, int *ends) {
+int plan_default_segments(const model *m, int head_first, int *ends) {
   int n = 0, first = 0;
   bool shrunk = false;
   for (int l = 0; l < head_first; l++) {
@@ -150,8 +157,7 @@ static int default_segments(const model *m, int head_first, int *ends) {
   return n;
 }
 
-/* Splits `h` rows in proportion to `weight` (largest remainder). */
-static void split_rows(int h, const double *weight, int n, int *rows) {
+void plan_split_rows(int h, const double *weight, int n, int *rows) {
   double total = 0;
   for (int i = 0; i < n; i++) total += weight[i];
   int given = 0;
@@ -172,9 +178,21 @@ static void split_rows(int h, const double *weight, int n, int *rows) {
   }
 }
 
-static err_code check_inputs(const model *m, const plan_device *devs,
-                             int n_devs, err *e) {
+/* Policy: what an image row may weigh as sent (float32 at most, a few
+ * channels), so that nonsense options never reach the byte counts. */
+enum { PLAN_MAX_INPUT_BYTES_PER_PIXEL = 8, PLAN_MAX_INPUT_CHANNELS = 64 };
+
+err_code plan_check_inputs(const model *m, const plan_device *devs, int n_devs,
+                           const plan_options *o, err *e) {
   if (!m || !m->finalized) return err_set(e, ERR_INVALID, "plan: model is not finalized");
+  if (!o) return err_set(e, ERR_INVALID, "plan: no options");
+  if (o->input_bytes_per_pixel < 1 ||
+      o->input_bytes_per_pixel > PLAN_MAX_INPUT_BYTES_PER_PIXEL ||
+      o->input_channels < 1 || o->input_channels > PLAN_MAX_INPUT_CHANNELS)
+    return err_set(e, ERR_INVALID,
+                   "plan: the image as sent has %d bytes per sample and %d "
+                   "channels",
+                   o->input_bytes_per_pixel, o->input_channels);
   if (n_devs < 1) return err_set(e, ERR_UNAVAILABLE, "plan: no device is up");
   if (n_devs > PLAN_MAX_DEVICES)
     return err_set(e, ERR_INVALID, "plan: %d devices, at most %d", n_devs,
@@ -202,14 +220,14 @@ static err_code plan_weighted(const model *m, const plan_device *devs,
                               int n_devs, const plan_options *o,
                               const double *weight, const char *name, plan *p,
                               err *e) {
-  err_code rc = check_inputs(m, devs, n_devs, e);
+  err_code rc = plan_check_inputs(m, devs, n_devs, o, e);
   if (rc != ERR_OK) return rc;
   memset(p, 0, sizeof *p);
   snprintf(p->planner, sizeof p->planner, "%s", name);
   p->head_first = plan_head_first(m);
   int *ends = malloc((size_t)(m->n_layers + 1) * sizeof *ends);
   if (!ends) return err_set(e, ERR_NOMEM, "plan: out of memory");
-  int n = default_segments(m, p->head_first, ends);
+  int n = plan_default_segments(m, p->head_first, ends);
   p->segments = calloc((size_t)n, sizeof *p->segments);
   if (!p->segments) {
     free(ends);
@@ -221,7 +239,7 @@ static err_code plan_weighted(const model *m, const plan_device *devs,
     s->first = first;
     s->end = ends[si];
     int h = m->layers[s->end - 1].out.h, rows[PLAN_MAX_DEVICES];
-    split_rows(h, weight, n_devs, rows);
+    plan_split_rows(h, weight, n_devs, rows);
     int lo = 0;
     for (int d = 0; d < n_devs; d++) {
       if (rows[d] == 0) continue;
@@ -253,20 +271,26 @@ err_code plan_equal(const model *m, const plan_device *devs, int n_devs,
   return plan_weighted(m, devs, n_devs, o, w, "equal", p, e);
 }
 
+/* The default first: callers list them in this order. */
 static const struct {
   const char *name;
   plan_fn fn;
 } planners[] = {
+    {"exact", plan_exact},
+    {"heuristic", plan_heuristic},
     {"proportional", plan_proportional},
     {"equal", plan_equal},
 };
 
-static const char *const names[] = {"proportional", "equal", NULL};
+static const char *const names[] = {"exact", "heuristic", "proportional", "equal", NULL};
 
 plan_fn plan_find(const char *name) {
+  if (!name) return NULL;
   for (size_t i = 0; i < sizeof planners / sizeof planners[0]; i++)
     if (strcmp(planners[i].name, name) == 0) return planners[i].fn;
   return NULL;
 }
 
 const char *const *plan_names(void) { return names; }
+
+const char *plan_default_name(void) { return names[0]; }

@@ -18,6 +18,13 @@
  * A segment ends when its slowest device ends; the request's predicted
  * latency is the sum over segments plus sending the image and gathering the
  * output.
+ *
+ * Four planners, selectable by name (plan_find): "exact" (the default,
+ * plan_default_name()), "heuristic" (the paper's), "proportional", "equal".
+ * The exact planner's plan is never priced worse than the other three's for
+ * the same input. Planning is cheap when the caller keeps the model's
+ * plan_tables (plan_prepare, once per model) and passes them in
+ * plan_options; without them each call builds its own.
  */
 #ifndef EDGEDI_PLAN_H
 #define EDGEDI_PLAN_H
@@ -69,12 +76,27 @@ typedef struct plan {
   uint64_t bytes_gather_all; /* the same plan if every segment gathered and re-scattered whole maps */
 } plan;
 
+/* Per-model tables that make planning cheap (receptive fields and FLOPs of
+ * every candidate segment as functions of a strip's edges). Immutable once
+ * built: one may serve any number of threads. */
+typedef struct plan_tables plan_tables;
+
 typedef struct plan_options {
   int input_bytes_per_pixel; /* the image as sent: 1 for uint8 camera pixels */
   int input_channels;        /* channels of the image as sent (1 gray, 3) */
+  /* plan_prepare() of the model being planned (or of any model with the
+   * same geometry), or NULL: the planner then builds them for the call. */
+  const plan_tables *tables;
 } plan_options;
 
 plan_options plan_default_options(void);
+
+/* Builds the tables of m (finalized, with spatial layers). ERR_UNSUPPORTED
+ * when m has nothing to split, ERR_NOMEM. Free with plan_tables_destroy. */
+err_code plan_prepare(const model *m, plan_tables **out, err *e);
+void plan_tables_destroy(plan_tables *t);
+/* Bytes the tables take. */
+size_t plan_tables_bytes(const plan_tables *t);
 
 /* The first layer of the head: the earliest cut after which no layer is
  * spatial (FC, GAP, FLATTEN and what follows them run on the scheduler). */
@@ -97,10 +119,24 @@ err_code plan_proportional(const model *m, const plan_device *devs, int n_devs,
 /* Same segments, equal rows per device. */
 err_code plan_equal(const model *m, const plan_device *devs, int n_devs,
                     const plan_options *o, plan *p, err *e);
+/* The paper's: the proportional plan, then one row at a time moves from the
+ * slowest device of a segment to its fastest (by predicted time) while the
+ * predicted latency keeps shrinking. Never worse than plan_proportional. */
+err_code plan_heuristic(const model *m, const plan_device *devs, int n_devs,
+                        const plan_options *o, plan *p, err *e);
+/* Segment boundaries by dynamic programming over the cuts, each segment's
+ * row split (devices, their order, who is left out) of minimal predicted
+ * time, then a local search with plan_evaluate's prices; never worse than
+ * the three planners above. */
+err_code plan_exact(const model *m, const plan_device *devs, int n_devs,
+                    const plan_options *o, plan *p, err *e);
 
-/* The planner registered under `name` ("equal", "proportional"), or NULL. */
+/* The planner registered under `name` (see plan_names), or NULL. */
 plan_fn plan_find(const char *name);
+/* The registered names, NULL-terminated, the default first. */
 const char *const *plan_names(void);
+/* The default planner's name: "exact". */
+const char *plan_default_name(void);
 
 void plan_free(plan *p);
 

@@ -42,8 +42,13 @@ static void usage(FILE *f) {
           "  --max-message-mb N   largest message either way (default 64)\n"
           "  --models LIST        zoo models to load at start, comma-separated, or "
           "'none' (default %s)\n"
-          "  --threads N          threads of the head executor (default 1)\n",
-          INFER_DEFAULT_DEADLINE_MS, SERVICE_DEFAULT_MODELS);
+          "  --threads N          threads of the head executor (default 1)\n"
+          "  --straggler-factor F re-plan a request without an agent F times later\n"
+          "                       than predicted (default 0: off)\n"
+          "  --stuck-floor-ms N   an agent silent this long (and %d x the predicted\n"
+          "                       time) is marked down (default %d)\n",
+          INFER_DEFAULT_DEADLINE_MS, SERVICE_DEFAULT_MODELS, INFER_STUCK_FACTOR,
+          INFER_STUCK_FLOOR_MS);
 }
 
 /* Agent events, one line each on stderr with the time of day. */
@@ -70,6 +75,18 @@ static int parse_int(const char *flag, const char *v, int lo, int hi, int *out) 
   return 0;
 }
 
+static int parse_factor(const char *flag, const char *v, double *out) {
+  char *end = NULL;
+  errno = 0;
+  double x = v ? strtod(v, &end) : 0;
+  if (!v || !*v || *end || errno || !(x >= 0) || x > 1e6) {
+    fprintf(stderr, "edgedi-scheduler: %s needs a number >= 0, got '%s'\n", flag, v ? v : "");
+    return -1;
+  }
+  *out = x;
+  return 0;
+}
+
 static int parse_flags(int argc, char **argv, service_config *cfg) {
   int mb = 0;
   cfg->models = SERVICE_DEFAULT_MODELS;
@@ -89,6 +106,10 @@ static int parse_flags(int argc, char **argv, service_config *cfg) {
     else if (strcmp(a, "--max-message-mb") == 0) rc = parse_int(a, v, 1, MAX_MESSAGE_MB, &mb);
     else if (strcmp(a, "--threads") == 0)
       rc = parse_int(a, v, 1, MAX_HEAD_THREADS, &cfg->head_threads);
+    else if (strcmp(a, "--straggler-factor") == 0)
+      rc = parse_factor(a, v, &cfg->straggler_factor);
+    else if (strcmp(a, "--stuck-floor-ms") == 0)
+      rc = parse_int(a, v, 1, INFER_MAX_DEADLINE_MS, &cfg->stuck_floor_ms);
     else {
       fprintf(stderr, "edgedi-scheduler: unknown flag '%s'\n", a);
       usage(stderr);

@@ -213,7 +213,7 @@ static grpc_status_code on_load_model(void *ctx, const ProtobufCMessage *req, rp
   }
   /* Best effort: the first request would load it anyway. */
   cluster_member up[PLAN_MAX_DEVICES];
-  int n = cluster_acquire_up(s->cl, up, PLAN_MAX_DEVICES);
+  int n = cluster_acquire_up(s->cl, NULL, up, PLAN_MAX_DEVICES);
   for (int i = 0; i < n; i++) {
     cluster_agent_ensure_model(up[i].agent, en, CLUSTER_LOAD_MODEL_DEADLINE_MS, NULL);
     cluster_release(up[i].agent);
@@ -282,6 +282,9 @@ err_code service_create(const service_config *cfg, service **out, err *e) {
   if (!cfg) cfg = &none;
   const char *planner = cfg->planner ? cfg->planner : INFER_DEFAULT_PLANNER;
   if (!plan_find(planner)) return err_set(e, ERR_INVALID, "unknown planner '%s'", planner);
+  if (!(cfg->straggler_factor >= 0) || cfg->straggler_factor > 1e6)
+    return err_set(e, ERR_INVALID, "straggler factor %g is not >= 0 (0: off)",
+                   cfg->straggler_factor);
   service *s = calloc(1, sizeof *s);
   if (!s) return err_set(e, ERR_NOMEM, "out of memory");
   snprintf(s->planner, sizeof s->planner, "%s", planner);
@@ -304,7 +307,9 @@ err_code service_create(const service_config *cfg, service **out, err *e) {
                         .log_ctx = cfg->log_ctx};
   if (rc == ERR_OK) rc = cluster_create(s->st, s->ms, s->inf, &co, &s->cl, e);
   s->ictx = (infer_ctx){.st = s->st, .ms = s->ms, .cl = s->cl, .inf = s->inf,
-                        .default_planner = s->planner, .default_deadline_ms = cfg->deadline_ms};
+                        .default_planner = s->planner, .default_deadline_ms = cfg->deadline_ms,
+                        .straggler_factor = cfg->straggler_factor,
+                        .stuck_floor_ms = cfg->stuck_floor_ms};
   if (rc == ERR_OK) rc = serve(s, cfg, e);
   if (rc != ERR_OK) {
     service_destroy(s);
@@ -317,6 +322,10 @@ err_code service_create(const service_config *cfg, service **out, err *e) {
 int service_port(const service *s) { return s->port; }
 
 const char *service_start_note(const service *s) { return s->note; }
+
+cluster *service_cluster(const service *s) { return s->cl; }
+
+store *service_store(const service *s) { return s->st; }
 
 void service_destroy(service *s) {
   if (!s) return;

@@ -48,6 +48,10 @@ typedef struct service_config {
   int max_message_bytes; /* both directions, clients and agents; 0: default */
   const char *models;    /* comma-separated zoo names to preload; NULL: none */
   int head_threads;      /* head executor threads; <= 1: one */
+  /* > 0: a request re-plans without an agent this many times later than
+   * predicted (infer.h, "Stragglers"); 0: off. */
+  double straggler_factor;
+  int stuck_floor_ms;    /* least silence that marks an agent stuck; 0: default */
   void (*log)(void *ctx, const char *msg); /* agent events; NULL: silent */
   void *log_ctx;
 } service_config;
@@ -68,5 +72,12 @@ int service_port(const service *s);
 const char *service_start_note(const service *s);
 
 void service_destroy(service *s);
+
+/* What the service runs on, for in-process tests and tools: valid until
+ * service_destroy. */
+struct cluster;
+struct store;
+struct cluster *service_cluster(const service *s);
+struct store *service_store(const service *s);
 
 #endif

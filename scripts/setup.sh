@@ -20,6 +20,7 @@ PACKAGES=(
   libcpuinfo-dev
   libcmocka-dev
   libonnx-dev              # ships onnx/onnx.proto
+  libstb-dev               # stb_image: the image files `edgedi infer` reads
 )
 
 missing=()

@@ -46,6 +46,9 @@
 
 /* The cost model kind that covers every layer. */
 #define STORE_KIND_ALL "all"
+/* The kind of a device's cost model for one model: this prefix and the
+ * model's name ("model:vgg16c"), refitted from that model's tiles. */
+#define STORE_KIND_MODEL_PREFIX "model:"
 
 enum {
   STORE_SCHEMA_VERSION = 2,
@@ -55,7 +58,8 @@ enum {
   STORE_NAME_BYTES = 64,     /* device and model names */
   STORE_ADDRESS_BYTES = 256, /* host:port */
   STORE_ARCH_BYTES = 32,
-  STORE_KIND_BYTES = 32,     /* cost model kind: "all", "conv3x3", ... */
+  /* cost model kind: "all", "conv3x3", STORE_KIND_MODEL_PREFIX + a name */
+  STORE_KIND_BYTES = 72,
   STORE_DIGEST_BYTES = 132,  /* hex of up to 512 bits */
   STORE_PLANNER_BYTES = 32,
 };
@@ -222,6 +226,28 @@ err_code store_request_begin(store *s, const store_request_new *r,
 err_code store_request_finish(store *s, int64_t request_id,
                               const store_request_result *r, err *e);
 
+/* A request as `edgedi history` shows it. */
+typedef struct store_request_row {
+  int64_t id;
+  char model[STORE_NAME_BYTES];
+  char planner[STORE_PLANNER_BYTES];
+  char devices[STORE_ADDRESS_BYTES]; /* comma-separated, cut to fit */
+  store_request_status status;
+  bool has_plan;        /* planned: predicted_ms and bytes_gather_all mean something */
+  double predicted_ms;
+  double measured_ms;   /* 0 while running */
+  uint64_t bytes_moved; /* measured, everything over the links */
+  /* What the plan would move gathering and re-scattering whole feature
+   * maps at every segment (from the stored plan; 0 when it does not say). */
+  uint64_t bytes_gather_all;
+  char error[ERR_MSG_BYTES];
+  int64_t created_at, finished_at; /* finished_at 0 while running */
+} store_request_row;
+
+/* The `limit` newest requests, newest first. */
+err_code store_request_recent(store *s, size_t limit, store_request_row **out,
+                              size_t *n, err *e);
+
 /* One tile: one device's part of one segment of one request. */
 typedef struct store_tile {
   int64_t id; /* set by the store; ignored on insert */
@@ -247,6 +273,15 @@ err_code store_tiles_add(store *s, const store_tile *tiles, size_t n, err *e);
  * model is refitted from. */
 err_code store_tiles_recent(store *s, int64_t device_id, size_t limit,
                             store_tile **out, size_t *n, err *e);
+
+/* The same for the tiles of requests for `model` (the name a request
+ * asked for), looking no further back than the device's `scan` newest
+ * tiles (scan < limit: limit), so a model that ran long ago costs no more
+ * than one that just ran. */
+err_code store_tiles_recent_of_model(store *s, int64_t device_id,
+                                     const char *model, size_t limit,
+                                     size_t scan, store_tile **out, size_t *n,
+                                     err *e);
 
 /* ---- models -------------------------------------------------------------- */
 

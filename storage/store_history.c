@@ -112,6 +112,60 @@ err_code store_request_finish(store *s, int64_t request_id,
   return code;
 }
 
+/* The plan is JSON (scheduler/infer_plan.c); SQLite's JSON functions read
+ * the one number history needs from it without a column of its own. */
+static const char k_request_recent[] =
+    "SELECT id, model, planner, devices, status, plan IS NOT NULL, "
+    "coalesce(predicted_ms, 0), coalesce(measured_ms, 0), bytes_moved, "
+    "CASE WHEN json_valid(plan) THEN "
+    "coalesce(json_extract(plan, '$.bytes_gather_all'), 0) ELSE 0 END, "
+    "coalesce(error, ''), created_at, coalesce(finished_at, 0) "
+    "FROM requests ORDER BY id DESC LIMIT ?1";
+
+static store_request_status status_from_text(const char *t) {
+  if (strcmp(t, "ok") == 0) return STORE_REQUEST_OK;
+  if (strcmp(t, "error") == 0) return STORE_REQUEST_ERROR;
+  return STORE_REQUEST_RUNNING;
+}
+
+static void read_request_row(sqlite3_stmt *st, void *dst) {
+  store_request_row *r = dst;
+  char status[16];
+  r->id = sqlite3_column_int64(st, 0);
+  store_column_text(st, 1, r->model, sizeof r->model);
+  store_column_text(st, 2, r->planner, sizeof r->planner);
+  store_column_text(st, 3, r->devices, sizeof r->devices);
+  store_column_text(st, 4, status, sizeof status);
+  r->status = status_from_text(status);
+  r->has_plan = sqlite3_column_int(st, 5) != 0;
+  r->predicted_ms = sqlite3_column_double(st, 6);
+  r->measured_ms = sqlite3_column_double(st, 7);
+  r->bytes_moved = (uint64_t)sqlite3_column_int64(st, 8);
+  int64_t gather = sqlite3_column_int64(st, 9);
+  r->bytes_gather_all = gather > 0 ? (uint64_t)gather : 0;
+  store_column_text(st, 10, r->error, sizeof r->error);
+  r->created_at = sqlite3_column_int64(st, 11);
+  r->finished_at = sqlite3_column_int64(st, 12);
+}
+
+err_code store_request_recent(store *s, size_t limit, store_request_row **out,
+                              size_t *n, err *e) {
+  if (!s || !out || !n)
+    return err_set(e, ERR_INVALID, "store_request_recent: no store or output");
+  *out = NULL;
+  *n = 0;
+  store_lock(s);
+  sqlite3_stmt *st;
+  err_code code = store_stmt(s, k_request_recent, &st, e);
+  if (code == ERR_OK) {
+    sqlite3_bind_int64(st, 1, store_limit(limit));
+    code = store_collect(s, st, sizeof **out, read_request_row, (void **)out,
+                         n, e, "reading recent requests");
+  }
+  store_unlock(s);
+  return code;
+}
+
 /* ---- tiles --------------------------------------------------------------- */
 
 static const char k_tile_insert[] =
@@ -127,6 +181,19 @@ static const char k_tile_recent[] =
     "measured_compute_ms, predicted_transfer_ms, measured_transfer_ms, "
     "cpu_ms, wait_ms, created_at FROM tile_history WHERE device_id = ?1 "
     "ORDER BY id DESC LIMIT ?2";
+/* The scan bound is the id of the device's scan-th newest tile, found on
+ * tile_history_by_device; the join reads each candidate's request by its
+ * primary key. */
+static const char k_tile_recent_model[] =
+    "SELECT t.id, t.request_id, t.device_id, t.segment, t.first_layer, "
+    "t.end_layer, t.row_lo, t.row_hi, t.gflop, t.bytes_in, t.bytes_out, "
+    "t.predicted_compute_ms, t.measured_compute_ms, t.predicted_transfer_ms, "
+    "t.measured_transfer_ms, t.cpu_ms, t.wait_ms, t.created_at "
+    "FROM tile_history AS t JOIN requests AS r ON r.id = t.request_id "
+    "WHERE t.device_id = ?1 AND r.model = ?2 "
+    "AND t.id >= coalesce((SELECT id FROM tile_history WHERE device_id = ?1 "
+    "ORDER BY id DESC LIMIT 1 OFFSET ?4), 0) "
+    "ORDER BY t.id DESC LIMIT ?3";
 
 static err_code check_tile(const store_tile *t, size_t i, err *e) {
   if (t->end_layer < t->first_layer)
@@ -246,6 +313,31 @@ err_code store_tiles_recent(store *s, int64_t device_id, size_t limit,
     sqlite3_bind_int64(st, 2, store_limit(limit));
     code = store_collect(s, st, sizeof **out, read_tile_row, (void **)out, n,
                          e, "reading recent tiles");
+  }
+  store_unlock(s);
+  return code;
+}
+
+err_code store_tiles_recent_of_model(store *s, int64_t device_id,
+                                     const char *model, size_t limit,
+                                     size_t scan, store_tile **out, size_t *n,
+                                     err *e) {
+  if (!s || !out || !n || !model)
+    return err_set(e, ERR_INVALID,
+                   "store_tiles_recent_of_model: no store, model or output");
+  *out = NULL;
+  *n = 0;
+  if (scan < limit) scan = limit;
+  store_lock(s);
+  sqlite3_stmt *st;
+  err_code code = store_stmt(s, k_tile_recent_model, &st, e);
+  if (code == ERR_OK) {
+    sqlite3_bind_int64(st, 1, device_id);
+    sqlite3_bind_text(st, 2, model, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 3, store_limit(limit));
+    sqlite3_bind_int64(st, 4, scan ? store_limit(scan - 1) : 0);
+    code = store_collect(s, st, sizeof **out, read_tile_row, (void **)out, n,
+                         e, "reading a model's recent tiles");
   }
   store_unlock(s);
   return code;

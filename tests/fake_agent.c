@@ -30,6 +30,12 @@ struct fake_agent {
   pthread_mutex_t mu; /* guards everything below */
   bool killed;
   bool hold;
+  double speed;
+  bool die_armed, dying;
+  fake_agent_phase die_phase;
+  int die_left;
+  pthread_t killer;
+  bool killer_started;
   int jobs_seen, streams;
   int n_models;
   model *models[FAKE_MAX_MODELS];
@@ -109,6 +115,33 @@ static grpc_status_code on_profile(void *ctx, const ProtobufCMessage *req, rpc_r
   return GRPC_STATUS_OK;
 }
 
+static void *killer_main(void *arg) {
+  fake_agent_kill(arg);
+  return NULL;
+}
+
+/* An event of `phase` happened (caller holds f->mu): true when it is the
+ * armed death; the server is then destroyed from a thread of its own (a
+ * handler cannot wait for itself). */
+static bool event_locked(fake_agent *f, fake_agent_phase phase) {
+  if (!f->die_armed || f->die_phase != phase || --f->die_left > 0) return false;
+  f->die_armed = false;
+  f->dying = true;
+  f->killer_started = pthread_create(&f->killer, NULL, killer_main, f) == 0;
+  return true;
+}
+
+static bool has_result(const tile_outbox *ob) {
+  for (int i = 0; i < ob->n; i++) {
+    Edgedi__V1__ExecuteOut *o =
+        edgedi__v1__execute_out__unpack(NULL, ob->msgs[i].len, ob->msgs[i].data);
+    bool r = o && o->msg_case == EDGEDI__V1__EXECUTE_OUT__MSG_RESULT;
+    if (o) edgedi__v1__execute_out__free_unpacked(o, NULL);
+    if (r) return true;
+  }
+  return false;
+}
+
 static err_code write_outbox(rpc_stream *s, tile_outbox *ob, err *e) {
   err_code rc = ERR_OK;
   for (int i = 0; i < ob->n && rc == ERR_OK; i++) {
@@ -176,10 +209,25 @@ static grpc_status_code on_execute(void *ctx, rpc_stream *s, char *details, size
                       in->msg_case == EDGEDI__V1__EXECUTE_IN__MSG_FE_SCALE;
     pthread_mutex_lock(&f->mu);
     f->jobs_seen += in->msg_case == EDGEDI__V1__EXECUTE_IN__MSG_JOB;
-    bool drop = f->hold && of_request;
+    bool drop = (f->hold && of_request) || f->dying;
+    if (!drop && in->msg_case == EDGEDI__V1__EXECUTE_IN__MSG_JOB)
+      drop = event_locked(f, FAKE_DIE_ON_JOB);
+    if (!drop && in->msg_case == EDGEDI__V1__EXECUTE_IN__MSG_ROWS)
+      drop = event_locked(f, FAKE_DIE_ON_ROWS);
+    if (!drop && in->msg_case == EDGEDI__V1__EXECUTE_IN__MSG_FE_SCALE)
+      drop = event_locked(f, FAKE_DIE_ON_FE_SCALE);
+    double speed = f->speed;
     pthread_mutex_unlock(&f->mu);
-    if (!drop) rc = tile_engine_handle(eng, in, &ob, &e);
+    if (!drop) {
+      rc = tile_engine_set_speed(eng, speed, &e);
+      if (rc == ERR_OK) rc = tile_engine_handle(eng, in, &ob, &e);
+    }
     rpc_free(pm);
+    if (rc == ERR_OK && ob.n && has_result(&ob)) {
+      pthread_mutex_lock(&f->mu);
+      if (event_locked(f, FAKE_DIE_IN_TILE)) tile_outbox_clear(&ob); /* dies before sending */
+      pthread_mutex_unlock(&f->mu);
+    }
     if (rc == ERR_OK) rc = write_outbox(s, &ob, &e);
     if (rc != ERR_OK) {
       snprintf(details, len, "%s", e.msg);
@@ -196,6 +244,7 @@ err_code fake_agent_start(const fake_agent_options *o, fake_agent **out, err *e)
   fake_agent *f = calloc(1, sizeof *f);
   if (!f) return err_set(e, ERR_NOMEM, "out of memory");
   f->o = *o;
+  f->speed = o->speed > 0 ? o->speed : 1.0;
   snprintf(f->name, sizeof f->name, "%s", o->name);
   pthread_mutex_init(&f->mu, NULL);
   int port = 0;
@@ -255,6 +304,27 @@ void fake_agent_hold(fake_agent *f, bool hold) {
   pthread_mutex_unlock(&f->mu);
 }
 
+void fake_agent_set_speed(fake_agent *f, double speed) {
+  pthread_mutex_lock(&f->mu);
+  f->speed = speed > 0 ? speed : 1.0;
+  pthread_mutex_unlock(&f->mu);
+}
+
+void fake_agent_die_at(fake_agent *f, fake_agent_phase phase, int nth) {
+  pthread_mutex_lock(&f->mu);
+  f->die_armed = nth > 0;
+  f->die_phase = phase;
+  f->die_left = nth;
+  pthread_mutex_unlock(&f->mu);
+}
+
+bool fake_agent_dead(fake_agent *f) {
+  pthread_mutex_lock(&f->mu);
+  bool dead = f->killed || f->dying;
+  pthread_mutex_unlock(&f->mu);
+  return dead;
+}
+
 int fake_agent_jobs_seen(fake_agent *f) {
   pthread_mutex_lock(&f->mu);
   int n = f->jobs_seen;
@@ -279,6 +349,11 @@ void fake_agent_kill(fake_agent *f) {
 
 void fake_agent_destroy(fake_agent *f) {
   if (!f) return;
+  pthread_mutex_lock(&f->mu);
+  bool joined = f->killer_started;
+  f->killer_started = false;
+  pthread_mutex_unlock(&f->mu);
+  if (joined) pthread_join(f->killer, NULL);
   fake_agent_kill(f);
   for (int i = 0; i < f->n_models; i++) model_destroy(f->models[i]);
   pthread_mutex_destroy(&f->mu);

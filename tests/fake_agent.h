@@ -13,6 +13,12 @@
  *  - hold: TileJobs, rows and scales are swallowed (jobs counted, never
  *    run): a device that is stuck mid-request. kill: the server goes away at once, streams and all:
  *    a device that dies.
+ *  - speed: the tile engine's speed emulation (tile.h), changeable while
+ *    it runs (fake_agent_set_speed): a device that throttles or recovers.
+ *  - die_at: a death armed for a phase of a request (a job arrives, a tile
+ *    has run, relayed rows arrive, an FE scale arrives): at the nth such
+ *    event the agent stops answering anything and its server is destroyed
+ *    from another thread, as when the board loses power.
  *
  * Threads: every function may be called from the test's threads.
  */
@@ -32,7 +38,15 @@ typedef struct fake_agent_options {
   double ms_per_gflop;       /* what Profile reports: ms = a * GFLOP + b */
   double fixed_ms;
   uint32_t protocol_version; /* of its answering Hello; 0: ours */
+  double speed;              /* emulated tile speed (tile.h); 0: 1 */
 } fake_agent_options;
+
+typedef enum fake_agent_phase {
+  FAKE_DIE_ON_JOB,      /* a TileJob arrives: dies before running it */
+  FAKE_DIE_IN_TILE,     /* a tile has run: dies before sending anything of it */
+  FAKE_DIE_ON_ROWS,     /* relayed rows (a halo exchange) arrive */
+  FAKE_DIE_ON_FE_SCALE, /* a feature-enhancement scale arrives */
+} fake_agent_phase;
 
 typedef struct fake_agent fake_agent;
 
@@ -51,6 +65,10 @@ grpc_status_code fake_agent_register(fake_agent *f, const char *scheduler,
                                      size_t len);
 
 void fake_agent_hold(fake_agent *f, bool hold);
+void fake_agent_set_speed(fake_agent *f, double speed);
+/* Arms a death at the nth (1-based, counted from now) event of `phase`. */
+void fake_agent_die_at(fake_agent *f, fake_agent_phase phase, int nth);
+bool fake_agent_dead(fake_agent *f); /* killed, by die_at or fake_agent_kill */
 int fake_agent_jobs_seen(fake_agent *f);
 int fake_agent_streams(fake_agent *f); /* Execute streams past the Hello */
 

@@ -71,8 +71,12 @@ static void test_every_model_every_planner(void **state) {
       err e = {0};
       assert_int_equal(plan_find(*pn)(m, d, n, &o, &p, &e), ERR_OK);
       check_partition(m, &p);
-      /* Strips stay resident: moving halos is cheaper than gathering. */
-      assert_true(p.bytes_moved < p.bytes_gather_all);
+      /* Strips stay resident: moving halos is cheaper than gathering, and
+       * never dearer (a plan of one segment on one device moves the same:
+       * the image in, the output back). */
+      assert_true(p.bytes_moved <= p.bytes_gather_all);
+      if (p.n_segments > 1 && p.segments[0].n_parts > 1)
+        assert_true(p.bytes_moved < p.bytes_gather_all);
       plan_free(&p);
     }
     model_destroy(m);

@@ -840,6 +840,59 @@ static void test_requests_and_views(void **state) {
   sqlite3_close(db);
 }
 
+/* History as `edgedi history` reads it: newest first, the outcome of each,
+ * and gather-all bytes from the stored plan (0 when the plan does not say,
+ * or there is no plan, or the plan is not JSON). */
+static void test_request_recent(void **state) {
+  fixture *f = *state;
+  store *s = open_ok(f->path);
+  int64_t ids[4];
+  store_request_new with_gather = {.model = "vgg16c", .planner = "proportional",
+                                   .devices = "pi1,pi2",
+                                   .plan = "{\"bytes_gather_all\":12345,\"segments\":[]}",
+                                   .predicted_ms = 80};
+  ASSERT_OK(store_request_begin(s, &with_gather, &ids[0], &e_));
+  store_request_result ok = {.ok = true, .measured_ms = 90, .bytes_moved = 4000};
+  ASSERT_OK(store_request_finish(s, ids[0], &ok, &e_));
+  ids[1] = begin_request(s, "resnet18c"); /* a plan without the number */
+  store_request_result bad = {.ok = false, .measured_ms = 3, .error = "agent pi2 died"};
+  ASSERT_OK(store_request_finish(s, ids[1], &bad, &e_));
+  store_request_new no_plan = {.model = "nosuch"};
+  ASSERT_OK(store_request_begin(s, &no_plan, &ids[2], &e_));
+  store_request_new not_json = {.model = "vgg16c", .plan = "not json", .predicted_ms = 1};
+  ASSERT_OK(store_request_begin(s, &not_json, &ids[3], &e_));
+
+  store_request_row *v = NULL;
+  size_t n = 0;
+  ASSERT_OK(store_request_recent(s, 10, &v, &n, &e_));
+  assert_int_equal(n, 4);
+  assert_true(v[0].id == ids[3] && v[3].id == ids[0]); /* newest first */
+  assert_int_equal(v[0].status, STORE_REQUEST_RUNNING);
+  assert_int_equal(v[0].bytes_gather_all, 0);
+  assert_int_equal(v[0].finished_at, 0);
+  assert_false(v[1].has_plan);
+  assert_int_equal(v[2].status, STORE_REQUEST_ERROR);
+  assert_string_equal(v[2].error, "agent pi2 died");
+  assert_int_equal(v[2].bytes_gather_all, 0);
+  assert_int_equal(v[3].status, STORE_REQUEST_OK);
+  assert_true(v[3].has_plan);
+  assert_string_equal(v[3].model, "vgg16c");
+  assert_string_equal(v[3].planner, "proportional");
+  assert_string_equal(v[3].devices, "pi1,pi2");
+  assert_true(v[3].predicted_ms == 80 && v[3].measured_ms == 90);
+  assert_int_equal(v[3].bytes_moved, 4000);
+  assert_int_equal(v[3].bytes_gather_all, 12345);
+  assert_true(v[3].finished_at >= v[3].created_at && v[3].created_at > 0);
+  store_free(v);
+
+  ASSERT_OK(store_request_recent(s, 1, &v, &n, &e_));
+  assert_int_equal(n, 1);
+  assert_true(v[0].id == ids[3]);
+  store_free(v);
+  ASSERT_ERR(ERR_INVALID, "no store", store_request_recent(NULL, 1, &v, &n, &e_));
+  store_close(s);
+}
+
 /* ---- models -------------------------------------------------------------- */
 
 static void test_models(void **state) {
@@ -1070,6 +1123,7 @@ int main(void) {
                                       teardown),
       cmocka_unit_test_setup_teardown(test_requests_and_views, setup,
                                       teardown),
+      cmocka_unit_test_setup_teardown(test_request_recent, setup, teardown),
       cmocka_unit_test_setup_teardown(test_models, setup, teardown),
       cmocka_unit_test_setup_teardown(test_integrity_check, setup, teardown),
       cmocka_unit_test_setup_teardown(test_damaged_pages_are_reported, setup,

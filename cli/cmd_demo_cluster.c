@@ -1,0 +1,396 @@
+/* cmd_demo_cluster.c — `edgedi demo`: the paper's setting on loopback.
+ *
+ * Four agents emulate the paper's boards: two Raspberry Pi 3B+ (speed 0.1:
+ * such a board runs these models about a tenth as fast as one core here)
+ * and two Pi 4B (0.15, the paper's 1 : 1.5), each behind a 100 Mbit/s link
+ * with a 1 ms round trip (DESIGN.md). The demo serves REQUESTS inferences
+ * of each model on the synthetic steel surface (sample.h), one after the
+ * other, and prints the plan, each device's compute and transfer times, the
+ * median end-to-end latency, and the speedup over one emulated Pi 3B+.
+ *
+ * The baseline is measured by the same rule the agents emulate by: the
+ * model (the very graph the scheduler serves: modelspec_build of the same
+ * spec) runs whole here with the XNNPACK executor on one thread, and its
+ * thread CPU time divided by the Pi 3B+ speed is what the board would take
+ * (median of several runs). The bound is sum(speeds) / slowest speed; the
+ * ratio speedup / bound says how much of it partitioning keeps.
+ *
+ * The cluster's logits are checked against the baseline's, the exactness
+ * contract: the demo fails if they differ by more than 1e-4 relative.
+ *
+ * `edgedi demo --local` is the single-device demo (cmd_demo.c) instead.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cli/cli.h"
+#include "cli/client.h"
+#include "cli/localcluster.h"
+#include "cli/procs.h"
+#include "cli/show.h"
+#include "cli/workload.h"
+#include "proto/edgedi.pb-c.h"
+#include "runtime/modelspec.h"
+#include "runtime/preprocess.h"
+#include "runtime/protocol.h"
+#include "runtime/stats.h"
+#include "runtime/xexec.h"
+
+enum {
+  DEMO_REQUESTS = 20,
+  DEMO_WARMUP_REQUESTS = 2, /* first use of a strip shape prepares it on the agent */
+  DEMO_BASELINE_RUNS = 10,
+  DEMO_MAX_MODELS = 4,
+  DEMO_SIDE_PX = 200, /* the zoo's default input, as NEU-CLS */
+};
+
+/* The boards of the paper, as agents. */
+#define PI3B_SPEED 0.1
+#define PI4B_SPEED 0.15
+#define FACTORY_WIFI_MBPS 100.0
+#define FACTORY_WIFI_RTT_MS 1.0
+#define EXACT_REL_TOLERANCE 1e-4
+
+static const struct {
+  const char *name;
+  double speed;
+} demo_boards[] = {
+    {"pi3b-1", PI3B_SPEED},
+    {"pi3b-2", PI3B_SPEED},
+    {"pi4b-1", PI4B_SPEED},
+    {"pi4b-2", PI4B_SPEED},
+};
+enum { DEMO_BOARDS = sizeof demo_boards / sizeof demo_boards[0] };
+
+static void usage(FILE *f) {
+  fprintf(f,
+          "usage: edgedi demo [flags]        (edgedi demo --local [...]: one device)\n"
+          "  Starts a scheduler and four agents on loopback emulating two Raspberry\n"
+          "  Pi 3B+ (speed %.2g) and two Pi 4B (speed %.2g), each behind a %.0f Mbit/s\n"
+          "  link with %.0f ms round trip; serves %d inferences of each model and prints\n"
+          "  the plan, per-device times, the median latency, the speedup over one\n"
+          "  emulated Pi 3B+, the bound sum(speeds)/slowest and bytes moved.\n"
+          "  --models LIST       default vgg16c,resnet18c\n"
+          "  --requests N        timed requests per model (default %d)\n"
+          "  --baseline-runs N   single-device runs for the baseline (default %d)\n"
+          "  --dir DIR           database and logs (default: a new /tmp/edgedi-demo-*)\n"
+          "  --scheduler-bin P, --agent-bin P   the programs (default: found next to\n"
+          "                      this one)\n",
+          PI3B_SPEED, PI4B_SPEED, FACTORY_WIFI_MBPS, FACTORY_WIFI_RTT_MS, DEMO_REQUESTS,
+          DEMO_REQUESTS, DEMO_BASELINE_RUNS);
+}
+
+typedef struct demo_opts {
+  char models_buf[256];
+  const char *models[DEMO_MAX_MODELS];
+  int n_models, requests, baseline_runs;
+  const char *dir, *scheduler_bin, *agent_bin;
+} demo_opts;
+
+typedef struct baseline {
+  double cpu_ms;      /* median thread CPU time of a whole run here */
+  double board_ms;    /* the same on a Pi 3B+: cpu_ms / PI3B_SPEED */
+  double gflop;
+  float *logits;
+  size_t n_logits;
+} baseline;
+
+typedef struct outcome {
+  baseline base;
+  workload_result w;
+  double speedup, rel_diff;
+  bool ok;
+} outcome;
+
+static double thread_cpu_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+/* The model run whole here, as the scheduler builds it, on the gray image. */
+static err_code measure_baseline(const char *name, const Edgedi__V1__Image *img, int runs,
+                                 baseline *b, err *e) {
+  memset(b, 0, sizeof *b);
+  Edgedi__V1__ModelSpec spec = EDGEDI__V1__MODEL_SPEC__INIT;
+  spec.name = (char *)name;
+  spec.zoo = (char *)name; /* what the scheduler's --models preload asks for */
+  model *m = NULL;
+  xexec *x = NULL;
+  float *input = NULL;
+  double *t = calloc((size_t)runs, sizeof *t);
+  char digest[MODELSPEC_DIGEST_BYTES];
+  err_code rc = t ? modelspec_build(&spec, &m, digest, e)
+                  : err_set(e, ERR_NOMEM, "out of memory");
+  if (rc == ERR_OK) rc = xexec_create(m, 1, &x, e);
+  if (rc == ERR_OK) {
+    b->gflop = model_flops(m) / 1e9;
+    b->n_logits = model_shape_elems(model_tensor_shape(m, m->n_layers - 1));
+    input = malloc(model_shape_elems(m->input) * sizeof *input);
+    b->logits = malloc(b->n_logits * sizeof *b->logits);
+    if (!input || !b->logits) rc = err_set(e, ERR_NOMEM, "out of memory");
+  }
+  for (int i = -1; i < runs && rc == ERR_OK; i++) { /* run -1: warm-up */
+    double c0 = thread_cpu_ms();
+    preprocess_image pi = preprocess_whole(PREPROCESS_U8, img->u8.data, (int)img->height,
+                                           (int)img->width, (int)img->channels);
+    rc = preprocess_rows(&pi, m->input, (model_rows){0, m->input.h}, input, e);
+    if (rc == ERR_OK) rc = xexec_run(x, input, b->logits, e);
+    if (i >= 0) t[i] = thread_cpu_ms() - c0;
+  }
+  if (rc == ERR_OK) {
+    b->cpu_ms = cli_median(t, runs);
+    b->board_ms = b->cpu_ms / PI3B_SPEED;
+  } else {
+    free(b->logits);
+    b->logits = NULL;
+  }
+  free(t);
+  free(input);
+  xexec_destroy(x);
+  model_destroy(m);
+  return rc;
+}
+
+static void print_devices(const workload_result *w) {
+  printf("  per device (median of %d requests; rows: output rows of the last segment):\n",
+         w->n);
+  printf("  %-8s %6s %5s %11s %12s %13s %10s %10s\n", "device", "speed", "rows", "compute_ms",
+         "transfer_ms", "predicted_ms", "bytes_in", "bytes_out");
+  for (int i = 0; i < w->n_devices; i++) {
+    const workload_device *d = &w->devices[i];
+    double speed = 0;
+    for (int k = 0; k < DEMO_BOARDS; k++)
+      if (strcmp(demo_boards[k].name, d->name) == 0) speed = demo_boards[k].speed;
+    char bi[32], bo[32];
+    printf("  %-8s %6.2f %5u %11.1f %12.1f %13.1f %10s %10s\n", d->name, speed, d->rows,
+           d->compute_ms, d->transfer_ms, d->predicted_ms, cli_bytes(d->bytes_in, bi, sizeof bi),
+           cli_bytes(d->bytes_out, bo, sizeof bo));
+  }
+}
+
+/* Plan, requests, report for one model. */
+static err_code demo_model(rpc_channel *ch, const char *name, const Edgedi__V1__Image *img,
+                           const demo_opts *o, double bound, outcome *out, err *e) {
+  printf("\n== %s ==\n", name);
+  Edgedi__V1__PlanReply *p = NULL;
+  if (client_plan(ch, name, NULL, &p, e) != GRPC_STATUS_OK) return err_wrap(e, "Plan %s", name);
+  show_plan(stdout, p, false);
+  rpc_free((ProtobufCMessage *)p);
+  fflush(stdout);
+
+  Edgedi__V1__InferRequest req = EDGEDI__V1__INFER_REQUEST__INIT;
+  req.protocol_version = EDGEDI_PROTOCOL_VERSION;
+  req.model = (char *)name;
+  req.image = (Edgedi__V1__Image *)img;
+  err_code rc = workload_run(ch, &req, DEMO_WARMUP_REQUESTS, o->requests, procs_stop_requested,
+                             &out->w, e);
+  if (rc != ERR_OK) return rc;
+  const workload_result *w = &out->w;
+  print_devices(w);
+  out->speedup = out->base.board_ms / w->median_ms;
+  const Edgedi__V1__InferReply *last = w->last;
+  out->rel_diff = last->n_logits == out->base.n_logits
+                      ? stats_max_rel_diff(last->logits, out->base.logits, last->n_logits)
+                      : INFINITY;
+  out->ok = out->rel_diff <= EXACT_REL_TOLERANCE;
+  char moved[32], all[32], cls[32];
+  printf("  end-to-end latency: median %.1f ms over %d requests (min %.1f, max %.1f; "
+         "predicted %.1f)%s\n",
+         w->median_ms, w->n, w->min_ms, w->max_ms, w->predicted_ms,
+         w->one_plan ? "" : " [the plan changed between requests]");
+  printf("  one emulated Pi 3B+ running it whole: %.1f ms (%.2f GFLOP; %.2f ms thread CPU "
+         "here / %.2g)\n",
+         out->base.board_ms, out->base.gflop, out->base.cpu_ms, PI3B_SPEED);
+  printf("  speedup %.2fx, bound %.2fx, speedup/bound %.2f\n", out->speedup, bound,
+         out->speedup / bound);
+  printf("  bytes moved per request %s; gathering whole maps at every segment: %s "
+         "(%.1fx more)\n",
+         cli_bytes(w->bytes_moved, moved, sizeof moved),
+         cli_bytes(w->bytes_gather_all, all, sizeof all),
+         w->bytes_moved ? (double)w->bytes_gather_all / (double)w->bytes_moved : 0.0);
+  printf("  top class %u %s; logits equal the single-device run's within %.1e relative "
+         "(limit %.0e): %s\n",
+         last->top_class,
+         cli_class_name((int)last->top_class, (int)last->n_logits, cls, sizeof cls),
+         out->rel_diff, EXACT_REL_TOLERANCE, out->ok ? "yes" : "NO");
+  fflush(stdout);
+  return ERR_OK;
+}
+
+static int parse(int argc, char **argv, demo_opts *o) {
+  snprintf(o->models_buf, sizeof o->models_buf, "vgg16c,resnet18c");
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+    if (cli_is_help(a)) {
+      usage(stdout);
+      return -1;
+    }
+    bool ok = v != NULL;
+    if (ok && strcmp(a, "--models") == 0)
+      ok = snprintf(o->models_buf, sizeof o->models_buf, "%s", v) < (int)sizeof o->models_buf;
+    else if (ok && strcmp(a, "--requests") == 0) ok = cli_parse_int(v, 1, 10000, &o->requests);
+    else if (ok && strcmp(a, "--baseline-runs") == 0)
+      ok = cli_parse_int(v, 1, 1000, &o->baseline_runs);
+    else if (ok && strcmp(a, "--dir") == 0) o->dir = v;
+    else if (ok && strcmp(a, "--scheduler-bin") == 0) o->scheduler_bin = v;
+    else if (ok && strcmp(a, "--agent-bin") == 0) o->agent_bin = v;
+    else ok = false;
+    if (!ok) {
+      fprintf(stderr, "edgedi demo: unknown flag, missing or bad value: %s\n", a);
+      usage(stderr);
+      return CLI_EXIT_USAGE;
+    }
+    i++;
+  }
+  for (char *tok = strtok(o->models_buf, ","); tok; tok = strtok(NULL, ",")) {
+    if (o->n_models == DEMO_MAX_MODELS) {
+      fprintf(stderr, "edgedi demo: at most %d models\n", DEMO_MAX_MODELS);
+      return CLI_EXIT_USAGE;
+    }
+    o->models[o->n_models++] = tok;
+  }
+  return o->n_models ? 0 : CLI_EXIT_USAGE;
+}
+
+static void print_summary(const demo_opts *o, const outcome *out, int n, double bound) {
+  printf("\n== summary (emulated boards on one machine; latency = median of %d) ==\n",
+         o->requests);
+  printf("%-10s %12s %11s %8s %6s %8s %10s %11s %7s\n", "model", "1xPi3B+_ms", "cluster_ms",
+         "speedup", "bound", "ratio", "moved/req", "gather_all", "exact");
+  for (int i = 0; i < n; i++) {
+    char moved[32], all[32];
+    printf("%-10s %12.1f %11.1f %7.2fx %5.1fx %8.2f %10s %11s %7s\n", o->models[i],
+           out[i].base.board_ms, out[i].w.median_ms, out[i].speedup, bound,
+           out[i].speedup / bound, cli_bytes(out[i].w.bytes_moved, moved, sizeof moved),
+           cli_bytes(out[i].w.bytes_gather_all, all, sizeof all), out[i].ok ? "yes" : "NO");
+  }
+}
+
+static int demo_cluster(const demo_opts *o) {
+  procs_catch_stop_signals();
+  double t0 = cli_now_ms();
+  char dir[LOCALCLUSTER_PATH_BYTES], db[LOCALCLUSTER_PATH_BYTES + 16];
+  if (o->dir) {
+    snprintf(dir, sizeof dir, "%s", o->dir);
+  } else {
+    snprintf(dir, sizeof dir, "/tmp/edgedi-demo-XXXXXX");
+    if (!mkdtemp(dir)) {
+      perror("edgedi demo: mkdtemp");
+      return CLI_EXIT_FAIL;
+    }
+  }
+  snprintf(db, sizeof db, "%s/edgedi.db", dir);
+
+  err e = {0};
+  Edgedi__V1__Image img;
+  uint8_t *px = NULL;
+  if (workload_sample_image(DEMO_SIDE_PX, DEMO_SIDE_PX, &img, &px, &e) != ERR_OK) {
+    fprintf(stderr, "edgedi demo: %s\n", e.msg);
+    return CLI_EXIT_FAIL;
+  }
+  double sum_speed = 0, slowest = INFINITY;
+  localcluster_options lo = {.scheduler_bin = o->scheduler_bin, .agent_bin = o->agent_bin,
+                             .db_path = db, .port = 0, .models = o->models_buf,
+                             .log_dir = dir, .one_by_one = true,
+                             .n_agents = DEMO_BOARDS};
+  for (int i = 0; i < DEMO_BOARDS; i++) {
+    localcluster_agent *a = &lo.agents[i];
+    snprintf(a->name, sizeof a->name, "%s", demo_boards[i].name);
+    a->speed = demo_boards[i].speed;
+    a->link_mbps = FACTORY_WIFI_MBPS;
+    a->link_rtt_ms = FACTORY_WIFI_RTT_MS;
+    a->threads = 1; /* --speed counts one thread's CPU time */
+    sum_speed += a->speed;
+    slowest = fmin(slowest, a->speed);
+  }
+  double bound = sum_speed / slowest;
+  /* models_buf was cut into tokens by parse(): rebuild the list. */
+  char models[256] = "";
+  for (int i = 0; i < o->n_models; i++) {
+    size_t len = strlen(models);
+    snprintf(models + len, sizeof models - len, "%s%s", i ? "," : "", o->models[i]);
+  }
+  lo.models = models;
+
+  printf("EdgeDI demo: one inference split over 4 emulated IIoT boards on loopback\n"
+         "  2 x Raspberry Pi 3B+ (speed %.2g) + 2 x Pi 4B (speed %.2g), each behind a %.0f "
+         "Mbit/s link, %.0f ms round trip\n"
+         "  input: synthetic %dx%d gray steel surface (uint8, as a camera sends it); %d "
+         "requests per model after %d warm-up\n"
+         "  bound = sum(speeds) / slowest = %.2f / %.2f = %.1f\n",
+         PI3B_SPEED, PI4B_SPEED, FACTORY_WIFI_MBPS, FACTORY_WIFI_RTT_MS, DEMO_SIDE_PX,
+         DEMO_SIDE_PX, o->requests, DEMO_WARMUP_REQUESTS, sum_speed, slowest, bound);
+  printf("  database and logs: %s\n", dir);
+  fflush(stdout);
+
+  outcome out[DEMO_MAX_MODELS];
+  memset(out, 0, sizeof out);
+  int status = CLI_EXIT_OK;
+  printf("\nmeasuring the baseline: each model whole on one thread here, %d runs\n",
+         o->baseline_runs);
+  for (int i = 0; i < o->n_models && status == CLI_EXIT_OK; i++) {
+    if (measure_baseline(o->models[i], &img, o->baseline_runs, &out[i].base, &e) != ERR_OK) {
+      fprintf(stderr, "edgedi demo: baseline of %s: %s\n", o->models[i], e.msg);
+      status = CLI_EXIT_FAIL;
+    }
+  }
+
+  localcluster *c = NULL;
+  rpc_channel *ch = NULL;
+  if (status == CLI_EXIT_OK) {
+    printf("starting the scheduler and 4 agents; they register and are profiled\n");
+    fflush(stdout);
+    double s0 = cli_now_ms();
+    if (localcluster_start(&lo, &c, &e) != ERR_OK ||
+        localcluster_wait_up(c, LOCALCLUSTER_DEFAULT_UP_TIMEOUT_MS, &e) != ERR_OK ||
+        client_connect(localcluster_address(c), &ch, &e) != ERR_OK) {
+      fprintf(stderr, "edgedi demo: %s\n", e.msg);
+      status = CLI_EXIT_FAIL;
+    } else {
+      printf("cluster up in %.1f s, scheduler at %s:\n", (cli_now_ms() - s0) / 1e3,
+             localcluster_address(c));
+      Edgedi__V1__ListDevicesReply *l = NULL;
+      if (client_list_devices(ch, &l, &e) == GRPC_STATUS_OK) show_devices(stdout, l);
+      rpc_free((ProtobufCMessage *)l);
+    }
+  }
+  int done = 0;
+  for (int i = 0; i < o->n_models && status == CLI_EXIT_OK; i++, done++) {
+    if (demo_model(ch, o->models[i], &img, o, bound, &out[i], &e) != ERR_OK) {
+      fprintf(stderr, "edgedi demo: %s: %s\n", o->models[i], e.msg);
+      status = CLI_EXIT_FAIL;
+    } else if (!out[i].ok) {
+      status = CLI_EXIT_FAIL;
+    }
+  }
+  rpc_channel_destroy(ch);
+  if (c && !localcluster_stop(c)) fprintf(stderr, "edgedi demo: a child did not stop cleanly\n");
+  localcluster_destroy(c);
+  if (done == o->n_models) print_summary(o, out, done, bound);
+  for (int i = 0; i < o->n_models; i++) {
+    workload_free(&out[i].w);
+    free(out[i].base.logits);
+  }
+  free(px);
+  printf("\ndemo %s in %.0f s. History: edgedi history --db %s\n",
+         status == CLI_EXIT_OK ? "done" : "FAILED", (cli_now_ms() - t0) / 1e3, db);
+  return status;
+}
+
+int cmd_demo_cluster(int argc, char **argv) {
+  for (int i = 1; i < argc; i++)
+    if (strcmp(argv[i], "--local") == 0) {
+      /* The single-device demo, with the rest of the flags. */
+      memmove(&argv[i], &argv[i + 1], (size_t)(argc - i) * sizeof *argv);
+      return cmd_demo(argc - 1, argv);
+    }
+  demo_opts o = {.requests = DEMO_REQUESTS, .baseline_runs = DEMO_BASELINE_RUNS};
+  int prc = parse(argc, argv, &o);
+  if (prc) return prc < 0 ? CLI_EXIT_OK : prc;
+  return demo_cluster(&o);
+}

@@ -1,0 +1,83 @@
+/* infer_internal.h — what infer.c (a request's life: attempts, records,
+ * reply) and infer_attempt.c (one attempt: dispatch, events, the watch for
+ * stuck agents and stragglers) share. Not part of the module's promise.
+ *
+ * Everything here belongs to the request's own thread: no locks.
+ */
+#ifndef EDGEDI_INFER_INTERNAL_H
+#define EDGEDI_INFER_INTERNAL_H
+
+#include <stdbool.h>
+
+#include "scheduler/dispatch.h"
+#include "scheduler/infer.h"
+
+/* What the scheduler saw of one tile (one part of one segment). */
+typedef struct infer_tile {
+  int device, segment, part;
+  double sent_ms;       /* its job was written to the agent's stream */
+  bool reported;        /* its TileResult came */
+  double at_ms;         /* ... and was read then */
+  Edgedi__V1__TileResult r;
+  double transfer_ms;   /* estimated, see infer.h */
+} infer_tile;
+
+/* How an attempt ended, when not done. */
+typedef enum infer_end {
+  INFER_END_NONE,      /* done, or failed for good (status in the dispatcher) */
+  INFER_END_LOST,      /* an agent was lost: re-plan without it */
+  INFER_END_STRAGGLER, /* an agent straggled: re-plan without it */
+} infer_end;
+
+typedef struct infer_req {
+  const infer_ctx *c;
+  preprocess_image img;
+  plan_options po;
+  const char *model_name, *planner_name; /* as the client asked */
+  int64_t id;
+  double t0_ms, deadline_at_ms;
+  int deadline_ms;
+  uint64_t bytes_moved; /* over every attempt */
+
+  /* Agents not to plan on again in this request, each with a reference
+   * (so that a new session cannot take its address): lost ones, and
+   * stragglers (slow: used again when nobody else is left). */
+  cluster_agent *excluded[INFER_MAX_ATTEMPTS];
+  bool excluded_slow[INFER_MAX_ATTEMPTS];
+  int n_excluded;
+  int straggler_replans;
+  char losses[ERR_MSG_BYTES / 2]; /* "agent 'c' went down: ...; ..." for messages */
+
+  /* The attempt running now. */
+  int attempt;
+  infer_plan ip;
+  dispatch *d;
+  inflight_req *mb;
+  dispatch_outbox ob;
+  infer_tile *tiles;
+  int n_tiles;
+  bool write_failed[PLAN_MAX_DEVICES]; /* do not write to it again */
+  int error_device;                    /* the agent whose TileError failed it */
+  infer_end end;
+  int end_device;                      /* the agent lost or straggling */
+  double attempt_t0_ms;                /* its jobs were written */
+  double last_heard_ms[PLAN_MAX_DEVICES]; /* a message of this attempt came */
+  double last_any_ms;                  /* from any of its agents */
+} infer_req;
+
+/* The wire id of the attempt running now. */
+uint64_t infer__wire_id(const infer_req *r);
+
+/* Name of device i of the attempt ("?" out of range). */
+const char *infer__dev_name(const infer_req *r, int device);
+
+/* Runs the attempt whose plan is r->ip, from models on the agents to a
+ * finished or failed dispatcher. OK when done; otherwise the status, with
+ * r->end saying whether another attempt may follow. */
+grpc_status_code infer__attempt(infer_req *r, err *e);
+
+/* Frees what the attempt holds (mailbox, dispatcher, tiles), not its
+ * plan. */
+void infer__attempt_clear(infer_req *r);
+
+#endif

@@ -1,0 +1,554 @@
+/* adaptive_test.c — the adaptive side of the scheduler, in-process on
+ * loopback with real tile engines: online cost models, agent loss and
+ * stragglers (scheduler/infer.h, scheduler/refit.h).
+ *
+ * What must hold:
+ *  - two real agents (runtime/agent.h) of one speed share the rows; when
+ *    one's speed is halved at run time (agent_set_speed, what
+ *    edgedi-agent --speed-file does) it gets fewer rows within 10
+ *    requests, and more again within 10 after it is restored;
+ *  - an agent killed in each phase of a request — when its job arrives,
+ *    after its tile ran but before it said anything, when relayed halo
+ *    rows arrive, when a feature-enhancement scale arrives — and an agent
+ *    that is stuck (answers nothing) leave the request completing with
+ *    the single-device logits (1e-4 of the largest); the dead agent is
+ *    marked down, and restarted it is planned on again;
+ *  - a cluster whose only agent dies answers UNAVAILABLE "no agent is up";
+ *  - with --straggler-factor, a request whose agent slows down mid-way is
+ *    re-planned without it and is still exact;
+ *  - a cost model with nonsense values (NaN, negative, zero bandwidth)
+ *    pushed into a live session, or fitted from tiles whose time falls
+ *    with their work, is refused and never reaches the planner.
+ * Fake agents (tests/fake_agent.h) are the real tile engine behind a test
+ * double of the Agent service, with switches to die in a chosen phase.
+ *
+ * The tests of the group run in order and share one service.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "proto/edgedi.pb-c.h"
+#include "runtime/agent.h"
+#include "runtime/modelspec.h"
+#include "runtime/protocol.h"
+#include "runtime/rpc.h"
+#include "runtime/xexec.h"
+#include "scheduler/cluster.h"
+#include "scheduler/refit_run.h"
+#include "scheduler/service.h"
+#include "storage/store.h"
+#include "tests/fake_agent.h"
+#include "tests/scheduler_testlib.h"
+
+enum {
+  SIDE_PX = 64,          /* models at 3 x 64 x 64: small and quick */
+  STUCK_FLOOR_MS = 400,  /* a held agent is given up on this soon */
+  ADAPT_REQUESTS = 10,   /* the speed change must show within this many */
+  MEAN_OF = 3,           /* requests whose shares are averaged */
+  WARM_REQUESTS = 6,
+  PROMPT_MS = 15000,
+};
+
+static const double TOLERANCE = 1e-4; /* relative to the largest logit */
+/* Emulated speeds: slow enough that the stretch (wall = CPU / speed)
+ * dominates other load on the machine (the test's own threads, builds
+ * beside it: 20 times covers a load of 10 on 2 cores). */
+static const double REAL_SPEED = 0.05;
+static const double FAKE_SPEED = 0.25;
+static const double STRAGGLER_FACTOR = 4;
+static const double STRAGGLER_SLOWDOWN = 100;
+/* Shares of r2's rows: 0.5 at one speed, 1/3 at half speed. */
+static const double SHARE_SLOW_BELOW = 0.42;
+static const double SHARE_EVEN_ABOVE = 0.42;
+
+#define MODEL "vgg16c-64" /* FE exchanges and halos in every segment */
+
+static struct {
+  char dir[256], db[300], addr[64];
+  service *svc;
+  rpc_channel *ch;
+  model *m;
+  xexec *x;
+  agent *real[2];
+  rpc_server *real_srv[2];
+  fake_agent *f[2]; /* steady fakes */
+  fake_agent *victim;
+  int victims;
+} g;
+
+/* ---- helpers ------------------------------------------------------------------ */
+
+static service *start_service(const char *db, double straggler_factor) {
+  service_config cfg = {.listen = "127.0.0.1:0", .db_path = db, .models = "",
+                        .planner = "proportional", .stuck_floor_ms = STUCK_FLOOR_MS,
+                        .straggler_factor = straggler_factor};
+  service *s = NULL;
+  err e = {0};
+  st_check_ok(service_create(&cfg, &s, &e), &e);
+  return s;
+}
+
+static rpc_channel *connect_to(service *s, char *addr, size_t len) {
+  snprintf(addr, len, "127.0.0.1:%d", service_port(s));
+  rpc_channel *ch = NULL;
+  err e = {0};
+  st_check_ok(rpc_channel_create(addr, NULL, &ch, &e), &e);
+  return ch;
+}
+
+static void load_model(rpc_channel *ch) {
+  Edgedi__V1__ModelSpec spec = EDGEDI__V1__MODEL_SPEC__INIT;
+  spec.name = MODEL;
+  spec.zoo = "vgg16c";
+  spec.height = spec.width = SIDE_PX;
+  Edgedi__V1__LoadModelRequest req = EDGEDI__V1__LOAD_MODEL_REQUEST__INIT;
+  req.spec = &spec;
+  ProtobufCMessage *r = NULL;
+  char d[ERR_MSG_BYTES];
+  grpc_status_code st = st_call(ch, ST_METHOD("LoadModel"), &req.base,
+                                &edgedi__v1__load_model_reply__descriptor, &r, d, sizeof d);
+  if (st != GRPC_STATUS_OK) fail_msg("LoadModel: %s", d);
+  rpc_free(r);
+}
+
+static grpc_status_code infer(rpc_channel *ch, const st_image *im, Edgedi__V1__InferReply **reply,
+                              char *d, size_t len) {
+  Edgedi__V1__InferRequest req = EDGEDI__V1__INFER_REQUEST__INIT;
+  req.protocol_version = EDGEDI_PROTOCOL_VERSION;
+  req.model = MODEL;
+  req.image = (Edgedi__V1__Image *)&im->msg;
+  ProtobufCMessage *r = NULL;
+  grpc_status_code st =
+      st_call(ch, ST_METHOD("Infer"), &req.base, &edgedi__v1__infer_reply__descriptor, &r, d, len);
+  *reply = (Edgedi__V1__InferReply *)r;
+  return st;
+}
+
+/* One request that must succeed with the single-device logits; whether
+ * device `name` (may be NULL) took part. */
+static bool infer_exact_on(rpc_channel *ch, unsigned seed, const char *name) {
+  st_image im = st_make_image(SIDE_PX, SIDE_PX, 3, false, seed);
+  Edgedi__V1__InferReply *r = NULL;
+  char d[ERR_MSG_BYTES];
+  grpc_status_code st = infer(ch, &im, &r, d, sizeof d);
+  if (st != GRPC_STATUS_OK) fail_msg("Infer: %s: %s", rpc_status_name(st), d);
+  int n = 0;
+  float *want = st_reference_logits(g.x, &im, &n);
+  assert_int_equal((int)r->n_logits, n);
+  double diff = st_rel_diff(r->logits, want, n);
+  if (diff > TOLERANCE) fail_msg("logits differ by %g of the largest", diff);
+  bool used = false;
+  for (size_t i = 0; name && i < r->n_devices; i++) used |= strcmp(r->devices[i]->device, name) == 0;
+  free(want);
+  free(im.data);
+  rpc_free(&r->base);
+  return used;
+}
+
+/* Share of the rows (over every segment) the plan gives `name` now. */
+static double row_share(const char *name) {
+  Edgedi__V1__PlanRequest req = EDGEDI__V1__PLAN_REQUEST__INIT;
+  req.model = MODEL;
+  req.planner = "proportional";
+  ProtobufCMessage *pm = NULL;
+  char d[ERR_MSG_BYTES];
+  grpc_status_code st = st_call(g.ch, ST_METHOD("Plan"), &req.base,
+                                &edgedi__v1__plan_reply__descriptor, &pm, d, sizeof d);
+  if (st != GRPC_STATUS_OK) fail_msg("Plan: %s", d);
+  const Edgedi__V1__PlanReply *p = (const Edgedi__V1__PlanReply *)pm;
+  double mine = 0, all = 0;
+  for (size_t s = 0; s < p->n_segments; s++)
+    for (size_t k = 0; k < p->segments[s]->n_parts; k++) {
+      const Edgedi__V1__Assignment *a = p->segments[s]->parts[k];
+      double rows = a->out_rows->hi - a->out_rows->lo;
+      all += rows;
+      if (strcmp(a->device, name) == 0) mine += rows;
+    }
+  assert_true(all > 0 && isfinite(p->predicted_ms) && p->predicted_ms > 0);
+  rpc_free(pm);
+  return mine / all;
+}
+
+static double plan_predicted_ms(void) {
+  Edgedi__V1__PlanRequest req = EDGEDI__V1__PLAN_REQUEST__INIT;
+  req.model = MODEL;
+  ProtobufCMessage *pm = NULL;
+  char d[ERR_MSG_BYTES];
+  grpc_status_code st = st_call(g.ch, ST_METHOD("Plan"), &req.base,
+                                &edgedi__v1__plan_reply__descriptor, &pm, d, sizeof d);
+  if (st != GRPC_STATUS_OK) fail_msg("Plan: %s", d);
+  double ms = ((const Edgedi__V1__PlanReply *)pm)->predicted_ms;
+  rpc_free(pm);
+  return ms;
+}
+
+static fake_agent *start_fake(const char *name, const char *scheduler, rpc_channel *ch) {
+  fake_agent_options o = {.name = name, .ms_per_gflop = 5, .fixed_ms = 0.5, .speed = FAKE_SPEED};
+  fake_agent *f = NULL;
+  err e = {0};
+  st_check_ok(fake_agent_start(&o, &f, &e), &e);
+  char d[ERR_MSG_BYTES];
+  if (fake_agent_register(f, scheduler, NULL, 0, NULL, d, sizeof d) != GRPC_STATUS_OK)
+    fail_msg("register %s: %s", name, d);
+  const char *names[] = {name};
+  st_wait_up(ch, names, 1);
+  return f;
+}
+
+/* ---- setup ------------------------------------------------------------------------ */
+
+static int group_setup(void **state) {
+  (void)state;
+  const char *tmp = getenv("TEST_TMPDIR");
+  snprintf(g.dir, sizeof g.dir, "%s/adaptXXXXXX", tmp ? tmp : "/tmp");
+  if (!mkdtemp(g.dir)) return -1;
+  snprintf(g.db, sizeof g.db, "%s/edgedi.db", g.dir);
+  Edgedi__V1__ModelSpec spec = EDGEDI__V1__MODEL_SPEC__INIT;
+  spec.name = MODEL;
+  spec.zoo = "vgg16c";
+  spec.height = spec.width = SIDE_PX;
+  char digest[MODELSPEC_DIGEST_BYTES];
+  err e = {0};
+  st_check_ok(modelspec_build(&spec, &g.m, digest, &e), &e);
+  st_check_ok(xexec_create(g.m, 1, &g.x, &e), &e);
+  g.svc = start_service(g.db, 0);
+  g.ch = connect_to(g.svc, g.addr, sizeof g.addr);
+  load_model(g.ch);
+  return 0;
+}
+
+static int group_teardown(void **state) {
+  (void)state;
+  service_destroy(g.svc);
+  rpc_channel_destroy(g.ch);
+  for (int i = 0; i < 2; i++) {
+    if (g.real_srv[i]) rpc_server_destroy(g.real_srv[i], 0);
+    agent_destroy(g.real[i]);
+    fake_agent_destroy(g.f[i]);
+  }
+  fake_agent_destroy(g.victim);
+  xexec_destroy(g.x);
+  model_destroy(g.m);
+  char cmd[400];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", g.dir);
+  return system(cmd) == 0 ? 0 : -1;
+}
+
+/* ---- online cost models ------------------------------------------------------------- */
+
+static void start_real(int i, const char *name) {
+  agent_options o = agent_default_options();
+  o.name = name;
+  o.speed = REAL_SPEED;
+  err e = {0};
+  int port = 0;
+  st_check_ok(agent_create(&o, &g.real[i], &e), &e);
+  st_check_ok(rpc_server_create("127.0.0.1:0", NULL, &g.real_srv[i], &port, &e), &e);
+  st_check_ok(agent_serve(g.real[i], g.real_srv[i], &e), &e);
+  st_check_ok(rpc_server_start(g.real_srv[i], &e), &e);
+  char addr[64];
+  snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
+  agent_register_options ro = {.scheduler = g.addr, .address = addr};
+  st_check_ok(agent_register_start(g.real[i], &ro, &e), &e);
+}
+
+/* What the requests did to the models, printed when the test fails. */
+static char trace[4096];
+
+static void trace_costs(double share) {
+  const char *names[] = {"r1", "r2"};
+  size_t used = strlen(trace);
+  for (int i = 0; i < 2 && used < sizeof trace; i++) {
+    cluster_agent *a = cluster_find(service_cluster(g.svc), names[i]);
+    plan_device m = {0};
+    if (a) cluster_agent_get_cost(a, MODEL, &m);
+    used += (size_t)snprintf(trace + used, sizeof trace - used, "%s %.0f+%.1f  ", names[i],
+                             m.ms_per_gflop, m.fixed_ms);
+    if (a) cluster_release(a);
+  }
+  if (used < sizeof trace)
+    snprintf(trace + used, sizeof trace - used, "share %.2f\n", share);
+}
+
+/* Requests until the mean of r2's last MEAN_OF shares of the rows passes
+ * `done`, at most ADAPT_REQUESTS: the number of requests, or -1; *share
+ * gets the last mean. One share scatters (tile times on a loaded machine
+ * do), a few in a row tell. */
+static int requests_until(bool (*done)(double share), double *share, unsigned seed) {
+  double last[MEAN_OF];
+  for (int i = 1; i <= ADAPT_REQUESTS; i++) {
+    infer_exact_on(g.ch, seed + (unsigned)i, NULL);
+    last[(i - 1) % MEAN_OF] = row_share("r2");
+    trace_costs(last[(i - 1) % MEAN_OF]);
+    int k = i < MEAN_OF ? i : MEAN_OF;
+    *share = 0;
+    for (int j = 0; j < k; j++) *share += last[j] / k;
+    if (i >= MEAN_OF && done(*share)) return i;
+  }
+  return -1;
+}
+
+/* r1 and r2 at one speed share evenly (0.5); r2 at half speed has a third
+ * of the rows (1 / (1 + 2)). Between the two: */
+static bool dropped(double share) { return share < SHARE_SLOW_BELOW; }
+static bool recovered(double share) { return share > SHARE_EVEN_ABOVE; }
+
+static void test_slowed_agent_gets_fewer_rows_then_more(void **state) {
+  (void)state;
+  start_real(0, "r1");
+  start_real(1, "r2");
+  const char *names[] = {"r1", "r2"};
+  st_wait_up(g.ch, names, 2);
+  for (int i = 0; i < WARM_REQUESTS; i++) {
+    infer_exact_on(g.ch, 100u + (unsigned)i, "r2");
+    trace_costs(row_share("r2"));
+  }
+  double even = row_share("r2");
+  if (even < 0.3 || even > 0.7) fail_msg("two agents of one speed: r2 has %.2f of the rows", even);
+
+  err e = {0};
+  st_check_ok(agent_set_speed(g.real[1], REAL_SPEED / 2, &e), &e); /* throttled */
+  double slow = 0;
+  int n = requests_until(dropped, &slow, 200);
+  if (n < 0)
+    fail_msg("r2 at half speed still has %.2f of the rows (was %.2f):\n%s", slow, even, trace);
+  print_message("halved speed: r2's share %.2f -> %.2f (mean of %d) within %d requests\n", even,
+                slow, MEAN_OF, n);
+
+  st_check_ok(agent_set_speed(g.real[1], REAL_SPEED, &e), &e); /* recovered */
+  double back = 0;
+  n = requests_until(recovered, &back, 300);
+  if (n < 0)
+    fail_msg("r2 restored still has %.2f of the rows (slowed: %.2f):\n%s", back, slow, trace);
+  print_message("restored: r2's share %.2f -> %.2f (mean of %d) within %d requests\n", slow, back,
+                MEAN_OF, n);
+  if (getenv("ADAPT_TRACE")) print_message("%s", trace);
+
+  /* The fits are in the database, per device and per model, with errors. */
+  store_cost_model m;
+  store_device dev;
+  store *st = service_store(g.svc);
+  st_check_ok(store_device_find(st, "r2", &dev, &e), &e);
+  st_check_ok(store_cost_model_get(st, dev.id, STORE_KIND_MODEL_PREFIX MODEL, &m, &e), &e);
+  assert_true(m.ms_per_gflop > 0 && m.samples >= REFIT_MIN_TILES && m.fit_error >= 0);
+
+  /* Done with the real agents: the rest uses fakes with death switches. */
+  for (int i = 0; i < 2; i++) {
+    agent_register_stop(g.real[i]);
+    agent_shutdown(g.real[i]);
+    rpc_server_destroy(g.real_srv[i], 0);
+    g.real_srv[i] = NULL;
+  }
+  st_wait_state(g.ch, "r1", "down");
+  st_wait_state(g.ch, "r2", "down");
+}
+
+/* ---- agent loss --------------------------------------------------------------------- */
+
+static void steady_fakes(void) {
+  if (g.f[0]) return;
+  g.f[0] = start_fake("f1", g.addr, g.ch);
+  g.f[1] = start_fake("f2", g.addr, g.ch);
+}
+
+/* A (re)started victim "v", used by a request before it is armed: a
+ * killed agent restarted is planned on again. */
+static void fresh_victim(void) {
+  steady_fakes();
+  if (g.victim) {
+    st_wait_state(g.ch, "v", "down");
+    fake_agent_destroy(g.victim);
+  }
+  g.victim = start_fake("v", g.addr, g.ch);
+  g.victims++;
+  if (!infer_exact_on(g.ch, 400u + (unsigned)g.victims, "v"))
+    fail_msg("the (re)started agent v took no part in a request");
+}
+
+static void dies_in(fake_agent_phase phase, const char *what) {
+  fresh_victim();
+  fake_agent_die_at(g.victim, phase, 1);
+  double t0 = st_now_ms();
+  infer_exact_on(g.ch, 500u + (unsigned)phase, NULL);
+  if (!fake_agent_dead(g.victim)) fail_msg("v did not die %s", what);
+  assert_true(st_now_ms() - t0 < PROMPT_MS);
+  st_wait_state(g.ch, "v", "down");
+  /* And the next request runs on the others. */
+  assert_false(infer_exact_on(g.ch, 600u + (unsigned)phase, "v"));
+}
+
+static void test_dies_before_its_tile(void **state) {
+  (void)state;
+  dies_in(FAKE_DIE_ON_JOB, "when its job arrived");
+}
+
+static void test_dies_during_its_tile(void **state) {
+  (void)state;
+  dies_in(FAKE_DIE_IN_TILE, "after running its tile");
+}
+
+static void test_dies_in_halo_exchange(void **state) {
+  (void)state;
+  dies_in(FAKE_DIE_ON_ROWS, "when halo rows arrived");
+}
+
+static void test_dies_in_fe_exchange(void **state) {
+  (void)state;
+  dies_in(FAKE_DIE_ON_FE_SCALE, "when an FE scale arrived");
+}
+
+/* Held: it swallows everything, answers nothing, its stream stays open.
+ * After max(10 x predicted, the floor) of silence it is marked down. */
+static void test_stuck_agent_is_marked_down(void **state) {
+  (void)state;
+  fresh_victim();
+  fake_agent_hold(g.victim, true);
+  double t0 = st_now_ms();
+  infer_exact_on(g.ch, 700, NULL);
+  double took = st_now_ms() - t0;
+  assert_true(took >= STUCK_FLOOR_MS && took < PROMPT_MS);
+  st_wait_state(g.ch, "v", "down");
+  /* It comes back (registers again), is profiled and used. */
+  fake_agent_hold(g.victim, false);
+  char d[ERR_MSG_BYTES];
+  assert_int_equal(fake_agent_register(g.victim, g.addr, NULL, 0, NULL, d, sizeof d),
+                   GRPC_STATUS_OK);
+  const char *names[] = {"v"};
+  st_wait_up(g.ch, names, 1);
+  assert_true(infer_exact_on(g.ch, 701, "v"));
+}
+
+static void test_only_agent_dies(void **state) {
+  (void)state;
+  char db[400], addr[64];
+  snprintf(db, sizeof db, "%s/solo.db", g.dir);
+  service *s = start_service(db, 0);
+  rpc_channel *ch = connect_to(s, addr, sizeof addr);
+  load_model(ch);
+  fake_agent *only = start_fake("only", addr, ch);
+  fake_agent_die_at(only, FAKE_DIE_ON_JOB, 1);
+  st_image im = st_make_image(SIDE_PX, SIDE_PX, 3, false, 800);
+  Edgedi__V1__InferReply *r = NULL;
+  char d[ERR_MSG_BYTES];
+  double t0 = st_now_ms();
+  grpc_status_code st = infer(ch, &im, &r, d, sizeof d);
+  assert_null(r);
+  if (st != GRPC_STATUS_UNAVAILABLE || !strstr(d, "no agent is up") || !strstr(d, "'only'"))
+    fail_msg("%s: %s", rpc_status_name(st), d);
+  assert_true(st_now_ms() - t0 < PROMPT_MS);
+  st = infer(ch, &im, &r, d, sizeof d); /* and the next one says so at once */
+  assert_int_equal(st, GRPC_STATUS_UNAVAILABLE);
+  assert_non_null(strstr(d, "no agent is up"));
+  free(im.data);
+  rpc_channel_destroy(ch);
+  service_destroy(s);
+  fake_agent_destroy(only);
+}
+
+/* ---- stragglers ---------------------------------------------------------------------- */
+
+static void test_straggler_is_replanned(void **state) {
+  (void)state;
+  char db[400], addr[64];
+  snprintf(db, sizeof db, "%s/straggler.db", g.dir);
+  service *s = start_service(db, STRAGGLER_FACTOR);
+  rpc_channel *ch = connect_to(s, addr, sizeof addr);
+  load_model(ch);
+  fake_agent *p = start_fake("p", addr, ch), *q = start_fake("q", addr, ch);
+  for (int i = 0; i < WARM_REQUESTS; i++) infer_exact_on(ch, 900u + (unsigned)i, "q");
+  fake_agent_set_speed(q, FAKE_SPEED / STRAGGLER_SLOWDOWN); /* far slower than its model says */
+  /* Re-planned without q (its late results ignored), and exact. */
+  assert_false(infer_exact_on(ch, 950, "q"));
+  fake_agent_set_speed(q, FAKE_SPEED);
+  infer_exact_on(ch, 951, NULL);
+  rpc_channel_destroy(ch);
+  service_destroy(s);
+  fake_agent_destroy(p);
+  fake_agent_destroy(q);
+}
+
+/* ---- nonsense ------------------------------------------------------------------------ */
+
+static void test_nonsense_cost_never_reaches_planner(void **state) {
+  (void)state;
+  steady_fakes();
+  cluster *cl = service_cluster(g.svc);
+  cluster_agent *a = cluster_find(cl, "f1");
+  assert_non_null(a);
+  plan_device before, now;
+  assert_true(cluster_agent_get_cost(a, MODEL, &before));
+  double predicted = plan_predicted_ms();
+  plan_device bad[4] = {before, before, before, before};
+  bad[0].ms_per_gflop = NAN;
+  bad[1].ms_per_gflop = -3;
+  bad[2].fixed_ms = -1;
+  bad[3].bandwidth_mbps = 0;
+  for (int i = 0; i < 4; i++) {
+    err e = {0};
+    assert_int_equal(cluster_agent_set_cost(a, MODEL, &bad[i], &e), ERR_INVALID);
+    assert_int_equal(cluster_agent_set_cost(a, NULL, &bad[i], &e), ERR_INVALID);
+    assert_non_null(strstr(e.msg, "f1"));
+  }
+  assert_true(cluster_agent_get_cost(a, MODEL, &now));
+  assert_memory_equal(&now, &before, sizeof now);
+  assert_true(plan_predicted_ms() == predicted);
+
+  /* Tiles whose time falls with their work: the refit refuses them and
+   * the model the planner reads stays. */
+  store *st = service_store(g.svc);
+  store_request_new rn = {.model = "nonsense", .planner = "proportional"};
+  int64_t rid = 0;
+  err e = {0};
+  st_check_ok(store_request_begin(st, &rn, &rid, &e), &e);
+  store_tile t[REFIT_WINDOW_TILES];
+  for (int i = 0; i < REFIT_WINDOW_TILES; i++)
+    t[i] = (store_tile){.request_id = rid, .device_id = cluster_agent_device_id(a),
+                        .end_layer = 1, .row_hi = 1, .gflop = 0.01 * (i % 10 + 1),
+                        .measured_compute_ms = 100.0 - 9.0 * (i % 10), .predicted_compute_ms = 1};
+  st_check_ok(store_tiles_add(st, t, REFIT_WINDOW_TILES, &e), &e);
+  plan_device general;
+  assert_true(cluster_agent_get_cost(a, NULL, &general));
+  refit_report rep;
+  st_check_ok(refit_device(st, a, "nonsense", NULL, &rep, &e), &e);
+  assert_false(rep.compute_fitted);
+  assert_false(rep.model_fitted);
+  if (!strstr(rep.why, "does not grow") && !strstr(rep.why, "explains too little"))
+    fail_msg("refit of nonsense: %s", rep.why);
+  assert_true(cluster_agent_get_cost(a, NULL, &now));
+  assert_true(now.ms_per_gflop == general.ms_per_gflop && now.fixed_ms == general.fixed_ms);
+  assert_true(cluster_agent_get_cost(a, "nonsense", &now)); /* no model of its own: general */
+  assert_true(now.ms_per_gflop == general.ms_per_gflop);
+  cluster_release(a);
+  /* Nothing nonsensical was stored either, and requests still run. */
+  store_device dev;
+  st_check_ok(store_device_find(st, "f1", &dev, &e), &e);
+  assert_true(dev.cost.ms_per_gflop > 0 && isfinite(dev.cost.ms_per_gflop));
+  assert_int_equal(store_cost_model_get(st, dev.id, STORE_KIND_MODEL_PREFIX "nonsense", &dev.cost,
+                                        &e),
+                   ERR_NOT_FOUND);
+  infer_exact_on(g.ch, 1000, NULL);
+  st_check_ok(store_integrity_check(st, &e), &e);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_slowed_agent_gets_fewer_rows_then_more),
+      cmocka_unit_test(test_dies_before_its_tile),
+      cmocka_unit_test(test_dies_during_its_tile),
+      cmocka_unit_test(test_dies_in_halo_exchange),
+      cmocka_unit_test(test_dies_in_fe_exchange),
+      cmocka_unit_test(test_stuck_agent_is_marked_down),
+      cmocka_unit_test(test_only_agent_dies),
+      cmocka_unit_test(test_straggler_is_replanned),
+      cmocka_unit_test(test_nonsense_cost_never_reaches_planner),
+  };
+  return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# edgedi_cli_test.sh — the edgedi program end to end: `edgedi cluster`
+# starts a scheduler and two agents (found next to edgedi, as from
+# bazel-bin), runs a script of client commands against it, and stops
+# them; then the database commands read what the requests left.
+# Each client command must print its table, and a server error must print
+# its gRPC status name and exit non-zero.
+set -euo pipefail
+
+E="$TEST_SRCDIR/edgedi/cli/edgedi"
+T="$TEST_TMPDIR"
+fail() { echo "FAIL: $*" >&2; exit 1; }
+
+{ printf 'P5\n200 200\n255\n'; head -c 40000 /dev/urandom; } > "$T/img.pgm"
+head -c 40000 /dev/urandom > "$T/img.raw"
+head -c 100 /dev/urandom > "$T/garbage.png"
+
+cat > "$T/client.sh" <<SCRIPT
+set -euo pipefail
+E="$E"; T="$T"
+fail() { echo "FAIL: \$*" >&2; exit 1; }
+"\$E" devices | grep -q '^agent-2 *up' || fail "devices: agent-2 not up"
+"\$E" devices --json | grep -q '"ms_per_gflop"' || fail "devices --json"
+"\$E" plan vgg16c --brief | grep -q 'rows per device' || fail "plan"
+"\$E" plan vgg16c --json | grep -q '"segments"' || fail "plan --json"
+"\$E" infer vgg16c "\$T/img.pgm" > "\$T/infer.txt" || fail "infer"
+grep -q '^top class: ' "\$T/infer.txt" || fail "infer: no top class"
+grep -q 'gathering whole maps' "\$T/infer.txt" || fail "infer: no bytes"
+"\$E" infer vgg16c "\$T/img.raw" --raw 200x200x1 --repeat 3 | grep -q '3 requests: median' \
+  || fail "infer --raw --repeat"
+"\$E" infer vgg16c "\$T/img.pgm" --json | grep -q '"logits":\[' || fail "infer --json"
+"\$E" model add tiny --zoo resnet18c --height 64 --width 64 | grep -q 'loaded tiny' \
+  || fail "model add"
+if "\$E" infer nosuch "\$T/img.pgm" 2> "\$T/err.txt"; then fail "unknown model accepted"; fi
+grep -q 'NOT_FOUND' "\$T/err.txt" || fail "unknown model: \$(cat "\$T/err.txt")"
+if "\$E" infer tiny "\$T/img.pgm" 2> "\$T/err.txt"; then fail "wrong size accepted"; fi
+grep -q 'INVALID_ARGUMENT' "\$T/err.txt" || fail "wrong size: \$(cat "\$T/err.txt")"
+if "\$E" infer vgg16c "\$T/garbage.png" 2> "\$T/err.txt"; then fail "garbage accepted"; fi
+if "\$E" devices --scheduler 127.0.0.1:1 2> "\$T/err.txt"; then fail "dead scheduler"; fi
+grep -q 'UNAVAILABLE' "\$T/err.txt" || fail "dead scheduler: \$(cat "\$T/err.txt")"
+SCRIPT
+
+"$E" cluster --agents 2 --speeds 0.5,0.25 --port 0 --db "$T/e.db" --logs "$T" \
+  --models vgg16c --run "bash $T/client.sh" > "$T/cluster.txt" 2>&1 \
+  || { cat "$T/cluster.txt" "$T"/*.log >&2; fail "the client script failed"; }
+grep -q '^cluster up: ' "$T/cluster.txt" || fail "no 'cluster up' line"
+
+"$E" history --db "$T/e.db" > "$T/history.txt"
+grep -q 'vgg16c .* ok ' "$T/history.txt" || fail "history: $(cat "$T/history.txt")"
+[ "$(grep -c ' ok ' "$T/history.txt")" -ge 6 ] || fail "history: fewer than 6 requests"
+"$E" history --db "$T/e.db" --json | grep -q '"bytes_gather_all":' || fail "history --json"
+"$E" models --db "$T/e.db" | grep -q '^  tiny ' || fail "models"
+if "$E" history --db "$T/nothing.db" 2>/dev/null; then fail "history of a missing file"; fi
+[ ! -e "$T/nothing.db" ] || fail "history created a database"
+"$E" demo --local --runs 1 --models resnet18c | grep -q 'resnet18c' || fail "demo --local"
+"$E" help | grep -q 'cluster' || fail "help"
+if "$E" nosuch 2>/dev/null; then fail "unknown command accepted"; fi
+echo "edgedi_cli_test: all checks passed"
