@@ -29,6 +29,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cli/flags.h"
 #include "runtime/err.h"
 #include "runtime/fuse.h"
 #include "runtime/model.h"
@@ -105,16 +106,6 @@ static void fill_uniform(float *v, size_t n, uint64_t seed) {
   uint64_t s = seed;
   for (size_t i = 0; i < n; i++)
     v[i] = (float)((double)(splitmix64(&s) >> 11) * 0x1.0p-52 - 1.0);
-}
-
-static bool parse_int(const char *s, int lo, int hi, int *out) {
-  if (!s || !*s) return false;
-  char *end;
-  errno = 0;
-  long v = strtol(s, &end, 10);
-  if (errno || *end || v < lo || v > hi) return false;
-  *out = (int)v;
-  return true;
 }
 
 static bool known_model(const char *name) {
@@ -467,7 +458,7 @@ static err_code parse_args(int argc, char **argv, bench_opts *o, err *e) {
       return err_set(e, ERR_INVALID, "unknown flag '%s'", a);
     }
     if (num) {
-      if (!parse_int(v, lo, hi, num))
+      if (!flags_parse_int(v, lo, hi, num))
         return err_set(e, ERR_INVALID, "%s needs an integer in [%d, %d]", a,
                        lo, hi);
       i++;
@@ -479,7 +470,7 @@ static err_code parse_args(int argc, char **argv, bench_opts *o, err *e) {
 static int probe_main(int argc, char **argv) {
   int threads = 1;
   if (argc != 5 || strcmp(argv[3], "--threads") != 0 ||
-      !parse_int(argv[4], 1, MAX_THREADS, &threads)) {
+      !flags_parse_int(argv[4], 1, MAX_THREADS, &threads)) {
     fprintf(stderr, "single_device: bad memory probe arguments\n");
     return EXIT_USAGE;
   }

@@ -9,19 +9,8 @@
 #include <stdlib.h>
 #include <time.h>
 
-bool cli_parse_int(const char *s, int lo, int hi, int *out) {
-  if (!s || !*s) return false;
-  char *end;
-  errno = 0;
-  long v = strtol(s, &end, 10);
-  if (errno || *end || v < lo || v > hi) return false;
-  *out = (int)v;
-  return true;
-}
-
 double cli_now_ms(void) { return stats_now_ms(); }
 
-double cli_median(double *v, int n) { return stats_median(v, n); }
 
 const char *const cli_neu_cls_classes[CLI_NEU_CLS_CLASSES] = {
     "crazing",         "inclusion", "patches", "pitted_surface",
@@ -32,16 +21,6 @@ const char *cli_class_name(int i, int n, char *buf, int len) {
   if (n == CLI_NEU_CLS_CLASSES && i >= 0 && i < n) return cli_neu_cls_classes[i];
   snprintf(buf, (size_t)len, "class %d", i);
   return buf;
-}
-
-bool cli_parse_double(const char *s, double lo, double hi, double *out) {
-  if (!s || !*s) return false;
-  char *end;
-  errno = 0;
-  double v = strtod(s, &end);
-  if (errno || *end || !isfinite(v) || v < lo || v > hi) return false;
-  *out = v;
-  return true;
 }
 
 bool cli_is_help(const char *arg) {

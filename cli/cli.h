@@ -41,6 +41,8 @@ int cmd_models(int argc, char **argv);   /* cmd_models.c */
 int cmd_plan(int argc, char **argv);     /* cmd_plan.c */
 int cmd_run(int argc, char **argv);      /* cmd_run.c: `run MODEL.onnx` */
 int cmd_export(int argc, char **argv);   /* cmd_run.c: `export ZOO OUT.onnx` */
+int cmd_eval(int argc, char **argv);     /* cmd_eval.c: accuracy on a folder */
+int cmd_prune(int argc, char **argv);    /* cmd_prune.c: L1 filter pruning */
 
 /* The NEU-CLS class names, in the dataset's (alphabetical) order: what the
  * six logits of every zoo model stand for. */
@@ -50,14 +52,8 @@ extern const char *const cli_neu_cls_classes[CLI_NEU_CLS_CLASSES];
  * six classes, "class i" otherwise (buf holds it). */
 const char *cli_class_name(int i, int n, char *buf, int len);
 
-/* An integer in [lo, hi], the whole string; false otherwise. */
-bool cli_parse_int(const char *s, int lo, int hi, int *out);
 /* Monotonic wall time in milliseconds. */
 double cli_now_ms(void);
-/* Median of v[0..n), n > 0; sorts v in place. */
-double cli_median(double *v, int n);
-/* A finite number in [lo, hi], the whole string; false otherwise. */
-bool cli_parse_double(const char *s, double lo, double hi, double *out);
 /* true for --help and -h. */
 bool cli_is_help(const char *arg);
 /* "12.3 kB", "4.56 MB": bytes for people (powers of 1000). */

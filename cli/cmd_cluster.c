@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli/flags.h"
 #include "cli/cli.h"
 #include "cli/client.h"
 #include "cli/localcluster.h"
@@ -117,7 +118,7 @@ static int build_agents(cluster_opts *o) {
   for (int i = 0; i < n; i++) {
     localcluster_agent *a = &o->lc.agents[i];
     a->speed = 1.0;
-    if (ns > 0 && !cli_parse_double(speeds[ns > 1 ? i : 0], 1e-6, 1e6, &a->speed))
+    if (ns > 0 && !flags_parse_double(speeds[ns > 1 ? i : 0], 1e-6, 1e6, &a->speed))
       return usage_error("--speeds: '%s' is not a positive factor", speeds[ns > 1 ? i : 0]);
     if (nn > 0) snprintf(a->name, sizeof a->name, "%s", names[i]);
     else snprintf(a->name, sizeof a->name, "agent-%d", i + 1);
@@ -134,7 +135,7 @@ static int parse_workloads(cluster_opts *o) {
   if (n <= 0) return usage_error("--workload '%s' is not a list of MODEL:N", o->workloads);
   for (int i = 0; i < n; i++) {
     char *colon = strrchr(items[i], ':');
-    if (!colon || colon == items[i] || !cli_parse_int(colon + 1, 1, WORKLOAD_MAX_REQUESTS,
+    if (!colon || colon == items[i] || !flags_parse_int(colon + 1, 1, WORKLOAD_MAX_REQUESTS,
                                                       &o->work[i].n))
       return usage_error("--workload: '%s' is not MODEL:N", items[i]);
     *colon = 0;
@@ -156,21 +157,21 @@ static int parse(int argc, char **argv, cluster_opts *o) {
     }
     if (!v) return usage_error("unknown flag or missing value: %s", a);
     bool ok = true;
-    if (strcmp(a, "--agents") == 0) ok = cli_parse_int(v, 1, LOCALCLUSTER_MAX_AGENTS, &o->agents);
+    if (strcmp(a, "--agents") == 0) ok = flags_parse_int(v, 1, LOCALCLUSTER_MAX_AGENTS, &o->agents);
     else if (strcmp(a, "--speeds") == 0) o->speeds = v;
     else if (strcmp(a, "--names") == 0) o->names = v;
-    else if (strcmp(a, "--link-mbps") == 0) ok = cli_parse_double(v, 0, 1e6, &o->link_mbps);
-    else if (strcmp(a, "--link-rtt-ms") == 0) ok = cli_parse_double(v, 0, 1e5, &o->link_rtt_ms);
-    else if (strcmp(a, "--threads") == 0) ok = cli_parse_int(v, 1, 256, &o->threads);
+    else if (strcmp(a, "--link-mbps") == 0) ok = flags_parse_double(v, 0, 1e6, &o->link_mbps);
+    else if (strcmp(a, "--link-rtt-ms") == 0) ok = flags_parse_double(v, 0, 1e5, &o->link_rtt_ms);
+    else if (strcmp(a, "--threads") == 0) ok = flags_parse_int(v, 1, 256, &o->threads);
     else if (strcmp(a, "--db") == 0) o->lc.db_path = v;
-    else if (strcmp(a, "--port") == 0) ok = cli_parse_int(v, 0, 65535, &o->lc.port);
+    else if (strcmp(a, "--port") == 0) ok = flags_parse_int(v, 0, 65535, &o->lc.port);
     else if (strcmp(a, "--models") == 0) o->lc.models = v;
     else if (strcmp(a, "--planner") == 0) o->lc.planner = v;
     else if (strcmp(a, "--logs") == 0) o->lc.log_dir = v;
     else if (strcmp(a, "--scheduler-bin") == 0) o->lc.scheduler_bin = v;
     else if (strcmp(a, "--agent-bin") == 0) o->lc.agent_bin = v;
     else if (strcmp(a, "--up-timeout-ms") == 0)
-      ok = cli_parse_int(v, 1, 3600 * 1000, &o->up_timeout_ms);
+      ok = flags_parse_int(v, 1, 3600 * 1000, &o->up_timeout_ms);
     else if (strcmp(a, "--workload") == 0) o->workloads = v;
     else if (strcmp(a, "--run") == 0) o->run = v;
     else return usage_error("unknown flag: %s", a);

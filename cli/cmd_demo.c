@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli/flags.h"
 #include "cli/cli.h"
 #include "cli/sample.h"
 #include "runtime/err.h"
@@ -23,6 +24,7 @@
 #include "runtime/preprocess.h"
 #include "runtime/xexec.h"
 #include "runtime/zoo.h"
+#include "runtime/stats.h"
 
 enum {
   DEMO_DEFAULT_RUNS = 20,
@@ -90,7 +92,7 @@ static err_code demo_model(const char *name, const demo_opts *o,
     t[i] = cli_now_ms() - t0;
   }
   if (rc == ERR_OK) {
-    r->median_ms = cli_median(t, o->runs);
+    r->median_ms = stats_median(t, o->runs);
     r->min_ms = t[0];
     r->top_class = 0;
     for (size_t i = 1; i < n_out; i++)
@@ -161,7 +163,7 @@ static err_code demo_parse(int argc, char **argv, demo_opts *o, err *e) {
       return err_set(e, ERR_INVALID, "unknown flag '%s'", a);
     }
     if (num) {
-      if (!cli_parse_int(v, lo, hi, num))
+      if (!flags_parse_int(v, lo, hi, num))
         return err_set(e, ERR_INVALID, "%s needs an integer in [%d, %d]", a,
                        lo, hi);
       i++;

@@ -7,6 +7,9 @@
  * of each model on the synthetic steel surface (sample.h), one after the
  * other, and prints the plan, each device's compute and transfer times, the
  * median end-to-end latency, and the speedup over one emulated Pi 3B+.
+ * With several planners (--planners; default exact, heuristic and
+ * proportional) each model is served by each in turn on the same cluster
+ * and the table compares their measured latencies.
  *
  * The baseline is measured by the same rule the agents emulate by: the
  * model (the very graph the scheduler serves: modelspec_build of the same
@@ -20,31 +23,34 @@
  *
  * `edgedi demo --local` is the single-device demo (cmd_demo.c) instead.
  */
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include "cli/flags.h"
 #include "cli/cli.h"
+#include "cli/baseline.h"
 #include "cli/client.h"
 #include "cli/localcluster.h"
 #include "cli/procs.h"
 #include "cli/show.h"
 #include "cli/workload.h"
 #include "proto/edgedi.pb-c.h"
-#include "runtime/modelspec.h"
-#include "runtime/preprocess.h"
 #include "runtime/protocol.h"
 #include "runtime/stats.h"
-#include "runtime/xexec.h"
+#include "scheduler/plan.h"
 
 enum {
   DEMO_REQUESTS = 20,
   DEMO_WARMUP_REQUESTS = 2, /* first use of a strip shape prepares it on the agent */
   DEMO_BASELINE_RUNS = 10,
   DEMO_MAX_MODELS = 4,
+  DEMO_MAX_PLANNERS = 4,
+  DEMO_SETTLE_REQUESTS = 3, /* per planner, before any timed run: see demo_model */
   DEMO_SIDE_PX = 200, /* the zoo's default input, as NEU-CLS */
 };
 
@@ -75,6 +81,8 @@ static void usage(FILE *f) {
           "  the plan, per-device times, the median latency, the speedup over one\n"
           "  emulated Pi 3B+, the bound sum(speeds)/slowest and bytes moved.\n"
           "  --models LIST       default vgg16c,resnet18c\n"
+          "  --planners LIST     planners to compare, each serving every model\n"
+          "                      (default exact,heuristic,proportional)\n"
           "  --requests N        timed requests per model (default %d)\n"
           "  --baseline-runs N   single-device runs for the baseline (default %d)\n"
           "  --dir DIR           database and logs (default: a new /tmp/edgedi-demo-*)\n"
@@ -88,73 +96,28 @@ typedef struct demo_opts {
   char models_buf[256];
   const char *models[DEMO_MAX_MODELS];
   int n_models, requests, baseline_runs;
+  char planners_buf[128];
+  const char *planners[DEMO_MAX_PLANNERS];
+  int n_planners;
   const char *dir, *scheduler_bin, *agent_bin;
 } demo_opts;
 
-typedef struct baseline {
-  double cpu_ms;      /* median thread CPU time of a whole run here */
-  double board_ms;    /* the same on a Pi 3B+: cpu_ms / PI3B_SPEED */
-  double gflop;
-  float *logits;
-  size_t n_logits;
-} baseline;
 
-typedef struct outcome {
-  baseline base;
+/* What the model whole takes on one emulated Pi 3B+: the baseline's thread
+ * CPU time stretched as the agents stretch theirs. */
+static double board_ms(const baseline *b) { return b->cpu_ms / PI3B_SPEED; }
+
+/* One planner serving one model. */
+typedef struct served {
   workload_result w;
   double speedup, rel_diff;
   bool ok;
+} served;
+
+typedef struct outcome {
+  baseline base;
+  served by[DEMO_MAX_PLANNERS]; /* per planner, in opts order */
 } outcome;
-
-static double thread_cpu_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-  return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
-}
-
-/* The model run whole here, as the scheduler builds it, on the gray image. */
-static err_code measure_baseline(const char *name, const Edgedi__V1__Image *img, int runs,
-                                 baseline *b, err *e) {
-  memset(b, 0, sizeof *b);
-  Edgedi__V1__ModelSpec spec = EDGEDI__V1__MODEL_SPEC__INIT;
-  spec.name = (char *)name;
-  spec.zoo = (char *)name; /* what the scheduler's --models preload asks for */
-  model *m = NULL;
-  xexec *x = NULL;
-  float *input = NULL;
-  double *t = calloc((size_t)runs, sizeof *t);
-  char digest[MODELSPEC_DIGEST_BYTES];
-  err_code rc = t ? modelspec_build(&spec, &m, digest, e)
-                  : err_set(e, ERR_NOMEM, "out of memory");
-  if (rc == ERR_OK) rc = xexec_create(m, 1, &x, e);
-  if (rc == ERR_OK) {
-    b->gflop = model_flops(m) / 1e9;
-    b->n_logits = model_shape_elems(model_tensor_shape(m, m->n_layers - 1));
-    input = malloc(model_shape_elems(m->input) * sizeof *input);
-    b->logits = malloc(b->n_logits * sizeof *b->logits);
-    if (!input || !b->logits) rc = err_set(e, ERR_NOMEM, "out of memory");
-  }
-  for (int i = -1; i < runs && rc == ERR_OK; i++) { /* run -1: warm-up */
-    double c0 = thread_cpu_ms();
-    preprocess_image pi = preprocess_whole(PREPROCESS_U8, img->u8.data, (int)img->height,
-                                           (int)img->width, (int)img->channels);
-    rc = preprocess_rows(&pi, m->input, (model_rows){0, m->input.h}, input, e);
-    if (rc == ERR_OK) rc = xexec_run(x, input, b->logits, e);
-    if (i >= 0) t[i] = thread_cpu_ms() - c0;
-  }
-  if (rc == ERR_OK) {
-    b->cpu_ms = cli_median(t, runs);
-    b->board_ms = b->cpu_ms / PI3B_SPEED;
-  } else {
-    free(b->logits);
-    b->logits = NULL;
-  }
-  free(t);
-  free(input);
-  xexec_destroy(x);
-  model_destroy(m);
-  return rc;
-}
 
 static void print_devices(const workload_result *w) {
   printf("  per device (median of %d requests; rows: output rows of the last segment):\n",
@@ -173,12 +136,14 @@ static void print_devices(const workload_result *w) {
   }
 }
 
-/* Plan, requests, report for one model. */
-static err_code demo_model(rpc_channel *ch, const char *name, const Edgedi__V1__Image *img,
-                           const demo_opts *o, double bound, outcome *out, err *e) {
-  printf("\n== %s ==\n", name);
+/* Requests of `name` planned by `planner`, and their report. */
+static err_code serve(rpc_channel *ch, const char *name, const char *planner,
+                      const Edgedi__V1__Image *img, const demo_opts *o, double bound,
+                      const baseline *base, served *out, err *e) {
+  printf("\n== %s, planner %s ==\n", name, planner);
   Edgedi__V1__PlanReply *p = NULL;
-  if (client_plan(ch, name, NULL, &p, e) != GRPC_STATUS_OK) return err_wrap(e, "Plan %s", name);
+  if (client_plan(ch, name, planner, &p, e) != GRPC_STATUS_OK)
+    return err_wrap(e, "Plan %s", name);
   show_plan(stdout, p, false);
   rpc_free((ProtobufCMessage *)p);
   fflush(stdout);
@@ -186,16 +151,17 @@ static err_code demo_model(rpc_channel *ch, const char *name, const Edgedi__V1__
   Edgedi__V1__InferRequest req = EDGEDI__V1__INFER_REQUEST__INIT;
   req.protocol_version = EDGEDI_PROTOCOL_VERSION;
   req.model = (char *)name;
+  req.planner = (char *)planner;
   req.image = (Edgedi__V1__Image *)img;
   err_code rc = workload_run(ch, &req, DEMO_WARMUP_REQUESTS, o->requests, procs_stop_requested,
                              &out->w, e);
   if (rc != ERR_OK) return rc;
   const workload_result *w = &out->w;
   print_devices(w);
-  out->speedup = out->base.board_ms / w->median_ms;
+  out->speedup = board_ms(base) / w->median_ms;
   const Edgedi__V1__InferReply *last = w->last;
-  out->rel_diff = last->n_logits == out->base.n_logits
-                      ? stats_max_rel_diff(last->logits, out->base.logits, last->n_logits)
+  out->rel_diff = last->n_logits == base->n_logits
+                      ? stats_max_rel_diff(last->logits, base->logits, last->n_logits)
                       : INFINITY;
   out->ok = out->rel_diff <= EXACT_REL_TOLERANCE;
   char moved[32], all[32], cls[32];
@@ -205,7 +171,7 @@ static err_code demo_model(rpc_channel *ch, const char *name, const Edgedi__V1__
          w->one_plan ? "" : " [the plan changed between requests]");
   printf("  one emulated Pi 3B+ running it whole: %.1f ms (%.2f GFLOP; %.2f ms thread CPU "
          "here / %.2g)\n",
-         out->base.board_ms, out->base.gflop, out->base.cpu_ms, PI3B_SPEED);
+         board_ms(base), base->gflop, base->cpu_ms, PI3B_SPEED);
   printf("  speedup %.2fx, bound %.2fx, speedup/bound %.2f\n", out->speedup, bound,
          out->speedup / bound);
   printf("  bytes moved per request %s; gathering whole maps at every segment: %s "
@@ -222,8 +188,46 @@ static err_code demo_model(rpc_channel *ch, const char *name, const Edgedi__V1__
   return ERR_OK;
 }
 
+/* Every planner on one model. The devices' cost models are refitted from
+ * every request (per device and model), so a planner served later would
+ * plan with better-fitted models than one served first: a few untimed
+ * requests of each planner come first, and every timed run after them
+ * starts from models that have seen all the planners' strip shapes. */
+static err_code demo_model(rpc_channel *ch, const char *name, const Edgedi__V1__Image *img,
+                           const demo_opts *o, double bound, outcome *out, err *e) {
+  if (o->n_planners > 1) {
+    for (int k = 0; k < o->n_planners; k++) {
+      Edgedi__V1__InferRequest req = EDGEDI__V1__INFER_REQUEST__INIT;
+      req.protocol_version = EDGEDI_PROTOCOL_VERSION;
+      req.model = (char *)name;
+      req.planner = (char *)o->planners[k];
+      req.image = (Edgedi__V1__Image *)img;
+      workload_result w;
+      err_code rc = workload_run(ch, &req, 0, DEMO_SETTLE_REQUESTS, procs_stop_requested, &w, e);
+      workload_free(&w);
+      if (rc != ERR_OK) return err_wrap(e, "%s with planner %s", name, o->planners[k]);
+    }
+  }
+  for (int k = 0; k < o->n_planners; k++) {
+    err_code rc = serve(ch, name, o->planners[k], img, o, bound, &out->base, &out->by[k], e);
+    if (rc != ERR_OK) return err_wrap(e, "planner %s", o->planners[k]);
+  }
+  return ERR_OK;
+}
+
+/* Splits a comma-separated list in place; false when it has more than max. */
+static bool split_list(char *buf, const char **items, int max, int *n) {
+  *n = 0;
+  for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ",")) {
+    if (*n == max) return false;
+    items[(*n)++] = tok;
+  }
+  return true;
+}
+
 static int parse(int argc, char **argv, demo_opts *o) {
   snprintf(o->models_buf, sizeof o->models_buf, "vgg16c,resnet18c");
+  snprintf(o->planners_buf, sizeof o->planners_buf, "exact,heuristic,proportional");
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
     if (cli_is_help(a)) {
@@ -233,9 +237,12 @@ static int parse(int argc, char **argv, demo_opts *o) {
     bool ok = v != NULL;
     if (ok && strcmp(a, "--models") == 0)
       ok = snprintf(o->models_buf, sizeof o->models_buf, "%s", v) < (int)sizeof o->models_buf;
-    else if (ok && strcmp(a, "--requests") == 0) ok = cli_parse_int(v, 1, 10000, &o->requests);
+    else if (ok && strcmp(a, "--planners") == 0)
+      ok = snprintf(o->planners_buf, sizeof o->planners_buf, "%s", v) <
+           (int)sizeof o->planners_buf;
+    else if (ok && strcmp(a, "--requests") == 0) ok = flags_parse_int(v, 1, 10000, &o->requests);
     else if (ok && strcmp(a, "--baseline-runs") == 0)
-      ok = cli_parse_int(v, 1, 1000, &o->baseline_runs);
+      ok = flags_parse_int(v, 1, 1000, &o->baseline_runs);
     else if (ok && strcmp(a, "--dir") == 0) o->dir = v;
     else if (ok && strcmp(a, "--scheduler-bin") == 0) o->scheduler_bin = v;
     else if (ok && strcmp(a, "--agent-bin") == 0) o->agent_bin = v;
@@ -247,28 +254,36 @@ static int parse(int argc, char **argv, demo_opts *o) {
     }
     i++;
   }
-  for (char *tok = strtok(o->models_buf, ","); tok; tok = strtok(NULL, ",")) {
-    if (o->n_models == DEMO_MAX_MODELS) {
-      fprintf(stderr, "edgedi demo: at most %d models\n", DEMO_MAX_MODELS);
+  if (!split_list(o->models_buf, o->models, DEMO_MAX_MODELS, &o->n_models) ||
+      !split_list(o->planners_buf, o->planners, DEMO_MAX_PLANNERS, &o->n_planners)) {
+    fprintf(stderr, "edgedi demo: at most %d models and %d planners\n", DEMO_MAX_MODELS,
+            DEMO_MAX_PLANNERS);
+    return CLI_EXIT_USAGE;
+  }
+  for (int k = 0; k < o->n_planners; k++)
+    if (!plan_find(o->planners[k])) {
+      fprintf(stderr, "edgedi demo: unknown planner '%s'\n", o->planners[k]);
       return CLI_EXIT_USAGE;
     }
-    o->models[o->n_models++] = tok;
-  }
-  return o->n_models ? 0 : CLI_EXIT_USAGE;
+  return o->n_models && o->n_planners ? 0 : CLI_EXIT_USAGE;
 }
 
 static void print_summary(const demo_opts *o, const outcome *out, int n, double bound) {
   printf("\n== summary (emulated boards on one machine; latency = median of %d) ==\n",
          o->requests);
-  printf("%-10s %12s %11s %8s %6s %8s %10s %11s %7s\n", "model", "1xPi3B+_ms", "cluster_ms",
-         "speedup", "bound", "ratio", "moved/req", "gather_all", "exact");
-  for (int i = 0; i < n; i++) {
-    char moved[32], all[32];
-    printf("%-10s %12.1f %11.1f %7.2fx %5.1fx %8.2f %10s %11s %7s\n", o->models[i],
-           out[i].base.board_ms, out[i].w.median_ms, out[i].speedup, bound,
-           out[i].speedup / bound, cli_bytes(out[i].w.bytes_moved, moved, sizeof moved),
-           cli_bytes(out[i].w.bytes_gather_all, all, sizeof all), out[i].ok ? "yes" : "NO");
-  }
+  printf("%-10s %-13s %12s %11s %12s %8s %6s %6s %10s %11s %6s\n", "model", "planner",
+         "1xPi3B+_ms", "cluster_ms", "predicted_ms", "speedup", "bound", "ratio", "moved/req",
+         "gather_all", "exact");
+  for (int i = 0; i < n; i++)
+    for (int k = 0; k < o->n_planners; k++) {
+      const served *sv = &out[i].by[k];
+      char moved[32], all[32];
+      printf("%-10s %-13s %12.1f %11.1f %12.1f %7.2fx %5.1fx %6.2f %10s %11s %6s\n",
+             o->models[i], o->planners[k], board_ms(&out[i].base), sv->w.median_ms,
+             sv->w.predicted_ms, sv->speedup, bound, sv->speedup / bound,
+             cli_bytes(sv->w.bytes_moved, moved, sizeof moved),
+             cli_bytes(sv->w.bytes_gather_all, all, sizeof all), sv->ok ? "yes" : "NO");
+    }
 }
 
 static int demo_cluster(const demo_opts *o) {
@@ -277,6 +292,10 @@ static int demo_cluster(const demo_opts *o) {
   char dir[LOCALCLUSTER_PATH_BYTES], db[LOCALCLUSTER_PATH_BYTES + 16];
   if (o->dir) {
     snprintf(dir, sizeof dir, "%s", o->dir);
+    if (mkdir(dir, 0755) != 0 && errno != EEXIST) {
+      fprintf(stderr, "edgedi demo: --dir %s: %s\n", dir, strerror(errno));
+      return CLI_EXIT_FAIL;
+    }
   } else {
     snprintf(dir, sizeof dir, "/tmp/edgedi-demo-XXXXXX");
     if (!mkdtemp(dir)) {
@@ -334,7 +353,7 @@ static int demo_cluster(const demo_opts *o) {
   printf("\nmeasuring the baseline: each model whole on one thread here, %d runs\n",
          o->baseline_runs);
   for (int i = 0; i < o->n_models && status == CLI_EXIT_OK; i++) {
-    if (measure_baseline(o->models[i], &img, o->baseline_runs, &out[i].base, &e) != ERR_OK) {
+    if (baseline_measure(o->models[i], &img, o->baseline_runs, &out[i].base, &e) != ERR_OK) {
       fprintf(stderr, "edgedi demo: baseline of %s: %s\n", o->models[i], e.msg);
       status = CLI_EXIT_FAIL;
     }
@@ -364,17 +383,17 @@ static int demo_cluster(const demo_opts *o) {
     if (demo_model(ch, o->models[i], &img, o, bound, &out[i], &e) != ERR_OK) {
       fprintf(stderr, "edgedi demo: %s: %s\n", o->models[i], e.msg);
       status = CLI_EXIT_FAIL;
-    } else if (!out[i].ok) {
-      status = CLI_EXIT_FAIL;
     }
+    for (int k = 0; k < o->n_planners; k++)
+      if (status == CLI_EXIT_OK && !out[i].by[k].ok) status = CLI_EXIT_FAIL;
   }
   rpc_channel_destroy(ch);
   if (c && !localcluster_stop(c)) fprintf(stderr, "edgedi demo: a child did not stop cleanly\n");
   localcluster_destroy(c);
   if (done == o->n_models) print_summary(o, out, done, bound);
   for (int i = 0; i < o->n_models; i++) {
-    workload_free(&out[i].w);
-    free(out[i].base.logits);
+    for (int k = 0; k < o->n_planners; k++) workload_free(&out[i].by[k].w);
+    baseline_free(&out[i].base);
   }
   free(px);
   printf("\ndemo %s in %.0f s. History: edgedi history --db %s\n",

@@ -11,8 +11,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cli/flags.h"
 #include "cli/cli.h"
 #include "storage/store.h"
+#include "runtime/stats.h"
 
 enum {
   HISTORY_DEFAULT_LIMIT = 20,
@@ -115,7 +117,7 @@ static void print_summary(const store_request_row *v, size_t n) {
     model_sum *s = &sums[k];
     char med[16] = "-", mv[24] = "-", ga[24] = "-", ratio[16] = "-";
     if (s->ok) {
-      snprintf(med, sizeof med, "%.1f", cli_median(s->lat, s->ok));
+      snprintf(med, sizeof med, "%.1f", stats_median(s->lat, s->ok));
       cli_bytes(s->moved / (unsigned long long)s->ok, mv, sizeof mv);
       if (s->gather) cli_bytes(s->gather / (unsigned long long)s->ok, ga, sizeof ga);
       if (s->gather && s->moved)
@@ -139,7 +141,7 @@ int cmd_history(int argc, char **argv) {
     }
     if (strcmp(a, "--db") == 0 && v) db = argv[++i];
     else if (strcmp(a, "--limit") == 0 && v) {
-      if (!cli_parse_int(v, 1, HISTORY_MAX_LIMIT, &limit)) {
+      if (!flags_parse_int(v, 1, HISTORY_MAX_LIMIT, &limit)) {
         fprintf(stderr, "edgedi history: --limit needs 1 to %d, not '%s'\n", HISTORY_MAX_LIMIT,
                 v);
         return CLI_EXIT_USAGE;

@@ -10,11 +10,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli/flags.h"
 #include "cli/cli.h"
 #include "cli/client.h"
 #include "cli/imagefile.h"
 #include "cli/show.h"
 #include "runtime/protocol.h"
+#include "runtime/stats.h"
 
 enum { INFER_MAX_REPEAT = 100000 };
 
@@ -55,12 +57,12 @@ static int parse(int argc, char **argv, infer_opts *o) {
     else if (strcmp(a, "--raw") == 0 && v) o->raw = v;
     else if (strcmp(a, "--planner") == 0 && v) o->planner = v;
     else if (strcmp(a, "--deadline-ms") == 0 && v) {
-      if (!cli_parse_int(v, 1, 3600 * 1000, &o->deadline_ms)) {
+      if (!flags_parse_int(v, 1, 3600 * 1000, &o->deadline_ms)) {
         fprintf(stderr, "edgedi infer: --deadline-ms needs 1 to 3600000, not '%s'\n", v);
         return CLI_EXIT_USAGE;
       }
     } else if (strcmp(a, "--repeat") == 0 && v) {
-      if (!cli_parse_int(v, 1, INFER_MAX_REPEAT, &o->repeat)) {
+      if (!flags_parse_int(v, 1, INFER_MAX_REPEAT, &o->repeat)) {
         fprintf(stderr, "edgedi infer: --repeat needs 1 to %d, not '%s'\n", INFER_MAX_REPEAT, v);
         return CLI_EXIT_USAGE;
       }
@@ -152,7 +154,7 @@ int cmd_infer(int argc, char **argv) {
            im.channels, im.f32 ? "float32" : "uint8");
     show_infer(stdout, r);
     if (o.repeat > 1) {
-      double median = cli_median(lat, o.repeat); /* sorts: lat[0] is the minimum */
+      double median = stats_median(lat, o.repeat); /* sorts: lat[0] is the minimum */
       printf("%d requests: median %.2f ms, min %.2f ms, max %.2f ms\n", o.repeat, median,
              lat[0], lat[o.repeat - 1]);
     }

@@ -19,8 +19,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli/flags.h"
 #include "cli/cli.h"
 #include "cli/imagefile.h"
+#include "cli/files.h"
 #include "runtime/err.h"
 #include "runtime/fuse.h"
 #include "runtime/model.h"
@@ -29,10 +31,12 @@
 #include "runtime/preprocess.h"
 #include "runtime/xexec.h"
 #include "runtime/zoo.h"
+#include "runtime/stats.h"
 
 enum {
   RUN_MAX_RUNS = 100000,
   RUN_MAX_THREADS = 256,
+  RUN_MAX_INPUT_BYTES = 1 << 30, /* a raw tensor or an image file */
   RUN_WARMUP_RUNS = 1, /* first run pays for page faults and caches */
 };
 
@@ -76,14 +80,14 @@ static int run_parse(int argc, char **argv, run_opts *o) {
     if (strcmp(a, "--input") == 0 && v) o->input = v, i++;
     else if (strcmp(a, "--output") == 0 && v) o->output = v, i++;
     else if (strcmp(a, "--threads") == 0 && v) {
-      if (!cli_parse_int(v, 1, RUN_MAX_THREADS, &o->threads)) {
+      if (!flags_parse_int(v, 1, RUN_MAX_THREADS, &o->threads)) {
         fprintf(stderr, "edgedi run: --threads needs 1 to %d, not '%s'\n",
                 RUN_MAX_THREADS, v);
         return CLI_EXIT_USAGE;
       }
       i++;
     } else if (strcmp(a, "--runs") == 0 && v) {
-      if (!cli_parse_int(v, 1, RUN_MAX_RUNS, &o->runs)) {
+      if (!flags_parse_int(v, 1, RUN_MAX_RUNS, &o->runs)) {
         fprintf(stderr, "edgedi run: --runs needs 1 to %d, not '%s'\n",
                 RUN_MAX_RUNS, v);
         return CLI_EXIT_USAGE;
@@ -107,32 +111,14 @@ static int run_parse(int argc, char **argv, run_opts *o) {
   return 0;
 }
 
-/* The whole file, or NULL with *e set. */
-static void *read_file(const char *path, size_t *len, err *e) {
-  FILE *f = fopen(path, "rb");
-  if (!f) return err_set(e, ERR_IO, "cannot open '%s': %s", path, strerror(errno)), NULL;
-  void *buf = NULL;
-  long size = -1;
-  if (fseek(f, 0, SEEK_END) == 0) size = ftell(f);
-  if (size >= 0 && fseek(f, 0, SEEK_SET) == 0 &&
-      (buf = malloc((size_t)size + 1)) &&
-      fread(buf, 1, (size_t)size, f) == (size_t)size) {
-    fclose(f);
-    *len = (size_t)size;
-    return buf;
-  }
-  free(buf);
-  fclose(f);
-  return err_set(e, ERR_IO, "cannot read '%s'", path), NULL;
-}
-
 /* The model input (NHWC) from IN: raw NCHW float32 of exactly the input's
  * size, else an image file. */
 static err_code load_input(const char *path, model_shape in, float *nhwc,
                            err *e) {
   size_t want = model_shape_elems(in) * sizeof(float), len = 0;
-  uint8_t *raw = read_file(path, &len, e);
-  if (!raw) return e->code;
+  uint8_t *raw = NULL;
+  err_code rc = files_read_all(path, RUN_MAX_INPUT_BYTES, &raw, &len, e);
+  if (rc != ERR_OK) return rc;
   if (len == want) {
     float *nchw = malloc(want);
     if (!nchw) {
@@ -160,27 +146,11 @@ static err_code load_input(const char *path, model_shape in, float *nhwc,
                    path, len, in.c, in.h, in.w, want, ie.msg);
   preprocess_image img = preprocess_whole(PREPROCESS_U8, im.data, im.height,
                                           im.width, im.channels);
-  err_code rc = preprocess_check(&img, in, e);
+  rc = preprocess_check(&img, in, e);
   if (rc == ERR_OK) rc = preprocess_rows(&img, in, (model_rows){0, in.h}, nhwc, e);
   imagefile_free(&im);
   if (rc != ERR_OK) err_wrap(e, "image '%s'", path);
   return rc;
-}
-
-static err_code write_output(const char *path, const float *v, size_t n,
-                             err *e) {
-  FILE *f = fopen(path, "wb");
-  if (!f) return err_set(e, ERR_IO, "cannot create '%s': %s", path, strerror(errno));
-  bool ok = true;
-  for (size_t i = 0; i < n && ok; i++) {
-    uint32_t bits;
-    memcpy(&bits, &v[i], 4);
-    const uint8_t le[4] = {(uint8_t)bits, (uint8_t)(bits >> 8),
-                           (uint8_t)(bits >> 16), (uint8_t)(bits >> 24)};
-    ok = fwrite(le, 1, 4, f) == 4;
-  }
-  ok = fclose(f) == 0 && ok;
-  return ok ? ERR_OK : err_set(e, ERR_IO, "cannot write '%s'", path);
 }
 
 typedef struct run_result {
@@ -222,10 +192,10 @@ static err_code run_model(const run_opts *o, run_result *r, err *e) {
     if (i >= RUN_WARMUP_RUNS) ms[i - RUN_WARMUP_RUNS] = cli_now_ms() - t0;
   }
   if (rc != ERR_OK) goto done;
-  r->median_ms = cli_median(ms, o->runs);
+  r->median_ms = stats_median(ms, o->runs);
   if (r->io.output_nchw) onnx_nhwc_to_nchw(out, os, r->out);
   else memcpy(r->out, out, r->n_out * sizeof *out);
-  if (o->output) rc = write_output(o->output, r->out, r->n_out, e);
+  if (o->output) rc = files_write_f32(o->output, r->out, r->n_out, e);
 done:
   xexec_destroy(x);
   model_destroy(f);
@@ -284,7 +254,7 @@ int cmd_export(int argc, char **argv) {
     else if (strcmp(a, "--classes") == 0) target = &zo.classes, hi = ZOO_MAX_CLASSES;
     else if (strcmp(a, "--seed") == 0) {
       int seed;
-      if (!v || !cli_parse_int(v, 0, 1 << 30, &seed)) {
+      if (!v || !flags_parse_int(v, 0, 1 << 30, &seed)) {
         fprintf(stderr, "edgedi export: --seed needs 0 to %d\n", 1 << 30);
         return CLI_EXIT_USAGE;
       }
@@ -308,7 +278,7 @@ int cmd_export(int argc, char **argv) {
       fprintf(stderr, "edgedi export: unexpected argument '%s'\n", a);
       return CLI_EXIT_USAGE;
     }
-    if (!v || !cli_parse_int(v, lo, hi, target)) {
+    if (!v || !flags_parse_int(v, lo, hi, target)) {
       fprintf(stderr, "edgedi export: %s needs %d to %d\n", a, lo, hi);
       return CLI_EXIT_USAGE;
     }

@@ -26,6 +26,10 @@ static const cli_command commands[] = {
     {"model", cmd_model, "`model add NAME ...`: load a zoo model"},
     {"run", cmd_run, "run an ONNX model on this device (raw tensor or image)"},
     {"export", cmd_export, "write a zoo model as an ONNX file"},
+    {"eval", cmd_eval,
+     "accuracy, size and latency of an ONNX model on a labelled folder"},
+    {"prune", cmd_prune,
+     "L1-norm filter pruning of an ONNX model under an accuracy floor"},
     {"help", cmd_help, "this list, or `edgedi help <command>`"},
 };
 enum { N_COMMANDS = sizeof commands / sizeof commands[0] };

@@ -14,52 +14,15 @@
 
 #include <stb/stb_image.h>
 
-/* The whole file into memory, at most IMAGEFILE_MAX_BYTES. */
-static err_code read_file(const char *path, unsigned char **data, size_t *len, err *e) {
-  FILE *f = fopen(path, "rb");
-  if (!f) return err_set(e, ERR_IO, "cannot open %s: %s", path, strerror(errno));
-  unsigned char *buf = NULL;
-  size_t n = 0, cap = 0;
-  err_code rc = ERR_OK;
-  for (;;) {
-    if (n == cap) {
-      size_t ncap = cap ? cap * 2 : 1 << 16;
-      if (ncap > (size_t)IMAGEFILE_MAX_BYTES + 1) ncap = (size_t)IMAGEFILE_MAX_BYTES + 1;
-      if (ncap == cap) {
-        rc = err_set(e, ERR_INVALID, "%s is larger than %d MB", path, IMAGEFILE_MAX_BYTES >> 20);
-        break;
-      }
-      unsigned char *nb = realloc(buf, ncap);
-      if (!nb) {
-        rc = err_set(e, ERR_NOMEM, "out of memory reading %s", path);
-        break;
-      }
-      buf = nb, cap = ncap;
-    }
-    size_t got = fread(buf + n, 1, cap - n, f);
-    n += got;
-    if (got == 0) {
-      if (ferror(f)) rc = err_set(e, ERR_IO, "cannot read %s", path);
-      break;
-    }
-  }
-  fclose(f);
-  if (rc != ERR_OK) {
-    free(buf);
-    return rc;
-  }
-  *data = buf;
-  *len = n;
-  return ERR_OK;
-}
+#include "cli/files.h"
 
 err_code imagefile_load(const char *path, imagefile *out, err *e) {
   *out = (imagefile){0};
-  unsigned char *file = NULL;
+  uint8_t *file = NULL;
   size_t len = 0;
-  err_code rc = read_file(path, &file, &len, e);
+  err_code rc = files_read_all(path, IMAGEFILE_MAX_BYTES, &file, &len, e);
   if (rc != ERR_OK) return rc;
-  /* len fits an int: read_file stops at IMAGEFILE_MAX_BYTES. */
+  /* len fits an int: files_read_all stops at IMAGEFILE_MAX_BYTES. */
   int w = 0, h = 0, n = 0;
   if (!stbi_info_from_memory(file, (int)len, &w, &h, &n)) {
     rc = err_set(e, ERR_CORRUPT, "%s: not an image stb_image can read (%s)", path,
@@ -116,9 +79,9 @@ err_code imagefile_parse_shape(const char *s, int *h, int *w, int *c, err *e) {
 err_code imagefile_load_raw(const char *path, int h, int w, int c, bool f32, imagefile *out,
                             err *e) {
   *out = (imagefile){0};
-  unsigned char *file = NULL;
+  uint8_t *file = NULL;
   size_t len = 0;
-  err_code rc = read_file(path, &file, &len, e);
+  err_code rc = files_read_all(path, IMAGEFILE_MAX_BYTES, &file, &len, e);
   if (rc != ERR_OK) return rc;
   size_t want = (size_t)h * (size_t)w * (size_t)c * (f32 ? 4 : 1);
   if (len != want) {

@@ -23,8 +23,7 @@ static int name_width(const char *const *names, size_t n, int min) {
 
 /* ---- plans ------------------------------------------------------------------ */
 
-/* Device names in order of first appearance over all segments. */
-static size_t plan_devices(const Edgedi__V1__PlanReply *p, const char **names, size_t max) {
+size_t show_plan_devices(const Edgedi__V1__PlanReply *p, const char **names, size_t max) {
   size_t n = 0;
   for (size_t s = 0; s < p->n_segments; s++)
     for (size_t k = 0; k < p->segments[s]->n_parts; k++) {
@@ -42,7 +41,7 @@ static uint32_t rows_of(const Edgedi__V1__RowRange *r) {
 
 void show_plan(FILE *f, const Edgedi__V1__PlanReply *p, bool detail) {
   const char *names[MAX_COLS];
-  size_t nd = plan_devices(p, names, MAX_COLS);
+  size_t nd = show_plan_devices(p, names, MAX_COLS);
   int w = name_width(names, nd, 7);
   fprintf(f, "plan %016llx of %s (planner %s): %zu segments, head from layer %u\n",
           (unsigned long long)p->plan_id, p->model, p->planner, p->n_segments,

@@ -15,6 +15,9 @@
  * part's rows, input rows (halo included), GFLOP, predicted compute and
  * transfer and bytes too. */
 void show_plan(FILE *f, const Edgedi__V1__PlanReply *p, bool detail);
+/* The devices a plan gives rows, in order of first appearance over its
+ * segments, at most max; returns their count. */
+size_t show_plan_devices(const Edgedi__V1__PlanReply *p, const char **names, size_t max);
 void show_plan_json(FILE *f, const Edgedi__V1__PlanReply *p);
 
 /* State and cost model of every device. */

@@ -11,9 +11,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cli/cli.h"
 #include "cli/client.h"
 #include "cli/sample.h"
+#include "runtime/stats.h"
 
 /* The device's slot, added on first sight; NULL when the table is full. */
 static workload_device *device_slot(workload_result *r, const char *name) {
@@ -79,16 +79,16 @@ err_code workload_run(rpc_channel *ch, const Edgedi__V1__InferRequest *req, int 
     out->n = k + 1;
   }
   if (rc == ERR_OK) {
-    out->median_ms = cli_median(lat, n); /* sorted: the ends are min and max */
+    out->median_ms = stats_median(lat, n); /* sorted: the ends are min and max */
     out->min_ms = lat[0];
     out->max_ms = lat[n - 1];
-    out->predicted_ms = cli_median(pred, n);
+    out->predicted_ms = stats_median(pred, n);
     for (int i = 0; i < out->n_devices; i++) {
       workload_device *d = &out->devices[i];
       double *series = dev + (size_t)i * 3 * per;
-      d->compute_ms = cli_median(series, d->replies);
-      d->transfer_ms = cli_median(series + per, d->replies);
-      d->predicted_ms = cli_median(series + 2 * per, d->replies);
+      d->compute_ms = stats_median(series, d->replies);
+      d->transfer_ms = stats_median(series + per, d->replies);
+      d->predicted_ms = stats_median(series + 2 * per, d->replies);
     }
   } else {
     workload_free(out);

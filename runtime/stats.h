@@ -8,6 +8,9 @@
 
 /* Milliseconds on the monotonic clock. */
 double stats_now_ms(void);
+/* CPU time of the calling thread, ms: what an emulated device's speed
+ * divides (tile.h) and what single-device baselines compare with. */
+double stats_thread_cpu_ms(void);
 
 /* Median of v[0..n) (sorts v in place); 0 for n <= 0. */
 double stats_median(double *v, int n);

@@ -15,6 +15,7 @@
 #include <time.h>
 
 #include "runtime/preprocess.h"
+#include "runtime/stats.h"
 #include "runtime/tile_internal.h"
 
 tile_options tile_default_options(void) {
@@ -52,11 +53,7 @@ double tile_now_ms(void) {
   return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
 
-double tile_cpu_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-  return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
+double tile_cpu_ms(void) { return stats_thread_cpu_ms(); }
 
 /* ---- outbox --------------------------------------------------------------- */
 

@@ -28,7 +28,10 @@
  * layer, abandoning a pause; a failed run starts over next time.
  *
  * Threads: an executor and its strips are used from one thread at a time.
- * Strips must be destroyed before their executor.
+ * Strips must be destroyed before their executor. XNNPACK runs on the
+ * executor's pthreadpool, OpenBLAS (GEMM convolutions) on as many threads
+ * as `threads`, one at a time, never both at once; the im2col scratch is
+ * one per executor, sized for its widest GEMM layer.
  */
 #include "runtime/xexec.h"
 
@@ -40,7 +43,7 @@
 
 struct xexec {
   const model *m;
-  pthreadpool_t pool; /* NULL: the calling thread only */
+  xexec_env env;      /* threads, OpenBLAS's count, the im2col scratch */
   xexec_op *ops;      /* one per layer */
   uint64_t next_id;   /* strip ids, so operators know whom they are bound to */
   xexec_strip *whole; /* xexec_run's strip, made on first use */
@@ -77,6 +80,24 @@ struct xexec_strip {
 /* ---- executor ------------------------------------------------------------ */
 
 err_code xexec_create(const model *m, int threads, xexec **out, err *e) {
+  xexec_conv conv = XEXEC_CONV_AUTO;
+  const char *v = getenv(XEXEC_CONV_ENV);
+  if (v && *v && strcmp(v, "auto") != 0) {
+    if (strcmp(v, "xnnpack") == 0)
+      conv = XEXEC_CONV_XNNPACK;
+    else if (strcmp(v, "gemm") == 0)
+      conv = XEXEC_CONV_GEMM;
+    else {
+      if (out) *out = NULL;
+      return err_set(e, ERR_INVALID,
+                     "%s=%s: expected auto, xnnpack or gemm", XEXEC_CONV_ENV, v);
+    }
+  }
+  return xexec_create_ex(m, threads, conv, out, e);
+}
+
+err_code xexec_create_ex(const model *m, int threads, xexec_conv conv,
+                         xexec **out, err *e) {
   if (!out) return err_set(e, ERR_INVALID, "xexec_create without output");
   *out = NULL;
   if (!m || !m->finalized)
@@ -98,19 +119,34 @@ err_code xexec_create(const model *m, int threads, xexec **out, err *e) {
     xexec_destroy(x);
     return err_set(e, ERR_NOMEM, "out of memory for %d operators", m->n_layers);
   }
+  if (conv != XEXEC_CONV_AUTO && conv != XEXEC_CONV_XNNPACK &&
+      conv != XEXEC_CONV_GEMM) {
+    xexec_destroy(x);
+    return err_set(e, ERR_INVALID, "unknown convolution backend %d", (int)conv);
+  }
+  x->env.threads = threads > 1 ? threads : 1;
   if (threads > 1) {
-    x->pool = pthreadpool_create((size_t)threads);
-    if (!x->pool) {
+    x->env.pool = pthreadpool_create((size_t)threads);
+    if (!x->env.pool) {
       xexec_destroy(x);
       return err_set(e, ERR_BACKEND, "could not start %d threads", threads);
     }
   }
+  size_t scratch = 0;
   for (int l = 0; l < m->n_layers; l++) {
-    err_code rc = xexec_op_create(m, l, &x->ops[l], e);
+    err_code rc = xexec_op_create(m, l, conv, threads, &x->ops[l], e);
     if (rc != ERR_OK) {
       xexec_destroy(x);
       return err_wrap(e, "model %s", m->name);
     }
+    size_t n = xexec_op_scratch_floats(&x->ops[l]);
+    if (n > scratch) scratch = n;
+  }
+  /* One im2col scratch for all layers: only one layer runs at a time. */
+  if (scratch > 0 && !(x->env.scratch = malloc(scratch * sizeof(float)))) {
+    xexec_destroy(x);
+    return err_set(e, ERR_NOMEM, "out of memory for %zu floats of im2col scratch",
+                   scratch);
   }
   *out = x;
   return ERR_OK;
@@ -122,7 +158,8 @@ void xexec_destroy(xexec *x) {
   if (x->ops)
     for (int l = 0; l < x->m->n_layers; l++) xexec_op_destroy(&x->ops[l]);
   free(x->ops);
-  if (x->pool) pthreadpool_destroy(x->pool);
+  if (x->env.pool) pthreadpool_destroy(x->env.pool);
+  free(x->env.scratch);
   free(x);
   xnn_deinitialize();
 }
@@ -308,6 +345,7 @@ static err_code plan_steps(xexec_strip *s, const model_rows *rows, err *e) {
     st->layer = l;
     st->variant = -1;
     st->rows = rows_empty(rows[l]) ? 0 : rows[l].hi - rows[l].lo;
+    st->row0 = st->rows ? rows[l].lo : 0;
     st->out = st->rows ? buf_row(ob, rows[l].lo) : NULL;
     if (L->op == MODEL_OP_FE) {
       model_rows owned;
@@ -398,7 +436,7 @@ err_code xexec_strip_create(xexec *x, int first, int end, model_rows out,
   /* Binding every operator now surfaces XNNPACK's objections here rather
    * than in the middle of a run. */
   for (int i = 0; i < end - first; i++) {
-    rc = xexec_op_setup(m, &x->ops[first + i], &s->steps[i], s->id, x->pool, e);
+    rc = xexec_op_setup(m, &x->ops[first + i], &s->steps[i], s->id, &x->env, e);
     if (rc != ERR_OK) goto fail;
   }
   free(rows);
@@ -487,7 +525,7 @@ static err_code strip_run(xexec_strip *s, bool local, bool *paused,
       rc = local_scale(s, st, e);
     }
     if (rc == ERR_OK)
-      rc = xexec_op_run(m, &s->x->ops[l], st, s->id, s->scale, s->x->pool, e);
+      rc = xexec_op_run(m, &s->x->ops[l], st, s->id, s->scale, &s->x->env, e);
     s->fe = FE_IDLE;
     if (rc != ERR_OK) {
       s->next = s->first;

@@ -1,5 +1,7 @@
 /* xexec.h — the XNNPACK executor: runs a model whole, or a layer range of it
- * on a horizontal strip of rows.
+ * on a horizontal strip of rows. Wide dense convolutions may run on a
+ * second backend, im2col + OpenBLAS sgemm (gemm_conv.h), chosen per layer
+ * at creation (xexec_conv below); everything else is XNNPACK.
  *
  * Life cycle (as XNNPACK's own operators): xexec_create() validates the
  * model and creates one XNNPACK operator per layer, packing weights once;
@@ -36,9 +38,28 @@
 typedef struct xexec xexec;
 typedef struct xexec_strip xexec_strip;
 
+/* Which backend runs a dense (groups == 1) convolution: AUTO lets the
+ * measured shape rule decide per layer (gemm_conv.h: OpenBLAS for wide
+ * layers, XNNPACK for the rest); the others force one backend on every
+ * dense convolution (grouped ones always run on XNNPACK). */
+typedef enum xexec_conv {
+  XEXEC_CONV_AUTO,
+  XEXEC_CONV_XNNPACK,
+  XEXEC_CONV_GEMM,
+} xexec_conv;
+
+/* The environment variable that overrides xexec_create's AUTO, for A/B
+ * measurements: "auto", "xnnpack" or "gemm". Every executor that must agree
+ * bit for bit with another (a cluster and its single device) needs the same
+ * setting. */
+#define XEXEC_CONV_ENV "EDGEDI_CONV_BACKEND"
+
 /* `m` must be finalized and outlive the executor. threads <= 1 runs on the
- * calling thread only. */
+ * calling thread only (XNNPACK and OpenBLAS alike). Convolution backend:
+ * AUTO unless XEXEC_CONV_ENV says otherwise. */
 err_code xexec_create(const model *m, int threads, xexec **out, err *e);
+err_code xexec_create_ex(const model *m, int threads, xexec_conv conv,
+                         xexec **out, err *e);
 void xexec_destroy(xexec *x);
 const model *xexec_model(const xexec *x);
 

@@ -24,7 +24,23 @@ static err_code backend(err *e, const model_layer *L, int l, const char *what,
                  l, L->name, what, (int)st);
 }
 
-err_code xexec_op_create(const model *m, int l, xexec_op *op, err *e) {
+/* Whether layer l's convolution goes to OpenBLAS under policy `conv`. AUTO
+ * keeps XNNPACK when threads > 1: multi-threaded OpenBLAS would break
+ * strips' bit-exactness (gemm_conv.h), and on two cores two XNNPACK threads
+ * match one OpenBLAS thread anyway. */
+static bool wants_gemm(const model *m, int l, xexec_conv conv, int threads) {
+  switch (conv) {
+    case XEXEC_CONV_GEMM:
+      return gemm_conv_supports(m, l);
+    case XEXEC_CONV_AUTO:
+      return threads <= 1 && gemm_conv_prefers(m, l) && gemm_conv_align() > 0;
+    default:
+      return false;
+  }
+}
+
+err_code xexec_op_create(const model *m, int l, xexec_conv conv, int threads,
+                         xexec_op *op, err *e) {
   const model_layer *L = &m->layers[l];
   model_shape is = model_tensor_shape(m, L->inputs[0]);
   float lo = out_min(L), hi = INFINITY;
@@ -32,6 +48,10 @@ err_code xexec_op_create(const model *m, int l, xexec_op *op, err *e) {
   memset(op, 0, sizeof *op);
   switch (L->op) {
     case MODEL_OP_CONV: {
+      if (wants_gemm(m, l, conv, threads)) {
+        op->use_gemm = true;
+        return gemm_conv_create(m, l, &op->gemm, e);
+      }
       /* No top/bottom padding: strips supply zero rows instead (see .h). */
       size_t gin = (size_t)(is.c / L->groups);
       size_t gout = (size_t)(L->out_channels / L->groups);
@@ -95,8 +115,13 @@ err_code xexec_op_create(const model *m, int l, xexec_op *op, err *e) {
   }
 }
 
+size_t xexec_op_scratch_floats(const xexec_op *op) {
+  return op->use_gemm ? gemm_conv_scratch_floats(&op->gemm) : 0;
+}
+
 void xexec_op_destroy(xexec_op *op) {
   if (!op) return;
+  if (op->use_gemm) gemm_conv_destroy(&op->gemm);
   if (op->op) xnn_delete_operator(op->op);
   for (int i = 0; i < op->n_variants; i++)
     if (op->variants[i].op) xnn_delete_operator(op->variants[i].op);
@@ -157,8 +182,9 @@ static xnn_operator_t step_op(xexec_op *op, const xexec_step *st,
 }
 
 err_code xexec_op_setup(const model *m, xexec_op *op, const xexec_step *st,
-                        uint64_t strip_id, pthreadpool_t pool, err *e) {
+                        uint64_t strip_id, const xexec_env *env, err *e) {
   const model_layer *L = &m->layers[st->layer];
+  pthreadpool_t pool = env->pool;
   model_shape is = model_tensor_shape(m, L->inputs[0]);
   uint64_t *bound;
   xnn_operator_t x = step_op(op, st, &bound);
@@ -259,7 +285,7 @@ static void pool_1x1(const model_layer *L, model_shape is, const float *in,
 
 err_code xexec_op_run(const model *m, xexec_op *op, const xexec_step *st,
                       uint64_t strip_id, const float *fe_scale,
-                      pthreadpool_t pool, err *e) {
+                      const xexec_env *env, err *e) {
   const model_layer *L = &m->layers[st->layer];
   model_shape is = model_tensor_shape(m, L->inputs[0]);
   if (st->rows == 0) return ERR_OK;
@@ -271,6 +297,13 @@ err_code xexec_op_run(const model *m, xexec_op *op, const xexec_step *st,
     case MODEL_OP_FLATTEN:
       flatten(st->in[0], is, L->relu, st->out);
       return ERR_OK;
+    case MODEL_OP_CONV:
+      if (op->use_gemm) {
+        gemm_conv_run(&op->gemm, st->in[0], st->in_rows, st->row0, st->out,
+                      st->rows, env->scratch, env->threads);
+        return ERR_OK;
+      }
+      break;
     case MODEL_OP_MAXPOOL:
     case MODEL_OP_AVGPOOL:
       if (st->variant < 0) {
@@ -284,10 +317,10 @@ err_code xexec_op_run(const model *m, xexec_op *op, const xexec_step *st,
   uint64_t *bound;
   xnn_operator_t x = step_op(op, st, &bound);
   if (*bound != strip_id) {
-    err_code rc = xexec_op_setup(m, op, st, strip_id, pool, e);
+    err_code rc = xexec_op_setup(m, op, st, strip_id, env, e);
     if (rc != ERR_OK) return rc;
   }
-  enum xnn_status s = xnn_run_operator(x, pool);
+  enum xnn_status s = xnn_run_operator(x, env->pool);
   if (s != xnn_status_success) return backend(e, L, st->layer, "run", s);
   return ERR_OK;
 }

@@ -14,6 +14,10 @@
  * operator per (pad_top, pad_bottom) the strips actually see, created on
  * demand by xexec_op_variant(); pooling operators hold no weights.
  *
+ * Convolutions have a second backend, im2col + OpenBLAS sgemm
+ * (gemm_conv.h), chosen per layer at creation: same buffers, same explicit
+ * zero rows, nothing to bind.
+ *
  * What XNNPACK does not do here is plain C: feature enhancement's sums and
  * channel scaling, FLATTEN's transpose, and 1x1 pools (XNNPACK refuses them).
  */
@@ -26,7 +30,9 @@
 #include <xnnpack.h>
 
 #include "runtime/err.h"
+#include "runtime/gemm_conv.h"
 #include "runtime/model.h"
+#include "runtime/xexec.h"
 
 /* A pooling operator for one vertical padding. `bound` as in xexec_op. */
 typedef struct xexec_variant {
@@ -36,17 +42,29 @@ typedef struct xexec_variant {
 } xexec_variant;
 
 typedef struct xexec_op {
-  xnn_operator_t op; /* NULL for pools (see variants) and plain-C layers */
+  xnn_operator_t op; /* NULL for pools (see variants), plain-C layers and
+                        GEMM convolutions */
+  bool use_gemm;     /* a convolution run by `gemm` */
+  gemm_conv gemm;
   uint64_t bound;    /* id of the strip `op` is set up for; 0 = none */
   xexec_variant *variants;
   int n_variants, cap_variants;
 } xexec_op;
+
+/* What every run shares: XNNPACK's threads, the count OpenBLAS gets, the
+ * executor's im2col scratch (sized by xexec_op_scratch_floats). */
+typedef struct xexec_env {
+  pthreadpool_t pool; /* NULL: the calling thread only */
+  int threads;
+  float *scratch;
+} xexec_env;
 
 /* One layer's work in one strip. Pointers address the first row read or
  * written; rows of a tensor are contiguous (NHWC, W*C floats each). */
 typedef struct xexec_step {
   int layer;
   int rows;            /* output rows to compute; 0: nothing to do */
+  int row0;            /* the first one's absolute row number */
   const float *in[MODEL_MAX_INPUTS];
   int in_rows;         /* rows read from in[0] by windows (conv, pools) */
   float *out;
@@ -57,9 +75,13 @@ typedef struct xexec_step {
   int owned_rows;
 } xexec_step;
 
-/* Creates layer l's operator (none for plain-C layers). ERR_UNSUPPORTED for
+/* Creates layer l's operator (none for plain-C layers); `conv` and
+ * `threads` pick the backend of a dense convolution. ERR_UNSUPPORTED for
  * geometry EdgeDI does not run, ERR_BACKEND when XNNPACK refuses. */
-err_code xexec_op_create(const model *m, int l, xexec_op *op, err *e);
+err_code xexec_op_create(const model *m, int l, xexec_conv conv, int threads,
+                         xexec_op *op, err *e);
+/* Floats of im2col scratch the operator needs while it runs (0: none). */
+size_t xexec_op_scratch_floats(const xexec_op *op);
 void xexec_op_destroy(xexec_op *op);
 
 /* Index of pool layer l's operator for this vertical padding, creating it
@@ -71,12 +93,12 @@ int xexec_op_variant(const model *m, int l, xexec_op *op, int pad_top,
  * is bound elsewhere). FE steps take `fe_scale` (channels floats). */
 err_code xexec_op_run(const model *m, xexec_op *op, const xexec_step *st,
                       uint64_t strip_id, const float *fe_scale,
-                      pthreadpool_t pool, err *e);
+                      const xexec_env *env, err *e);
 
 /* Binds the step's operator to its buffers without running it (strip
  * creation uses it to surface XNNPACK's objections early). */
 err_code xexec_op_setup(const model *m, xexec_op *op, const xexec_step *st,
-                        uint64_t strip_id, pthreadpool_t pool, err *e);
+                        uint64_t strip_id, const xexec_env *env, err *e);
 
 /* Per-channel sums, in double, of `pixels` NHWC pixels of `c` channels. */
 void xexec_channel_sums(const float *in, size_t pixels, int c, double *sums);

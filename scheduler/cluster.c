@@ -82,6 +82,19 @@ void cluster_release(cluster_agent *a) {
 const char *cluster_agent_name(const cluster_agent *a) { return a->name; }
 int64_t cluster_agent_device_id(const cluster_agent *a) { return a->device_id; }
 
+void cluster_agent_busy_add(cluster_agent *a, int delta) {
+  pthread_mutex_lock(&a->mu);
+  a->busy += delta;
+  pthread_mutex_unlock(&a->mu);
+}
+
+int cluster_agent_busy(cluster_agent *a) {
+  pthread_mutex_lock(&a->mu);
+  int n = a->busy;
+  pthread_mutex_unlock(&a->mu);
+  return n;
+}
+
 bool cluster_agent_alive(cluster_agent *a, char *reason, size_t len) {
   pthread_mutex_lock(&a->mu);
   bool alive = a->state != STORE_DEVICE_DOWN;

@@ -142,6 +142,12 @@ cluster_agent *cluster_find(cluster *c, const char *name);
 /* "2 registered: a profiling, b down" — for "no agent is up" messages. */
 void cluster_describe(cluster *c, char *buf, size_t len);
 
+/* Requests in flight that give the agent rows: infer.c counts them up
+ * when a request's plan is held and down when it is freed; the load-aware
+ * policy (infer.h) reads them. */
+void cluster_agent_busy_add(cluster_agent *a, int delta);
+int cluster_agent_busy(cluster_agent *a);
+
 const char *cluster_agent_name(const cluster_agent *a);
 int64_t cluster_agent_device_id(const cluster_agent *a);
 

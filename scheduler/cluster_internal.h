@@ -57,6 +57,8 @@ struct cluster_agent {
   cluster_seen seen[CLUSTER_ACTIVITY_HISTORY]; /* a ring */
   int seen_n, seen_next;
 
+  int busy; /* requests in flight whose plan gives it rows (under mu) */
+
   pthread_mutex_t load_mu;
   char (*loaded)[MODELSPEC_DIGEST_BYTES];
   int n_loaded, cap_loaded;

@@ -187,6 +187,7 @@ static grpc_status_code replan(infer_req *r, err *e) {
   }
   infer_plan_free(&r->ip);
   r->ip = next;
+  infer_plan_hold(&r->ip);
   r->attempt++;
   return GRPC_STATUS_OK;
 }
@@ -230,6 +231,7 @@ grpc_status_code infer_run(const infer_ctx *c, const Edgedi__V1__InferRequest *r
   if (st != GRPC_STATUS_OK) return st;
   st = infer_make_plan(c, req->model, req->planner, &r.po, &r.ip, e);
   if (st != GRPC_STATUS_OK) return st;
+  infer_plan_hold(&r.ip);
 
   char devices[PLAN_MAX_DEVICES * PLAN_NAME_BYTES];
   device_list(&r.ip, devices, sizeof devices);

@@ -124,7 +124,7 @@ enum {
   INFER_ATTEMPT_SHIFT = 48,        /* wire id = id | attempt << this */
 };
 
-#define INFER_DEFAULT_PLANNER "proportional"
+#define INFER_DEFAULT_PLANNER "exact"
 
 /* What a request runs against; all outlive every call. */
 typedef struct infer_ctx {
@@ -136,7 +136,22 @@ typedef struct infer_ctx {
   int default_deadline_ms;     /* <= 0: INFER_DEFAULT_DEADLINE_MS */
   double straggler_factor;     /* > 0: re-plan without stragglers; 0: off */
   int stuck_floor_ms;          /* <= 0: INFER_STUCK_FLOOR_MS */
+  /* Load-aware planning (below) off: every request split by its planner
+   * whatever else is in flight. */
+  bool split_always;
 } infer_ctx;
+
+/* Load-aware planning. Splitting a request over every agent is what makes
+ * one request fast, and it costs work (halo rows recomputed, strips too
+ * thin to run at full rate) and waiting (exchanges, the slowest strip).
+ * When the requests in flight, this one included, are at least as many as
+ * the agents up, every agent has work anyway and those costs buy nothing:
+ * a request that names no planner then runs whole on the one agent that
+ * would finish it first, counting the requests it already has (whole-model
+ * time x (busy + 1)), so a saturated cluster serves at its capacity. A
+ * request that names a planner is always split by it; so is every request
+ * with infer_ctx.split_always. The plan says "single" as its planner. */
+#define INFER_SINGLE_PLANNER "single"
 
 /* The split the scheduler would use now for a model. */
 typedef struct infer_plan {
@@ -146,6 +161,8 @@ typedef struct infer_plan {
   char planner[PLAN_NAME_BYTES];
   plan p;
   uint64_t plan_id; /* a hash of the split: equal ids, equal splits */
+  bool held;        /* counted in its agents' busy (infer_plan_hold) */
+  uint32_t counted; /* members counted busy: bit i for members[i] */
 } infer_plan;
 
 /* Plans `model_name` with `planner_name` (NULL or "": the default) over
@@ -164,6 +181,9 @@ grpc_status_code infer_make_plan_excluding(const infer_ctx *c, const char *model
                                            cluster_agent *const *exclude,
                                            int n_exclude, infer_plan *out,
                                            err *e);
+/* Counts the plan in the busy count of every agent it gives rows, until
+ * infer_plan_free(): a request about to run holds its plan. */
+void infer_plan_hold(infer_plan *ip);
 void infer_plan_free(infer_plan *ip);
 
 /* A finished request's reply; `msg` points into the rest. */

@@ -2,6 +2,8 @@
  * image, the planner choice, the split over the agents up now, its id and
  * its JSON record (contract in infer.h).
  */
+#include <math.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -61,9 +63,32 @@ static uint64_t plan_id(const infer_plan *ip) {
   return h & 0x7fffffffffffffffull; /* stays positive wherever it is shown */
 }
 
+/* Whether member i has rows in some segment of the plan. */
+static bool has_rows(const infer_plan *ip, int i) {
+  for (int s = 0; s < ip->p.n_segments; s++)
+    for (int k = 0; k < ip->p.segments[s].n_parts; k++)
+      if (ip->p.segments[s].parts[k].device == i) return true;
+  return false;
+}
+
+void infer_plan_hold(infer_plan *ip) {
+  if (ip->held) return;
+  for (int i = 0; i < ip->n_members; i++)
+    if (has_rows(ip, i)) {
+      cluster_agent_busy_add(ip->members[i].agent, 1);
+      ip->counted |= 1u << i;
+    }
+  ip->held = true;
+}
+
 void infer_plan_free(infer_plan *ip) {
   if (!ip) return;
-  for (int i = 0; i < ip->n_members; i++) cluster_release(ip->members[i].agent);
+  for (int i = 0; i < ip->n_members; i++) {
+    if (ip->counted & (1u << i)) cluster_agent_busy_add(ip->members[i].agent, -1);
+    cluster_release(ip->members[i].agent);
+  }
+  ip->held = false;
+  ip->counted = 0;
   ip->n_members = 0;
   plan_free(&ip->p);
 }
@@ -94,6 +119,38 @@ static void exclude_members(infer_plan *ip, cluster_agent *const *exclude, int n
     else ip->members[k++] = ip->members[i];
   }
   ip->n_members = k;
+}
+
+/* Choosing an agent and counting the request on it is one step, or
+ * requests planned at the same moment all pick the same idle agent. */
+static pthread_mutex_t single_mu = PTHREAD_MUTEX_INITIALIZER;
+
+/* Load-aware planning (infer.h): when the cluster is saturated, keeps only
+ * the member that would finish the whole model first, already counted
+ * busy (the plan is held); true when it did. */
+static bool keep_one_member(const infer_ctx *c, infer_plan *ip) {
+  /* Planning comes before the request opens: the ones in flight are the
+   * others. */
+  if (c->split_always || ip->n_members < 2 || inflight_count(c->inf) + 1 < ip->n_members)
+    return false;
+  int best = 0;
+  double best_ms = INFINITY;
+  pthread_mutex_lock(&single_mu);
+  for (int i = 0; i < ip->n_members; i++) {
+    const plan_device *d = &ip->members[i].dev;
+    double whole = d->ms_per_gflop * ip->model->gflop + d->fixed_ms;
+    double ms = whole * (cluster_agent_busy(ip->members[i].agent) + 1);
+    if (ms < best_ms) best_ms = ms, best = i;
+  }
+  cluster_agent_busy_add(ip->members[best].agent, 1);
+  pthread_mutex_unlock(&single_mu);
+  for (int i = 0; i < ip->n_members; i++)
+    if (i != best) cluster_release(ip->members[i].agent);
+  ip->members[0] = ip->members[best];
+  ip->n_members = 1;
+  ip->held = true;
+  ip->counted = 1u;
+  return true;
 }
 
 grpc_status_code infer_make_plan_excluding(const infer_ctx *c, const char *model_name,
@@ -131,9 +188,18 @@ grpc_status_code infer_make_plan_excluding(const infer_ctx *c, const char *model
     err_set(e, ERR_UNAVAILABLE, "no agent is up to run '%s' (%s)", model_name, who);
     return GRPC_STATUS_UNAVAILABLE;
   }
+  bool named = planner_name && planner_name[0];
+  if (!named && keep_one_member(c, out)) {
+    /* One device: every planner gives it everything; the name says why. */
+    snprintf(out->planner, sizeof out->planner, "%s", INFER_SINGLE_PLANNER);
+    fn = plan_find("equal");
+  }
   plan_device devs[PLAN_MAX_DEVICES];
   for (int i = 0; i < out->n_members; i++) devs[i] = out->members[i].dev;
   plan_options po = o ? *o : plan_default_options();
+  /* The model's tables, built once at load: planning every request stays
+   * well under a millisecond. */
+  if (!po.tables) po.tables = out->model->tables;
   err_code rc = fn(out->model->m, devs, out->n_members, &po, &out->p, e);
   if (rc != ERR_OK) {
     err_wrap(e, "planning '%s' with %s", model_name, pn);

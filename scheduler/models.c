@@ -12,23 +12,28 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "scheduler/layer_cost.h"
+
 enum { MODELS_INITIAL_CAP = 8 };
 
 struct models {
   store *st;
   int head_threads;
+  bool measure_layer_costs;
   pthread_mutex_t mu; /* guards the array and serializes adds */
   models_entry **v;
   int n, cap;
 };
 
-err_code models_create(store *st, int head_threads, models **out, err *e) {
+err_code models_create(store *st, int head_threads, bool measure_layer_costs, models **out,
+                       err *e) {
   *out = NULL;
   if (!st) return err_set(e, ERR_INVALID, "models: no store");
   models *ms = calloc(1, sizeof *ms);
   if (!ms) return err_set(e, ERR_NOMEM, "models: out of memory");
   ms->st = st;
   ms->head_threads = head_threads;
+  ms->measure_layer_costs = measure_layer_costs;
   pthread_mutex_init(&ms->mu, NULL);
   *out = ms;
   return ERR_OK;
@@ -37,6 +42,7 @@ err_code models_create(store *st, int head_threads, models **out, err *e) {
 static void entry_free(models_entry *en) {
   if (!en) return;
   xexec_destroy(en->head);
+  plan_tables_destroy(en->tables);
   model_destroy(en->m);
   if (en->spec) protobuf_c_message_free_unpacked(&en->spec->base, NULL);
   pthread_mutex_destroy(&en->head_mu);
@@ -137,6 +143,22 @@ static err_code build_entry(models *ms, const Edgedi__V1__ModelSpec *spec,
     entry_free(en);
     return err_wrap(e, "model '%s': head executor", name);
   }
+  /* Once per model rather than on every request; a model the planners
+   * cannot split has none, and they say why when asked. The layers' costs
+   * are measured with the head's executor (layer_cost.h), or left at their
+   * FLOPs when that fails or is turned off. */
+  double *cost = NULL;
+  if (ms->measure_layer_costs) {
+    cost = malloc((size_t)en->m->n_layers * sizeof *cost);
+    err ignored = {0};
+    if (cost && layer_cost_measure(en->head, LAYER_COST_DEFAULT_REPS, cost, &ignored) != ERR_OK) {
+      free(cost);
+      cost = NULL;
+    }
+  }
+  err ignored = {0};
+  if (plan_prepare_weighted(en->m, cost, &en->tables, &ignored) != ERR_OK) en->tables = NULL;
+  free(cost);
   en->gflop = model_flops(en->m) / 1e9;
   en->params = model_param_count(en->m);
   en->layers = en->m->n_layers;

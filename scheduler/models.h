@@ -16,6 +16,10 @@
  *  - Entries are never removed while the registry lives: a models_entry
  *    pointer stays valid, and its fields other than `head` never change,
  *    until models_destroy().
+ *  - `tables` are the model's planning tables (plan_prepare), built once at
+ *    load and read-only after: pass them in plan_options so that planning a
+ *    request does not rebuild them. NULL when they could not be built (the
+ *    planners then build their own, or say why the model cannot be split).
  *  - `head` runs the layers after the spatial part (pooling + classifier).
  *    An xexec runs one strip at a time, so whoever uses it — directly or
  *    through dispatch_on_message(), which runs the head — holds head_mu.
@@ -36,6 +40,7 @@
 #include "runtime/model.h"
 #include "runtime/modelspec.h"
 #include "runtime/xexec.h"
+#include "scheduler/plan.h"
 #include "storage/store.h"
 
 typedef struct models_entry {
@@ -46,6 +51,7 @@ typedef struct models_entry {
   double gflop;
   uint64_t params;
   int layers;
+  plan_tables *tables;          /* planning tables of m, or NULL */
   pthread_mutex_t head_mu;      /* guards head */
   xexec *head;
 } models_entry;
@@ -53,8 +59,12 @@ typedef struct models_entry {
 typedef struct models models;
 
 /* An empty registry writing to `st` (which outlives it). Head executors
- * get `head_threads` threads (<= 1: the caller's thread only). */
-err_code models_create(store *st, int head_threads, models **out, err *e);
+ * get `head_threads` threads (<= 1: the caller's thread only). With
+ * measure_layer_costs each model's layers are timed once as it is built
+ * (layer_cost.h; about two single-device runs of it) and the planning
+ * tables price strips by those costs; without, by FLOPs. */
+err_code models_create(store *st, int head_threads, bool measure_layer_costs, models **out,
+                       err *e);
 void models_destroy(models *ms);
 
 /* Rebuilds every model the database holds. A model that no longer builds,

@@ -96,10 +96,8 @@ err_code plan_evaluate(const model *m, const plan_device *devs, int n_devs,
         return err_wrap(e, "plan: segment %d, device %s", si, devs[pt->device].name);
       }
       double flops = 0;
-      for (int l = s->first; l < s->end; l++) {
-        int h = m->layers[l].out.h;
-        flops += m->layers[l].flops * rows_count(rows[l]) / (h > 0 ? h : 1);
-      }
+      for (int l = s->first; l < s->end; l++)
+        flops += plan_layer_work(t, m, l, rows_count(rows[l]));
       pt->gflop = flops / 1e9;
     }
   }
@@ -211,6 +209,10 @@ err_code plan_check_inputs(const model *m, const plan_device *devs, int n_devs,
   }
   if (plan_head_first(m) == 0)
     return err_set(e, ERR_UNSUPPORTED, "plan: %s has no spatial layers to split",
+                   m->name);
+  if (o->tables && !plan_tables_fit(o->tables, m))
+    return err_set(e, ERR_INVALID,
+                   "plan: the planning tables were prepared for another model than %s",
                    m->name);
   return ERR_OK;
 }

@@ -53,7 +53,7 @@ typedef struct plan_part {
   int device;       /* index into the devices given to the planner */
   model_rows out;   /* rows of the segment's last layer */
   model_rows in;    /* rows of the segment's input tensor it computes from */
-  double gflop;
+  double gflop;      /* FLOP equivalents when the tables carry layer costs */
   uint64_t bytes_in, bytes_out;
   double compute_ms, transfer_ms; /* predicted */
 } plan_part;
@@ -94,6 +94,14 @@ plan_options plan_default_options(void);
 /* Builds the tables of m (finalized, with spatial layers). ERR_UNSUPPORTED
  * when m has nothing to split, ERR_NOMEM. Free with plan_tables_destroy. */
 err_code plan_prepare(const model *m, plan_tables **out, err *e);
+/* The same, with what each layer costs per FLOP on real hardware relative
+ * to the model's mean (layer_cost: m->n_layers finite values >= 0, e.g.
+ * from layer_cost_measure; NULL: 1 each). Every planner given these tables
+ * prices work in FLOP equivalents: a strip's "gflop" is then its FLOPs
+ * weighted by its layers' costs, and a device's ms_per_gflop is per such
+ * GFLOP. ERR_INVALID for a nonsense weight. */
+err_code plan_prepare_weighted(const model *m, const double *layer_cost, plan_tables **out,
+                               err *e);
 void plan_tables_destroy(plan_tables *t);
 /* Bytes the tables take. */
 size_t plan_tables_bytes(const plan_tables *t);
@@ -103,11 +111,19 @@ size_t plan_tables_bytes(const plan_tables *t);
 int plan_head_first(const model *m);
 
 /* Prices `p` (segments and parts filled, numbers not) with the cost model:
- * fills rows in, GFLOP, bytes, predicted times. */
+ * fills rows in, GFLOP, bytes, predicted times. With o->tables of m's
+ * geometry it reads the receptive fields from them (the same rows, to the
+ * bit, as model_strip_rows gives: the tests hold them to it); tables of
+ * another model are ignored here. */
 err_code plan_evaluate(const model *m, const plan_device *devs, int n_devs,
                        const plan_options *o, plan *p, err *e);
 
-/* Planners. Each fills *p (free with plan_free). */
+/* Planners. Each fills *p (free with plan_free). Every one first rejects
+ * what cannot be planned: a cost model with a negative, zero (speed,
+ * bandwidth), NaN or infinite value (ERR_INVALID, naming the device), no
+ * device (ERR_UNAVAILABLE), more than PLAN_MAX_DEVICES, nonsense options or
+ * tables of another model (ERR_INVALID), a model with nothing to split
+ * (ERR_UNSUPPORTED). */
 typedef err_code (*plan_fn)(const model *m, const plan_device *devs,
                             int n_devs, const plan_options *o, plan *p,
                             err *e);
@@ -125,9 +141,11 @@ err_code plan_equal(const model *m, const plan_device *devs, int n_devs,
 err_code plan_heuristic(const model *m, const plan_device *devs, int n_devs,
                         const plan_options *o, plan *p, err *e);
 /* Segment boundaries by dynamic programming over the cuts, each segment's
- * row split (devices, their order, who is left out) of minimal predicted
- * time, then a local search with plan_evaluate's prices; never worse than
- * the three planners above. */
+ * row split of minimal predicted time given its neighbours (devices, their
+ * order, who is left out), then a local search with plan_evaluate's prices
+ * (a bounded amount of work: a few hundred microseconds for 8 devices with
+ * cached tables); never priced worse than the three planners above for the
+ * same input. */
 err_code plan_exact(const model *m, const plan_device *devs, int n_devs,
                     const plan_options *o, plan *p, err *e);
 

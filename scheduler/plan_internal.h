@@ -2,8 +2,9 @@
  *
  * plan.c (interface, plan_evaluate, the simple planners), plan_tables.c
  * (per-model tables, fast pricing of drafts), plan_heuristic.c (the paper's
- * row-moving planner), plan_exact.c (segment DP) and plan_search.c (the
- * exact split solver and local search) work on "drafts": plans whose
+ * row-moving planner), plan_exact.c (the exact planner: segment DP and
+ * starts), plan_search.c (one segment's exact split, the DP's estimate)
+ * and plan_refine.c (local search) work on "drafts": plans whose
  * segment boundaries are indices into the tables' list of cuts, priced from
  * the tables in O(1) per strip instead of a receptive-field walk. A draft
  * becomes a plan through plan_draft_to_plan(), which prices it with
@@ -72,7 +73,6 @@ struct plan_tables {
    * what cutting before that layer costs, up to where its few FLOPs and its
    * FE exchange fall. Searches may skip such cuts. */
   bool *after_row_op;
-  double *flops_before; /* [head_first + 1]: flops of layers [0, l) */
   /* Per end cut j >= 1, per x in [0, h[j]], the rows of every slot
    * 0 .. cut[j] (slot s = layer s-1's output, slot 0 the input):
    * lo_map[map_off[j] + x * (cut[j] + 1) + s]. */
@@ -83,8 +83,20 @@ struct plan_tables {
   size_t *edge_off;
   plan_edge *edge;
   plan_seg_info *info; /* [j * n_cuts + i]: the DP reads them in that order */
+  /* Per layer: its cost per FLOP relative to the model's mean (1 when the
+   * tables were prepared without measured costs, plan_prepare_weighted). */
+  double *layer_w;
   size_t bytes;     /* what all of this takes */
 };
+
+/* What layer l of m costs for `rows` of its h output rows, in FLOP
+ * equivalents: its FLOPs weighted by the tables' measured cost (t may be
+ * NULL: plain FLOPs). plan_evaluate and the tables both price with this
+ * one expression, so their sums agree to the bit. */
+static inline double plan_layer_work(const plan_tables *t, const model *m, int l, int rows) {
+  int h = m->layers[l].out.h;
+  return m->layers[l].flops * (t ? t->layer_w[l] : 1.0) * rows / (h > 0 ? h : 1);
+}
 
 /* The tables for m: o->tables when given (ERR_INVALID when they describe
  * another geometry), else freshly built into *owned (free it after). */
@@ -128,7 +140,6 @@ typedef struct plan_ctx {
   double speed_sorted[PLAN_MAX_DEVICES]; /* 1 / a, largest first */
   double link_sorted[PLAN_MAX_DEVICES];  /* 1 / ms_per_byte, largest first */
   double gflop_per_byte; /* min over devices of ms_per_byte / ms_per_gflop */
-  double fixed_min_ms, rtt_min_ms;
 } plan_ctx;
 
 void plan_ctx_init(plan_ctx *c, const model *m, const plan_tables *t,
@@ -148,6 +159,7 @@ static inline int plan_fe_count(const plan_tables *t, int i, int j) {
  * into t_part when not NULL. */
 double plan_seg_time(const plan_ctx *c, const plan_dseg *prev,
                      const plan_dseg *s, const plan_dseg *next, double *t_part);
+
 static inline int plan_overlap(int a_lo, int a_hi, int b_lo, int b_hi) {
   int lo = a_lo > b_lo ? a_lo : b_lo, hi = a_hi < b_hi ? a_hi : b_hi;
   return hi > lo ? hi - lo : 0;
@@ -196,6 +208,7 @@ static inline double plan_strip_time_in(const plan_ctx *c, const plan_seg_view *
   return c->ms_per_gflop[d] * (E[hi].ghi - E[lo].glo) * 1e-9 + c->fixed_ms[d] +
          c->rtt_ms[d] * v->trips + c->ms_per_byte[d] * (rows_in * v->rb_in + rows_out * v->rb_out);
 }
+
 /* The whole draft. */
 double plan_draft_time(const plan_ctx *c, const plan_dseg *segs, int n);
 /* The same, with plan_evaluate's arithmetic step for step (per-layer
@@ -232,17 +245,11 @@ int plan_weighted_draft(const plan_ctx *c, const double *weight,
 double plan_solve_exact(const plan_ctx *c, const plan_dseg *prev,
                         plan_dseg *s, const plan_dseg *next, const int *ord,
                         int n_ord, double hint_ms, long *work);
-/* The split of segment (i, j) on its own for the dynamic program: the
- * neighbours unknown, each internal edge charged its halo rows both ways at
- * the segment's input; minimal under that proxy (plan_search.c). */
-double plan_solve_proxy(const plan_ctx *c, int i, int j, const int *ord,
-                        int n_ord, plan_dseg *out);
-/* The continuous relaxation of plan_solve_proxy's makespan, O(devices). */
+/* An estimate of segment (i, j)'s makespan on its own, for the dynamic
+ * program: the continuous relaxation of its split under a proxy that
+ * charges each internal edge its halo rows both ways (plan_search.c),
+ * O(devices). */
 double plan_fluid_cost(const plan_ctx *c, int i, int j);
-/* No split of segment (i, j) is predicted faster: under the proxy when
- * `proxy`, else under plan_evaluate's costs whatever the neighbours
- * (plan_search.c). */
-double plan_segment_lb(const plan_ctx *c, int i, int j, bool last, bool proxy);
 /* Local search with exact prices over splits, device orders and segment
  * boundaries; never makes the draft worse; stops when no move pays or
  * after `budget` units of work (a strip priced, a device's step in a split

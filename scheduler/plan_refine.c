@@ -8,24 +8,32 @@
  * plan_seg_time (plan_evaluate's cost model) and kept only when the whole
  * draft gets cheaper, so the search never makes a draft worse.
  *
- * Moves, in passes until one changes nothing:
+ * Moves, in passes until none pays or the work budget is spent:
  *  - local: each segment re-solved exactly given its neighbours
  *    (plan_solve_exact: minimal makespan over its splits in the current
  *    device order, idle devices offered below, in the first pass also
- *    above); single-row moves of each edge, which find the split that also
- *    suits the neighbours among those the re-solve leaves open; two
- *    devices adjacent in a segment swapped with their strip sizes;
- *  - order: the device order changed in every segment at once (mirrored;
- *    two devices adjacent in it swapped), because a segment's order must
- *    agree with its neighbours' for strips to stay resident;
+ *    above); moves of each edge (pattern search: one row, then twice as
+ *    far while that pays), which find among the splits the re-solve leaves
+ *    open the one that suits the neighbours; two devices adjacent in a
+ *    segment swapped with their strip sizes;
  *  - structure, once the local moves settled: every run of up to
  *    REFINE_WINDOW consecutive segments replaced by one segment or by two
  *    meeting at any cut inside it (merges, splits, cuts moved any
- *    distance). Candidates are screened by pricing the old splits carried
- *    over; the best few are re-solved, and those that come close are
- *    polished (local moves on them and their neighbours) before judging.
- * Prices are cached per segment; a move re-prices the segments whose time
- * depends on it (its own and its two neighbours').
+ *    distance), and each segment cut in three at pairs of its best split
+ *    cuts. Near candidates (merges of two, a cut moved by one) are all
+ *    tried; the others are screened by pricing the old splits carried over
+ *    and the best few tried: re-solved with their neighbours, polished
+ *    (local and coupled moves) when they come close, then judged;
+ *  - coupled: an edge moved by a row with both neighbouring segments
+ *    re-solved for it (two changes that pay only together);
+ *  - order: the device order changed in every segment at once (mirrored;
+ *    two devices adjacent in it swapped, every segment re-solved), because
+ *    a segment's order must agree with its neighbours' for strips to stay
+ *    resident.
+ * Prices are cached per strip; a move re-prices only the strips whose time
+ * can change (plan_strip_time_in). The budget counts strips priced and the
+ * split searches' steps; what is spent beyond a move's own strips is small
+ * and bounded by the moves tried.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -40,6 +48,7 @@ enum {
   REFINE_MAX_POLISH = 3,   /* rounds of local moves on a candidate */
   REFINE_WINDOW = 3,       /* segments a structure move may replace */
   REFINE_TRIES = 6,        /* screened structure candidates solved per pass */
+  RECUT_MAX = 3,           /* segments a structure candidate may have */
 };
 /* A candidate this close (relative to what it replaces) is worth polishing. */
 static const double refine_close = 1.03;
@@ -278,6 +287,39 @@ static void swap_in(plan_dseg *s, int u, int v) {
   }
 }
 
+static void reprice_all(const plan_ctx *c, const plan_dseg *segs, int n, double *t,
+                        strip_times *st, double *total);
+static double splice_delta(search *S, int s, int n_old, const plan_dseg *rep, int n_rep,
+                           double *before);
+
+/* Coupled moves on segments lo .. hi: an edge of segment s moved by a row
+ * even when that alone costs more, with both neighbours re-solved for it;
+ * kept when the three together got cheaper. A segment's best split
+ * depends on its neighbours', so two changes may pay where neither does
+ * alone. */
+static bool coupled(search *S, int from, int to) {
+  bool any = false;
+  for (int s = from < 0 ? 0 : from; s <= to && s < S->n && !spent(S); s++)
+    for (int k = 1; k < S->segs[s].n; k++)
+      for (int dir = -1; dir <= 1; dir += 2) {
+        int lo = s > 0 ? s - 1 : s, hi = s + 1 < S->n ? s + 1 : s;
+        if (lo == hi) continue;
+        plan_dseg rep[3];
+        for (int q = lo; q <= hi; q++) rep[q - lo] = S->segs[q];
+        if (!moved_edge(&S->segs[s], k, dir, &rep[s - lo])) continue;
+        const plan_dseg *above = lo > 0 ? &S->segs[lo - 1] : NULL;
+        const plan_dseg *below = hi + 1 < S->n ? &S->segs[hi + 1] : NULL;
+        if (hi > s) solve_seg(S, &rep[s - lo], &rep[hi - lo], below, false, INFINITY);
+        if (lo < s) solve_seg(S, above, &rep[0], &rep[s - lo], false, INFINITY);
+        double before, delta = splice_delta(S, lo, hi - lo + 1, rep, hi - lo + 1, &before);
+        if (!(delta < -tol(S))) continue;
+        memcpy(&S->segs[lo], rep, (size_t)(hi - lo + 1) * sizeof *rep);
+        reprice_all(S->c, S->segs, S->n, S->t, S->st, &S->total);
+        any = true;
+      }
+  return any;
+}
+
 /* Local moves on segments lo .. hi until they stop paying (at most
  * `rounds` rounds); re-solves skip segments whose neighbourhood is as when
  * they were last re-solved. */
@@ -329,7 +371,8 @@ static bool try_draft(search *S, int n, int lo, int hi, double before, double af
   if (S->total >= old_total - tol(S)) {
     memset(S->solved, 0, (size_t)S->c->t->n_cuts * sizeof *S->solved);
     memset(S->settled, 0, (size_t)S->c->t->n_cuts * sizeof *S->settled);
-    local_moves(S, lo, hi, REFINE_MAX_POLISH, false);
+    for (int round = 0; round < REFINE_MAX_POLISH; round++)
+      if (!local_moves(S, lo, hi, REFINE_MAX_POLISH, false) && !coupled(S, lo, hi)) break;
   }
   if (S->total < old_total - 1e-12 * old_total) {
     S->work = keep, S->work_t = keep_t, S->work_st = keep_st;
@@ -371,6 +414,11 @@ static bool reorder(search *S) {
   for (int k = 0; k + 1 < m && !spent(S); k++) {
     memcpy(S->work, S->segs, (size_t)S->n * sizeof *S->work);
     for (int s = 0; s < S->n; s++) swap_in(&S->work[s], ord[k], ord[k + 1]);
+    /* Judged with splits of its own: each segment re-solved in the new
+     * order, top down. */
+    for (int s = 0; s < S->n; s++)
+      solve_seg(S, s > 0 ? &S->work[s - 1] : NULL, &S->work[s], s + 1 < S->n ? &S->work[s + 1] : NULL,
+                false, INFINITY);
     if (try_draft(S, S->n, 0, S->n - 1, S->total, plan_draft_time(c, S->work, S->n))) {
       any = true;
       m = global_order(S, ord);
@@ -400,7 +448,7 @@ static void rescale(const plan_ctx *c, const plan_dseg *from, int i, int j, plan
  * a window with one more segment each side; *before: what they cost now. */
 static double splice_delta(search *S, int s, int n_old, const plan_dseg *rep, int n_rep,
                            double *before) {
-  plan_dseg win[REFINE_WINDOW + 2 + 4];
+  plan_dseg win[REFINE_WINDOW + RECUT_MAX + 6];
   int lo = s >= 2 ? s - 2 : 0, hi = s + n_old + 1 < S->n ? s + n_old + 1 : S->n - 1, m = 0;
   for (int q = lo; q < s; q++) win[m++] = S->segs[q];
   int first = s > 0 ? m - 1 : m; /* the first segment whose price changes */
@@ -422,7 +470,7 @@ static double splice_delta(search *S, int s, int n_old, const plan_dseg *rep, in
 /* A structure candidate: segments [s, s + n_old) become one, or two that
  * meet at cut k (k < 0: one). */
 typedef struct recut {
-  int s, n_old, k;
+  int s, n_old, k, k2; /* k2 > k: a third segment from k2 (else -1) */
   double delta;
 } recut;
 
@@ -438,8 +486,13 @@ static int recut_segs(const search *S, const recut *r, plan_dseg *rep) {
   for (int q = r->s; q < r->s + r->n_old; q++)
     if (S->segs[q].i < r->k && r->k <= S->segs[q].j) at_k = &S->segs[q];
   rescale(S->c, at_k, a->i, r->k, &rep[0]);
-  rescale(S->c, z, r->k, z->j, &rep[1]);
-  return 2;
+  if (r->k2 < 0) {
+    rescale(S->c, z, r->k, z->j, &rep[1]);
+    return 2;
+  }
+  rescale(S->c, z, r->k, r->k2, &rep[1]);
+  rescale(S->c, z, r->k2, z->j, &rep[2]);
+  return 3;
 }
 
 /* Re-solves the candidate's segments, each given its neighbours (bottom
@@ -454,7 +507,7 @@ static int splice_into_work(search *S, const recut *r, const plan_dseg *rep, int
 }
 
 static bool try_recut(search *S, const recut *r) {
-  plan_dseg rep[2 + 2];
+  plan_dseg rep[RECUT_MAX];
   int n_rep = recut_segs(S, r, rep);
   double before, delta = splice_delta(S, r->s, r->n_old, rep, n_rep, &before);
   /* The splits carried over may already be the better ones. */
@@ -465,7 +518,7 @@ static bool try_recut(search *S, const recut *r) {
    * neighbours re-solved (bottom up, then top down), each given the
    * latest of the others. */
   recut w = *r;
-  plan_dseg win[2 + 2];
+  plan_dseg win[RECUT_MAX + 2];
   int m = 0;
   if (w.s > 0) win[m++] = S->segs[w.s - 1], w.s--, w.n_old++;
   for (int x = 0; x < n_rep; x++) win[m++] = rep[x];
@@ -484,60 +537,57 @@ static bool try_recut(search *S, const recut *r) {
 /* The near candidates (two segments merged, the cut between two moved to a
  * neighbouring cut) are all tried; of the others (splits, longer moves,
  * windows of three) the REFINE_TRIES best by their carried-over splits. */
+/* Adds candidate r to the REFINE_TRIES best (least delta) in best[]. */
+static void keep_best(recut *best, int *n_best, const recut *r) {
+  if (*n_best == REFINE_TRIES && r->delta >= best[*n_best - 1].delta) return;
+  int q = *n_best < REFINE_TRIES ? (*n_best)++ : *n_best - 1;
+  for (; q > 0 && best[q - 1].delta > r->delta; q--) best[q] = best[q - 1];
+  best[q] = *r;
+}
+
 static bool restructure(search *S) {
   recut best[REFINE_TRIES];
   int n_best = 0;
   for (int s = 0; s < S->n && !spent(S); s++)
     for (int n_old = 1; n_old <= REFINE_WINDOW && s + n_old <= S->n; n_old++) {
       int i = S->segs[s].i, j = S->segs[s + n_old - 1].j;
-      for (int k = n_old > 1 ? -1 : i + 1; k < j; k = k < 0 ? i + 1 : k + 1) {
+      int top[3] = {-1, -1, -1}; /* a segment's best split cuts, for splits in three */
+      double top_d[3] = {INFINITY, INFINITY, INFINITY};
+      for (int k = n_old > 1 ? -1 : i + 1; k < j && !spent(S); k = k < 0 ? i + 1 : k + 1) {
         if (n_old == 2 && k == S->segs[s].j) continue; /* what the draft is */
-        recut r = {s, n_old, k, 0};
+        recut r = {s, n_old, k, -1, 0};
         bool near = n_old == 2 && (k < 0 || k == S->segs[s].j - 1 || k == S->segs[s].j + 1);
         if (near) {
           if (try_recut(S, &r)) return true;
           continue;
         }
-        plan_dseg rep[2];
+        plan_dseg rep[RECUT_MAX];
         double before;
         int n_rep = recut_segs(S, &r, rep);
         r.delta = splice_delta(S, s, n_old, rep, n_rep, &before) / before;
-        if (n_best == REFINE_TRIES && r.delta >= best[n_best - 1].delta) continue;
-        int q = n_best < REFINE_TRIES ? n_best++ : n_best - 1;
-        for (; q > 0 && best[q - 1].delta > r.delta; q--) best[q] = best[q - 1];
-        best[q] = r;
+        keep_best(best, &n_best, &r);
+        if (n_old == 1)
+          for (int q = 0; q < 3; q++)
+            if (r.delta < top_d[q]) {
+              for (int x = 2; x > q; x--) top[x] = top[x - 1], top_d[x] = top_d[x - 1];
+              top[q] = k, top_d[q] = r.delta;
+              break;
+            }
       }
+      /* A segment in three, at pairs of its best split cuts: two splits
+       * may pay where either alone does not. */
+      for (int a = 0; a < 3 && top[a] >= 0; a++)
+        for (int b = a + 1; b < 3 && top[b] >= 0; b++) {
+          recut r = {s, 1, top[a] < top[b] ? top[a] : top[b], top[a] < top[b] ? top[b] : top[a], 0};
+          plan_dseg rep[RECUT_MAX];
+          double before;
+          int n_rep = recut_segs(S, &r, rep);
+          r.delta = splice_delta(S, s, 1, rep, n_rep, &before) / before;
+          keep_best(best, &n_best, &r);
+        }
     }
   for (int q = 0; q < n_best && !spent(S); q++)
     if (try_recut(S, &best[q])) return true;
-  return false;
-}
-
-long dbg_effort_max;
-/* Coupled moves: an edge of segment s moved by a row even when that alone
- * costs more, with both neighbours re-solved for it; kept when the three
- * together got cheaper. A segment's best split depends on its
- * neighbours', so two changes may pay where neither does alone. */
-static bool coupled(search *S) {
-  for (int s = 0; s < S->n && !spent(S); s++)
-    for (int k = 1; k < S->segs[s].n; k++)
-      for (int dir = -1; dir <= 1; dir += 2) {
-        int lo = s > 0 ? s - 1 : s, hi = s + 1 < S->n ? s + 1 : s;
-        if (lo == hi) continue;
-        plan_dseg rep[3];
-        for (int q = lo; q <= hi; q++) rep[q - lo] = S->segs[q];
-        if (!moved_edge(&S->segs[s], k, dir, &rep[s - lo])) continue;
-        const plan_dseg *above = lo > 0 ? &S->segs[lo - 1] : NULL;
-        const plan_dseg *below = hi + 1 < S->n ? &S->segs[hi + 1] : NULL;
-        if (hi > s) solve_seg(S, &rep[s - lo], &rep[hi - lo], below, false, INFINITY);
-        if (lo < s) solve_seg(S, above, &rep[0], &rep[s - lo], false, INFINITY);
-        double before, delta = splice_delta(S, lo, hi - lo + 1, rep, hi - lo + 1, &before);
-        if (!(delta < -tol(S))) continue;
-        recut r = {lo, hi - lo + 1, 0, 0};
-        if (try_draft(S, splice_into_work(S, &r, rep, hi - lo + 1), lo - 1, hi + 1, before,
-                      before + delta))
-          return true;
-      }
   return false;
 }
 
@@ -572,10 +622,8 @@ double plan_refine(const plan_ctx *c, plan_dseg *segs, int *n, long budget) {
      * settled, in that order (each next one only when the last found
      * nothing: a draft's best structure may need its order as it is). */
     if (local_moves(&S, 0, S.n - 1, 1, pass == 0)) continue;
-    if (!restructure(&S) && !coupled(&S) && !reorder(&S)) break;
+    if (!restructure(&S) && !coupled(&S, 0, S.n - 1) && !reorder(&S)) break;
   }
-  if (S.effort > dbg_effort_max) dbg_effort_max = S.effort;
-  { double chk = plan_draft_time(c, S.segs, S.n); if (fabs(chk - S.total) > 1e-6 * chk) { extern int printf(const char *, ...); printf("DRIFT %g vs %g\n", chk, S.total); } }
   memcpy(segs, S.segs, (size_t)S.n * sizeof *segs);
   *n = S.n;
   double total = S.total;

@@ -16,14 +16,10 @@
  * it every choice of the greedy is the same). The two meet at the optimum
  * in a few dozen probes of O(devices * log rows).
  *
- * The proxy: a segment alone, its neighbours unknown, each internal edge
- * charged its halo rows both ways at the segment's input, to the strips on
- * either side (as if the neighbouring segments had the same split). The
- * dynamic program (plan_exact.c) prices candidate segments with its
- * continuous relaxation (plan_fluid_cost, O(devices)); plan_solve_proxy
- * gives the chosen segments their first integer splits (the same solver;
- * the proxy's first strip has no top halo, so a device may also start
- * over at row 0, leaving those before it idle).
+ * The dynamic program (plan_exact.c) prices candidate segments with
+ * plan_fluid_cost: the continuous relaxation of a proxy of a segment on
+ * its own (its neighbours unknown, each internal edge charged its halo
+ * rows both ways, as if the neighbours split the same way), O(devices).
  */
 #include <math.h>
 #include <stdlib.h>
@@ -39,7 +35,7 @@ static const double search_rel_gap = 1e-12; /* probe the lower bound itself belo
 
 typedef struct split_problem {
   int H, n;
-  bool first, last, proxy;
+  bool first, last;
   const plan_edge *E;
   int dev[PLAN_MAX_DEVICES];
   double a[PLAN_MAX_DEVICES];    /* ms per FLOP */
@@ -57,18 +53,11 @@ static inline int ov(int a_lo, int a_hi, int b_lo, int b_hi) {
   return hi > lo ? hi - lo : 0;
 }
 
-static inline int pos0(int x) { return x > 0 ? x : 0; }
-
 static inline double strip_cost(const split_problem *p, int k, int lo, int hi) {
   const plan_edge *L = &p->E[lo], *R = &p->E[hi];
   int in_rows, out_rows;
-  if (p->first) {
-    in_rows = R->in_hi - L->in_lo;
-  } else if (!p->proxy) {
-    in_rows = R->in_hi - L->in_lo - ov(L->in_lo, R->in_hi, p->held_lo[k], p->held_hi[k]);
-  } else {
-    in_rows = (lo > 0 ? pos0(L->in_hi - L->in_lo) : 0) + (hi < p->H ? pos0(R->in_hi - R->in_lo) : 0);
-  }
+  in_rows = R->in_hi - L->in_lo;
+  if (!p->first) in_rows -= ov(L->in_lo, R->in_hi, p->held_lo[k], p->held_hi[k]);
   if (p->last) out_rows = hi - lo;
   else if (p->need) out_rows = p->need[hi] - p->need[lo] - ov(lo, hi, p->own_lo[k], p->own_hi[k]);
   else out_rows = 0;
@@ -121,30 +110,13 @@ static int reach(const split_problem *p, int k, int pos, double T, double *bp,
 
 /* The greedy at T: fills edges b (zero-row devices have b[k] == b[k+1]),
  * returns the row reached; *bp the least strip time seen above T, *act the
- * makespan of the strips taken. The proxy lets a device start over from
- * row 0 (all before it idle): its top strip has no halo, so starting later
- * is not always cheaper there. */
+ * makespan of the strips taken. */
 static int probe(const split_problem *p, double T, int *b, double *bp, double *act) {
   int pos = 0;
   *bp = INFINITY;
   *act = 0;
   b[0] = 0;
-  for (int k = 0; k < p->n; k++) {
-    double a1 = *act;
-    int r = reach(p, k, pos, T, bp, &a1);
-    if (p->proxy && pos > 0) {
-      double a0 = 0;
-      int r0 = reach(p, k, 0, T, bp, &a0);
-      if (r0 > r) {
-        for (int q = 0; q <= k; q++) b[q] = 0;
-        r = r0;
-        a1 = a0;
-      }
-    }
-    *act = a1;
-    pos = r;
-    b[k + 1] = pos;
-  }
+  for (int k = 0; k < p->n; k++) b[k + 1] = pos = reach(p, k, pos, T, bp, act);
   return pos;
 }
 
@@ -153,10 +125,12 @@ static int probe(const split_problem *p, double T, int *b, double *bp, double *a
 static double solve(const split_problem *p, double hint, int *best_b, int *probes) {
   int b[PLAN_MAX_DEVICES + 1];
   double lo_t = p->lb, hi_t = INFINITY, bp, act;
-  if (isfinite(hint) && probe(p, hint, b, &bp, &act) == p->H) {
+  if (isfinite(hint)) {
     (*probes)++;
-    hi_t = act;
-    memcpy(best_b, b, (size_t)(p->n + 1) * sizeof *b);
+    if (probe(p, hint, b, &bp, &act) == p->H) {
+      hi_t = act;
+      memcpy(best_b, b, (size_t)(p->n + 1) * sizeof *b);
+    }
   }
   /* Up from the lower bound in small steps: it is usually within 20 %. */
   double T = lo_t > 0 ? lo_t * 1.05 : 1.0;
@@ -188,40 +162,30 @@ static double solve(const split_problem *p, double hint, int *best_b, int *probe
   return hi_t;
 }
 
-/* Lower bound on any split of segment (i, j) with n strips, for every n:
- * each strip's device spends at least the least fixed cost and round
- * trips, plus its work and transfers; summed over the strips, the work is
- * one strip's plus the least halo per extra strip, the transfers at least
- * what the proxy (or the image, or the gather) forces, and at best the
- * n fastest devices share them. Under exact prices the neighbours are
- * unknown, so only the image and the gather count. */
-static double segment_lb(const plan_ctx *c, int i, int j, bool last, bool proxy) {
+/* Lower bound on any split of segment (i, j): every strip's device spends
+ * at least the least fixed cost and round trips; over the strips, the work
+ * is one strip's plus the least halo per extra strip, the image and the
+ * gather are moved whole (what the neighbours move is not known here), and
+ * at best the n fastest devices (links) share that, for some n. */
+static double segment_lb(const plan_ctx *c, int i, int j, bool last) {
   const plan_tables *t = c->t;
   const plan_seg_info *f = &t->info[plan_seg_index(t->n_cuts, i, j)];
   int fe = plan_fe_count(t, i, j), H = t->h[j];
   double c_min = INFINITY;
   for (int d = 0; d < c->n_devs; d++)
-    c_min = fmin(c_min, c->devs[d].fixed_ms + c->devs[d].rtt_ms * (1 + fe));
-  double work = f->work, halo = f->halo, halo_rows = f->halo_rows;
+    c_min = fmin(c_min, c->fixed_ms[d] + c->rtt_ms[d] * (1 + fe));
   double rb_in = plan_row_bytes(c, i), rb_out = plan_row_bytes(c, j);
   double best = INFINITY, speed = 0, link = 0;
   for (int n = 1; n <= c->n_devs; n++) {
     speed += c->speed_sorted[n - 1];
     link += c->link_sorted[n - 1];
-    double rows_in = 0;
-    if (i == 0) rows_in = f->in_rows + (n - 1) * halo_rows;
-    else if (proxy) rows_in = 2.0 * (n - 1) * fmax(halo_rows, 0);
+    double rows_in = i == 0 ? f->in_rows + (n - 1) * (double)f->halo_rows : 0;
     double bytes = fmax(rows_in, 0) * rb_in + (last ? H * rb_out : 0);
-    double w = work + (n - 1) * halo;
-    double x = fmax(fmax(w, 0) + c->gflop_per_byte * bytes, 0) / speed;
-    x = fmax(x, bytes / link);
+    double w = fmax(f->work + (n - 1) * f->halo, 0);
+    double x = fmax((w + c->gflop_per_byte * bytes) / speed, bytes / link);
     if (x < best) best = x;
   }
   return c_min + best;
-}
-
-double plan_segment_lb(const plan_ctx *c, int i, int j, bool last, bool proxy) {
-  return segment_lb(c, i, j, last, proxy);
 }
 
 /* Fills the per-device constants of p for segment (i, j) and order ord. */
@@ -256,23 +220,6 @@ static void take_split(const split_problem *p, const int *b, plan_dseg *s) {
   }
 }
 
-double plan_solve_proxy(const plan_ctx *c, int i, int j, const int *ord, int n_ord,
-                        plan_dseg *out) {
-  split_problem p;
-  setup(c, &p, i, j, ord, n_ord);
-  p.first = i == 0;
-  p.last = j == c->t->n_cuts - 1;
-  p.proxy = true;
-  p.need = NULL;
-  p.lb = segment_lb(c, i, j, p.last, true);
-  int b[PLAN_MAX_DEVICES + 1], probes = 0;
-  double t = solve(&p, INFINITY, b, &probes);
-  out->i = i;
-  out->j = j;
-  take_split(&p, b, out);
-  return t;
-}
-
 double plan_solve_exact(const plan_ctx *c, const plan_dseg *prev, plan_dseg *s,
                         const plan_dseg *next, const int *ord, int n_ord,
                         double hint_ms, long *work) {
@@ -281,8 +228,7 @@ double plan_solve_exact(const plan_ctx *c, const plan_dseg *prev, plan_dseg *s,
   setup(c, &p, s->i, s->j, ord, n_ord);
   p.first = s->i == 0;
   p.last = s->j == t->n_cuts - 1;
-  p.proxy = false;
-  p.lb = segment_lb(c, s->i, s->j, p.last, false);
+  p.lb = segment_lb(c, s->i, s->j, p.last);
   int32_t need_buf[p.H + 2];
   p.need = next ? need_buf : NULL;
   if (next) {

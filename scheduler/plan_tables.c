@@ -56,8 +56,8 @@ void plan_tables_destroy(plan_tables *t) {
   free(t->row_floats);
   free(t->fe_before);
   free(t->after_row_op);
-  free(t->flops_before);
   free(t->map_off);
+  free(t->layer_w);
   free(t->lo_map);
   free(t->hi_map);
   free(t->edge_off);
@@ -117,16 +117,13 @@ static err_code build_small(const model *m, plan_tables *t, err *e) {
   int hf = t->head_first;
   t->cut = malloc((size_t)(hf + 1) * sizeof *t->cut);
   t->fe_before = malloc((size_t)(hf + 1) * sizeof *t->fe_before);
-  t->flops_before = malloc((size_t)(hf + 1) * sizeof *t->flops_before);
-  if (!t->cut || !t->fe_before || !t->flops_before) return ERR_NOMEM;
+  if (!t->cut || !t->fe_before) return ERR_NOMEM;
   t->n_cuts = 0;
   for (int c = 0; c <= hf; c++)
     if (c == 0 || c == hf || model_is_cut(m, c)) t->cut[t->n_cuts++] = c;
   t->fe_before[0] = 0;
-  t->flops_before[0] = 0;
   for (int l = 0; l < hf; l++) {
     t->fe_before[l + 1] = t->fe_before[l] + (m->layers[l].op == MODEL_OP_FE);
-    t->flops_before[l + 1] = t->flops_before[l] + m->layers[l].flops;
   }
   int k = t->n_cuts;
   t->after_row_op = calloc((size_t)k, sizeof *t->after_row_op);
@@ -163,8 +160,7 @@ static err_code build_small(const model *m, plan_tables *t, err *e) {
   if (!t->lo_map || !t->hi_map || !t->edge) return ERR_NOMEM;
   t->bytes = sizeof *t + maps * 2 * sizeof *t->lo_map + edges * sizeof *t->edge +
              (size_t)k * k * (sizeof *t->edge_off + sizeof *t->info) +
-             (size_t)(hf + 1) * (sizeof *t->cut + sizeof *t->fe_before +
-                                 sizeof *t->flops_before);
+             (size_t)(hf + 1) * (sizeof *t->cut + sizeof *t->fe_before);
   (void)e;
   return ERR_OK;
 }
@@ -229,10 +225,22 @@ static void build_end(const model *m, plan_tables *t, int j, const int *fe_reade
 }
 
 err_code plan_prepare(const model *m, plan_tables **out, err *e) {
+  return plan_prepare_weighted(m, NULL, out, e);
+}
+
+err_code plan_prepare_weighted(const model *m, const double *layer_cost, plan_tables **out,
+                               err *e) {
   *out = NULL;
   if (!m || !m->finalized) return err_set(e, ERR_INVALID, "plan: model is not finalized");
+  for (int l = 0; layer_cost && l < m->n_layers; l++)
+    if (!isfinite(layer_cost[l]) || layer_cost[l] < 0)
+      return err_set(e, ERR_INVALID, "plan: layer %d of %s: cost weight %g", l, m->name,
+                     layer_cost[l]);
   plan_tables *t = calloc(1, sizeof *t);
   if (!t) return oom(t, e);
+  t->layer_w = malloc((size_t)(m->n_layers > 0 ? m->n_layers : 1) * sizeof *t->layer_w);
+  if (!t->layer_w) return oom(t, e);
+  for (int l = 0; l < m->n_layers; l++) t->layer_w[l] = layer_cost ? layer_cost[l] : 1.0;
   t->n_layers = m->n_layers;
   t->head_first = plan_head_first(m);
   t->fingerprint = geometry_fingerprint(m);
@@ -257,10 +265,7 @@ err_code plan_prepare(const model *m, plan_tables **out, err *e) {
   for (int l = hf - 1; l >= 0; l--)
     if (m->layers[l].op == MODEL_OP_FE) fe_reader[m->layers[l].inputs[0] + 1] = l;
   for (int i = 0; i < t->n_cuts; i++) cut_index[t->cut[i]] = i;
-  for (int l = 0; l < hf; l++) {
-    int h = m->layers[l].out.h;
-    w[l] = m->layers[l].flops / (h > 0 ? h : 1);
-  }
+  for (int l = 0; l < hf; l++) w[l] = plan_layer_work(t, m, l, 1);
   for (int j = 1; j < t->n_cuts; j++) build_end(m, t, j, fe_reader, cut_index, w, need, bound);
   free(fe_reader), free(cut_index), free(w), free(need), free(bound);
   *out = t;
@@ -317,7 +322,7 @@ void plan_ctx_init(plan_ctx *c, const model *m, const plan_tables *t,
   c->n_devs = n_devs;
   c->o = o;
   c->image_row_bytes = (double)m->input.w * o->input_channels * o->input_bytes_per_pixel;
-  c->gflop_per_byte = c->fixed_min_ms = c->rtt_min_ms = INFINITY;
+  c->gflop_per_byte = INFINITY;
   for (int d = 0; d < n_devs; d++) {
     c->ms_per_gflop[d] = devs[d].ms_per_gflop;
     c->gflop_per_ms[d] = 1.0 / devs[d].ms_per_gflop;
@@ -410,9 +415,8 @@ double plan_draft_time_exact(const plan_ctx *c, const plan_dseg *segs, int n) {
       int d = s->dev[k], lo = s->b[k], hi = s->b[k + 1];
       double flops = 0;
       for (int l = first; l < end; l++) {
-        int h = m->layers[l].out.h;
         model_rows r = {lo_map[(size_t)lo * ns + l + 1], hi_map[(size_t)hi * ns + l + 1]};
-        flops += m->layers[l].flops * (int)count_rows(r) / (h > 0 ? h : 1);
+        flops += plan_layer_work(t, m, l, (int)count_rows(r));
       }
       double gflop = flops / 1e9;
       model_rows in = strip_in(t, s, lo, hi);
@@ -463,7 +467,10 @@ err_code plan_draft_to_plan(const plan_ctx *c, const plan_dseg *segs, int n,
       s->parts[k].out.hi = segs[si].b[k + 1];
     }
   }
-  err_code rc = plan_evaluate(c->m, c->devs, c->n_devs, c->o, p, e);
+  /* Priced by plan_evaluate, from the tables already at hand. */
+  plan_options o = *c->o;
+  o.tables = c->t;
+  err_code rc = plan_evaluate(c->m, c->devs, c->n_devs, &o, p, e);
   if (rc != ERR_OK) plan_free(p);
   return rc;
 }

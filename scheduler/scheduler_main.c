@@ -43,6 +43,11 @@ static void usage(FILE *f) {
           "  --models LIST        zoo models to load at start, comma-separated, or "
           "'none' (default %s)\n"
           "  --threads N          threads of the head executor (default 1)\n"
+          "  --flops-only         price work by FLOPs alone, not by each layer's\n"
+          "                       cost measured when a model loads\n"
+          "  --split-always       split every request, even when as many are in\n"
+          "                       flight as agents are up (default: then a request\n"
+          "                       naming no planner runs whole on one agent)\n"
           "  --straggler-factor F re-plan a request without an agent F times later\n"
           "                       than predicted (default 0: off)\n"
           "  --stuck-floor-ms N   an agent silent this long (and %d x the predicted\n"
@@ -95,6 +100,11 @@ static int parse_flags(int argc, char **argv, service_config *cfg) {
     if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
       usage(stdout);
       exit(0);
+    }
+    if (strcmp(a, "--flops-only") == 0 || strcmp(a, "--split-always") == 0) { /* no value */
+      if (a[2] == 'f') cfg->flops_only = true;
+      else cfg->split_always = true;
+      continue;
     }
     int rc = 0;
     if (strcmp(a, "--listen") == 0) cfg->listen = v;

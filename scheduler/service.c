@@ -291,7 +291,7 @@ err_code service_create(const service_config *cfg, service **out, err *e) {
   const char *path = cfg->db_path ? cfg->db_path : STORE_DEFAULT_PATH;
   err_code rc = store_open(path, &s->st, e);
   if (rc != ERR_OK) err_wrap(e, "database %s", path);
-  if (rc == ERR_OK) rc = models_create(s->st, cfg->head_threads, &s->ms, e);
+  if (rc == ERR_OK) rc = models_create(s->st, cfg->head_threads, !cfg->flops_only, &s->ms, e);
   if (rc == ERR_OK) rc = inflight_create(&s->inf, e);
   int restored = 0, skipped = 0;
   err problem = {0};
@@ -309,7 +309,8 @@ err_code service_create(const service_config *cfg, service **out, err *e) {
   s->ictx = (infer_ctx){.st = s->st, .ms = s->ms, .cl = s->cl, .inf = s->inf,
                         .default_planner = s->planner, .default_deadline_ms = cfg->deadline_ms,
                         .straggler_factor = cfg->straggler_factor,
-                        .stuck_floor_ms = cfg->stuck_floor_ms};
+                        .stuck_floor_ms = cfg->stuck_floor_ms,
+                        .split_always = cfg->split_always};
   if (rc == ERR_OK) rc = serve(s, cfg, e);
   if (rc != ERR_OK) {
     service_destroy(s);

@@ -29,6 +29,8 @@
 #ifndef EDGEDI_SERVICE_H
 #define EDGEDI_SERVICE_H
 
+#include <stdbool.h>
+
 #include "runtime/err.h"
 
 #define SERVICE_DEFAULT_LISTEN "127.0.0.1:7000"
@@ -48,6 +50,12 @@ typedef struct service_config {
   int max_message_bytes; /* both directions, clients and agents; 0: default */
   const char *models;    /* comma-separated zoo names to preload; NULL: none */
   int head_threads;      /* head executor threads; <= 1: one */
+  /* Plan by FLOPs alone instead of each layer's measured cost
+   * (layer_cost.h): loads models faster, plans worse. */
+  bool flops_only;
+  /* Split every request, even when the cluster is saturated (infer.h,
+   * "Load-aware planning"). */
+  bool split_always;
   /* > 0: a request re-plans without an agent this many times later than
    * predicted (infer.h, "Stragglers"); 0: off. */
   double straggler_factor;

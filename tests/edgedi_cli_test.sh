@@ -14,6 +14,9 @@ fail() { echo "FAIL: $*" >&2; exit 1; }
 { printf 'P5\n200 200\n255\n'; head -c 40000 /dev/urandom; } > "$T/img.pgm"
 head -c 40000 /dev/urandom > "$T/img.raw"
 head -c 100 /dev/urandom > "$T/garbage.png"
+{ printf 'P5\n64 64\n255\n'; head -c 4096 /dev/urandom; } > "$T/img64.pgm"
+"$E" export resnet18c "$T/r18c.onnx" --height 64 --width 64 --seed 5 > /dev/null \
+  || fail "export for model add"
 
 cat > "$T/client.sh" <<SCRIPT
 set -euo pipefail
@@ -21,8 +24,14 @@ E="$E"; T="$T"
 fail() { echo "FAIL: \$*" >&2; exit 1; }
 "\$E" devices | grep -q '^agent-2 *up' || fail "devices: agent-2 not up"
 "\$E" devices --json | grep -q '"ms_per_gflop"' || fail "devices --json"
-"\$E" plan vgg16c --brief | grep -q 'rows per device' || fail "plan"
-"\$E" plan vgg16c --json | grep -q '"segments"' || fail "plan --json"
+"\$E" plan vgg16c > "\$T/plan.txt" || fail "plan"
+for pl in exact heuristic proportional equal; do
+  grep -q "^  \$pl " "\$T/plan.txt" || fail "plan: no \$pl row: \$(cat "\$T/plan.txt")"
+done
+"\$E" plan vgg16c --planner heuristic --brief | grep -q 'planner heuristic' || fail "plan --planner"
+if "\$E" plan vgg16c --planner nosuch 2> "\$T/err.txt"; then fail "unknown planner accepted"; fi
+grep -q 'INVALID_ARGUMENT' "\$T/err.txt" || fail "unknown planner: \$(cat "\$T/err.txt")"
+[ "\$("\$E" plan vgg16c --json | grep -c '"segments"')" -eq 4 ] || fail "plan --json"
 "\$E" infer vgg16c "\$T/img.pgm" > "\$T/infer.txt" || fail "infer"
 grep -q '^top class: ' "\$T/infer.txt" || fail "infer: no top class"
 grep -q 'gathering whole maps' "\$T/infer.txt" || fail "infer: no bytes"
@@ -31,6 +40,15 @@ grep -q 'gathering whole maps' "\$T/infer.txt" || fail "infer: no bytes"
 "\$E" infer vgg16c "\$T/img.pgm" --json | grep -q '"logits":\[' || fail "infer --json"
 "\$E" model add tiny --zoo resnet18c --height 64 --width 64 | grep -q 'loaded tiny' \
   || fail "model add"
+"\$E" model add "\$T/r18c.onnx" --name r18c-onnx | grep -q 'loaded r18c-onnx' \
+  || fail "model add FILE.onnx"
+"\$E" infer r18c-onnx "\$T/img64.pgm" | grep -q '^top class: ' || fail "infer an ONNX model"
+"\$E" models --db "\$T/e.db" | grep -q "r18c-onnx" || fail "models: no r18c-onnx"
+if "\$E" model add "\$T/r18c.onnx" --name tiny 2> "\$T/err.txt"; then
+  fail "a name loaded again with another model"
+fi
+grep -q 'already loaded' "\$T/err.txt" || fail "name reuse: \$(cat "\$T/err.txt")"
+if "\$E" model add "\$T/garbage.onnx" 2> "\$T/err.txt"; then fail "missing file accepted"; fi
 if "\$E" infer nosuch "\$T/img.pgm" 2> "\$T/err.txt"; then fail "unknown model accepted"; fi
 grep -q 'NOT_FOUND' "\$T/err.txt" || fail "unknown model: \$(cat "\$T/err.txt")"
 if "\$E" infer tiny "\$T/img.pgm" 2> "\$T/err.txt"; then fail "wrong size accepted"; fi

@@ -1,6 +1,8 @@
 /* plan_test.c — the planner interface and the simple planners: strips
  * partition every segment's rows, faster devices get more rows, the cost
- * model prices what really moves, nonsense cost models never plan. */
+ * model prices what really moves, nonsense cost models never plan, the
+ * registry lists the four planners with the exact one as the default.
+ * (The exact planner's own tests are in plan_exact_test.c.) */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -11,53 +13,12 @@
 
 #include <cmocka.h>
 
-#include "runtime/fuse.h"
 #include "runtime/zoo.h"
 #include "scheduler/plan.h"
+#include "tests/plan_testlib.h"
 
-static model *build_fused(const char *name) {
-  zoo_options o = zoo_defaults();
-  model *m = NULL, *f = NULL;
-  err e = {0};
-  assert_int_equal(zoo_build(name, &o, &m, &e), ERR_OK);
-  assert_int_equal(fuse_model(m, &f, &e), ERR_OK);
-  model_destroy(m);
-  return f;
-}
-
-/* Two Pi 3B+-like and two Pi 4B-like boards behind 100 Mbit/s. */
-static int demo_cluster(plan_device *d) {
-  const double a[4] = {100, 100, 66.7, 66.7};
-  for (int i = 0; i < 4; i++) {
-    memset(&d[i], 0, sizeof d[i]);
-    snprintf(d[i].name, sizeof d[i].name, "board%d", i);
-    d[i].ms_per_gflop = a[i];
-    d[i].fixed_ms = 1;
-    d[i].bandwidth_mbps = 100;
-    d[i].rtt_ms = 1;
-  }
-  return 4;
-}
-
-static void check_partition(const model *m, const plan *p) {
-  assert_true(p->n_segments >= 1);
-  assert_int_equal(p->segments[0].first, 0);
-  assert_int_equal(p->segments[p->n_segments - 1].end, p->head_first);
-  for (int si = 0; si < p->n_segments; si++) {
-    const plan_segment *s = &p->segments[si];
-    if (si > 0) assert_int_equal(s->first, p->segments[si - 1].end);
-    assert_true(model_is_cut(m, s->first) && model_is_cut(m, s->end));
-    int next = 0;
-    for (int k = 0; k < s->n_parts; k++) {
-      assert_int_equal(s->parts[k].out.lo, next);
-      assert_true(s->parts[k].out.hi > s->parts[k].out.lo);
-      assert_true(s->parts[k].in.lo <= s->parts[k].in.hi);
-      next = s->parts[k].out.hi;
-    }
-    assert_int_equal(next, m->layers[s->end - 1].out.h);
-    assert_true(s->predicted_ms > 0);
-  }
-}
+#define build_fused(name) pt_build_fused(name, 0)
+#define demo_cluster pt_demo_cluster
 
 static void test_every_model_every_planner(void **state) {
   (void)state;
@@ -70,7 +31,7 @@ static void test_every_model_every_planner(void **state) {
       plan p;
       err e = {0};
       assert_int_equal(plan_find(*pn)(m, d, n, &o, &p, &e), ERR_OK);
-      check_partition(m, &p);
+      pt_check_partition(m, &p, n);
       /* Strips stay resident: moving halos is cheaper than gathering, and
        * never dearer (a plan of one segment on one device moves the same:
        * the image in, the output back). */
@@ -105,27 +66,67 @@ static void test_faster_device_gets_more_rows(void **state) {
   model_destroy(m);
 }
 
+/* Every planner refuses nonsense before any arithmetic sees it. */
 static void test_nonsense_cost_models_are_rejected(void **state) {
   (void)state;
-  plan_device d[4];
+  plan_device d[PLAN_MAX_DEVICES + 1];
   plan_options o = plan_default_options();
   model *m = build_fused("resnet18c");
-  const double bad[] = {-1, 0, NAN, INFINITY};
-  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-    int n = demo_cluster(d);
-    d[2].ms_per_gflop = bad[i];
+  const double bad[] = {-1, 0, NAN, INFINITY, -INFINITY};
+  for (const char *const *pn = plan_names(); *pn; pn++) {
+    plan_fn fn = plan_find(*pn);
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+      for (int field = 0; field < 4; field++) {
+        int n = demo_cluster(d);
+        double *x[4] = {&d[2].ms_per_gflop, &d[2].fixed_ms, &d[2].bandwidth_mbps, &d[2].rtt_ms};
+        *x[field] = bad[i];
+        /* A zero fixed cost or round trip is fine; zero speed or bandwidth is not. */
+        bool fine = bad[i] == 0 && (field == 1 || field == 3);
+        plan p;
+        err e = {0};
+        err_code rc = fn(m, d, n, &o, &p, &e);
+        if (fine) {
+          assert_int_equal(rc, ERR_OK);
+          plan_free(&p);
+          continue;
+        }
+        assert_int_equal(rc, ERR_INVALID);
+        assert_non_null(strstr(e.msg, "board2"));
+      }
     plan p;
     err e = {0};
-    assert_int_equal(plan_proportional(m, d, n, &o, &p, &e), ERR_INVALID);
-    assert_non_null(strstr(e.msg, "board2"));
+    int n = demo_cluster(d);
+    assert_int_equal(fn(m, d, 0, &o, &p, &e), ERR_UNAVAILABLE);
+    for (int i = 0; i <= PLAN_MAX_DEVICES; i++) d[i] = d[i % 4];
+    assert_int_equal(fn(m, d, PLAN_MAX_DEVICES + 1, &o, &p, &e), ERR_INVALID);
+    plan_options bad_o = o;
+    bad_o.input_channels = 0;
+    assert_int_equal(fn(m, d, n, &bad_o, &p, &e), ERR_INVALID);
+    bad_o = o;
+    bad_o.input_bytes_per_pixel = -4;
+    assert_int_equal(fn(m, d, n, &bad_o, &p, &e), ERR_INVALID);
+    assert_int_equal(fn(m, d, n, NULL, &p, &e), ERR_INVALID);
   }
-  int n = demo_cluster(d);
-  d[1].bandwidth_mbps = NAN;
-  plan p;
-  err e = {0};
-  assert_int_equal(plan_proportional(m, d, n, &o, &p, &e), ERR_INVALID);
-  assert_int_equal(plan_proportional(m, d, 0, &o, &p, &e), ERR_UNAVAILABLE);
   model_destroy(m);
+}
+
+/* Four planners by name, the exact one first and the default. */
+static void test_registry(void **state) {
+  (void)state;
+  const char *const want[] = {"exact", "heuristic", "proportional", "equal"};
+  const char *const *names = plan_names();
+  for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+    assert_non_null(names[i]);
+    assert_string_equal(names[i], want[i]);
+    assert_non_null(plan_find(want[i]));
+  }
+  assert_null(names[4]);
+  assert_string_equal(plan_default_name(), "exact");
+  assert_true(plan_find("exact") == plan_exact);
+  assert_true(plan_find("heuristic") == plan_heuristic);
+  assert_null(plan_find("nonsense"));
+  assert_null(plan_find(NULL));
+  assert_null(plan_find(""));
 }
 
 static void test_head_is_the_classifier(void **state) {
@@ -150,6 +151,7 @@ int main(void) {
       cmocka_unit_test(test_faster_device_gets_more_rows),
       cmocka_unit_test(test_nonsense_cost_models_are_rejected),
       cmocka_unit_test(test_head_is_the_classifier),
+      cmocka_unit_test(test_registry),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

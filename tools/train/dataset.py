@@ -118,9 +118,9 @@ def background(rng, n):
     Rolling direction is along the rows (angle 0); the caller rotates."""
     base = rng.uniform(85, 175)
     yy, xx = grid(n)
-    g = rng.uniform(0, 25) * ((yy - n / 2) * np.sin(rng.uniform(0, 2 * np.pi))
-                              + (xx - n / 2) * np.cos(rng.uniform(0, 2 * np.pi))
-                              ) / n
+    amp = rng.uniform(0, 25)
+    g = amp * ((yy - n / 2) * np.sin(rng.uniform(0, 2 * np.pi)) +
+               (xx - n / 2) * np.cos(rng.uniform(0, 2 * np.pi))) / n
     streaks = rng.uniform(2, 9) * band_noise(rng, n, rng.uniform(15, 40),
                                              rng.uniform(0.6, 1.5))
     mottle = rng.uniform(0, 6) * band_noise(rng, n, 12, 12)

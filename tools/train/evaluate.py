@@ -14,6 +14,11 @@ run alone (batch 1, as EdgeDI runs it), preprocessed as EdgeDI does
 (x / 255, gray to three channels). Given both, it also reports how far the
 two disagree.
 
+--write-images DIR writes the images as the model sees them (resized to
+its input size, if it is not 200x200: EdgeDI cannot reproduce PIL's
+resampling bit for bit, so it must be given these) in the same layout as
+the synthetic set, in predictions.csv order.
+
 Writes to --out:
   predictions.csv  file,class,label,pred,pred_class,logit_0..logit_{K-1}
   logits.f32       N x K little-endian float32, rows in predictions.csv order
@@ -122,6 +127,19 @@ def write_samples(out_dir, per_class, samples, imgs, logits, ref_name,
           f"outputs of {os.path.basename(model_path)}) to {out_dir}")
 
 
+def write_images(out_dir, samples, imgs):
+    os.makedirs(os.path.join(out_dir, "images"), exist_ok=True)
+    with open(os.path.join(out_dir, "labels.csv"), "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["file", "class", "label", "split"])
+        for s, img in zip(samples, imgs):
+            name = os.path.splitext(os.path.basename(s.path))[0] + ".pgm"
+            dataset.write_pgm(os.path.join(out_dir, "images", name), img)
+            w.writerow([f"images/{name}", s.cls, s.label, s.split])
+    print(f"wrote {len(samples)} images ({imgs.shape[2]}x{imgs.shape[1]}) "
+          f"and labels.csv to {out_dir}")
+
+
 def natural_key(name):
     import re
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
@@ -144,6 +162,10 @@ def main(argv=None):
                          "class of the split to DIR (8-bit PGM), with "
                          "expected.csv: their labels, predictions, logits")
     ap.add_argument("--samples-per-class", type=int, default=1)
+    ap.add_argument("--write-images", metavar="DIR",
+                    help="write the split's images as the model sees them "
+                         "(resized to its input, 8-bit PGM) to DIR/images "
+                         "with DIR/labels.csv, for EdgeDI to run")
     ap.add_argument("--threads", type=int, default=1)
     a = ap.parse_args(argv)
     if not a.onnx and not a.checkpoint:
@@ -199,6 +221,9 @@ def main(argv=None):
             f.write("\n".join(dataset.CLASSES) + "\n")
         print(f"wrote {a.out}/predictions.csv and logits.f32 "
               f"({len(samples)} x {k}, from {ref_name})")
+
+    if a.write_images:
+        write_images(a.write_images, samples, imgs)
 
     if a.samples:
         write_samples(a.samples, a.samples_per_class, samples, imgs, ref,

@@ -6,8 +6,9 @@ expected outputs on a fixed input, for EdgeDI's ONNX importer tests.
     python3 tools/train/export_testnets.py --mini --out tests/data/onnx
 
 Each model is built with fixed-seed random weights; its BN layers get
-random scales, shifts and running statistics (so that folding BN at load is
-really tested, not an identity), then it is exported in eval mode with
+random scales and shifts and running statistics measured on random inputs
+(so that folding BN at load is really tested, and the logits depend on the
+input: see calibrate_bn), then it is exported in eval mode with
 torch.onnx.export exactly as train.py exports (opset 13, "input" [1,3,H,W],
 "logits" [1,6], constant folding). Inputs are small so the files stay
 small, and odd-sized so floor rounding is exercised: VGG at 3x72x72
@@ -15,11 +16,17 @@ small, and odd-sized so floor rounding is exercised: VGG at 3x72x72
 flatten order matters), ResNet at 3x104x104 (stem 51, then 26 13 7 4, head
 avgpool 4 -> 2: the FC reads Cx2x2).
 
-For each model NAME it writes:
+It writes, for each model NAME:
   NAME.onnx         the model
-  NAME.input.f32    the input, 1x3xHxW NCHW little-endian float32, uniform
-                    [0, 1) with three different channels (fixed seed)
-  NAME.logits.f32   the expected output, 1x6 float32, from the torch model
+  NAME.logits.f32   the expected output, 1x6 little-endian float32, of the
+                    torch model on the input of its size
+  NAME.onnx_logits.f32  the same from the ONNX graph run with PyTorch's
+                    operators (onnx_torch.py): what the file itself computes,
+                    BN folded by the exporter; it differs from the torch
+                    model by the "onnx-vs-torch" of MANIFEST.txt
+and, once per input size:
+  input_1x3xHxW.f32 the input, NCHW little-endian float32, uniform [0, 1)
+                    with three different channels (fixed seed)
 and MANIFEST.txt: per file its input shape, size, operators, the largest
 |logit|, and that the ONNX graph run by onnx_torch matches torch.
 
@@ -48,23 +55,36 @@ import torch.nn as nn  # noqa: E402
 
 import export  # noqa: E402
 import models  # noqa: E402
+from onnx_torch import OnnxTorch  # noqa: E402
 
 SIZE = {"vgg": 72, "resnet": 104}
 MINI_WIDTH_DIVS = (8, 16, 32)
 MINI_MIN_T = 2
+CALIBRATION_BATCHES = 2
 DEFAULT_MAX_BYTES = 1_000_000
 SEED = 13
 
 
-def randomize_bn(model, gen):
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
+def calibrate_bn(model, size, gen, batches=CALIBRATION_BATCHES):
+    """Random BN scales and shifts, and running statistics measured on
+    random inputs like the test input. Without measured statistics a
+    randomly initialized network in eval mode shrinks its signal layer by
+    layer, and its logits hardly depend on the input (less than 0.2 %:
+    a test on them would miss a broken convolution)."""
+    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    with torch.no_grad():
+        for m in bns:
             c = m.num_features
-            with torch.no_grad():
-                m.weight.copy_(torch.rand(c, generator=gen) + 0.5)
-                m.bias.copy_(torch.randn(c, generator=gen) * 0.1)
-                m.running_mean.copy_(torch.randn(c, generator=gen) * 0.1)
-                m.running_var.copy_(torch.rand(c, generator=gen) * 1.5 + 0.5)
+            m.weight.copy_(torch.rand(c, generator=gen) + 0.5)
+            m.bias.copy_(torch.randn(c, generator=gen) * 0.2)
+            m.reset_running_stats()
+            m.momentum = None  # a plain average over the batches
+        model.train()
+        for _ in range(batches):
+            model(torch.rand(4, 3, size, size, generator=gen))
+        model.eval()
+        for m in bns:
+            m.momentum = 0.1
 
 
 def mini_ratio(name, width_div):
@@ -86,7 +106,9 @@ def build(name, width_div):
     torch.manual_seed(SEED)
     m = models.build(name, ratio, (size, size), 6, 3, width_div)
     gen = torch.Generator().manual_seed(SEED + 1)
-    randomize_bn(m, gen)
+    calibrate_bn(m, size, gen)
+    if ratio is None:
+        ratio = models.DEFAULT_RATIO[name]
     return m.eval(), size, ratio
 
 
@@ -127,16 +149,19 @@ def main(argv=None):
             continue
         diff = export.verify(m, data, [x])
         os.replace(tmp, os.path.join(a.out, fname + ".onnx"))
-        x.numpy().astype("<f4").tofile(
-            os.path.join(a.out, fname + ".input.f32"))
+        in_name = f"input_1x3x{size}x{size}.f32"
+        x.numpy().astype("<f4").tofile(os.path.join(a.out, in_name))
         y.numpy().astype("<f4").tofile(
             os.path.join(a.out, fname + ".logits.f32"))
+        OnnxTorch(data)(x).numpy().astype("<f4").tofile(
+            os.path.join(a.out, fname + ".onnx_logits.f32"))
         ops = collections.Counter(
             n.op_type for n in onnx.load_from_string(data).graph.node)
         ops_s = " ".join(f"{k}:{v}" for k, v in sorted(ops.items()))
         params = models.count_params(m)
-        line = (f"{fname}.onnx  input 1x3x{size}x{size}  "
-                f"width/{width_div}  ratio {ratio or 0}  params {params}  bytes {len(data)}  "
+        line = (f"{fname}.onnx  input {in_name}  "
+                f"width/{width_div}  ratio {ratio}  params {params}  "
+                f"bytes {len(data)}  "
                 f"sha256 {hashlib.sha256(data).hexdigest()[:16]}  "
                 f"max|logit| {float(y.abs().max()):.4f}  "
                 f"onnx-vs-torch {diff:.1e}\n    ops {ops_s}")
@@ -145,10 +170,12 @@ def main(argv=None):
     with open(os.path.join(a.out, "MANIFEST.txt"), "w") as f:
         f.write("Written by tools/train/export_testnets.py"
                 f"{' --mini' if a.mini else ''} (torch {torch.__version__}, "
-                f"opset {export.OPSET}, seed {SEED}). Each NAME.onnx comes "
-                "with NAME.input.f32 (1x3xHxW NCHW float32 LE) and "
-                "NAME.logits.f32 (1x6 float32 LE), the torch model's output."
-                "\n")
+                f"opset {export.OPSET}, seed {SEED}). NAME.logits.f32 (1x6 "
+                "float32 LE) is the torch model's output on the input file "
+                "named on NAME's line (1x3xHxW NCHW float32 LE); "
+                "NAME.onnx_logits.f32 the ONNX graph's, run with PyTorch's "
+                "operators. onnx-vs-torch: their largest difference over "
+                "the largest |logit|.\n")
         if a.mini:
             f.write("Mini: channel counts and hidden FC widths divided by "
                     "width/N; NOT the paper's models, the same operator "

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""The paper's eight architectures in PyTorch, exactly as ../../shared/MODELS.md
-(and EdgeDI's C zoo, runtime/zoo_vgg.c and runtime/zoo_resnet.c) define them.
+"""The paper's eight architectures in PyTorch, exactly as the project's
+MODELS.md (and EdgeDI's C zoo, runtime/zoo_vgg.c and runtime/zoo_resnet.c)
+define them.
 
     vgg13  vgg13c (r=4)  vgg16  vgg16c (r=8)
     resnet18  resnet18c (r=8)  resnet50  resnet50c (r=32)

@@ -22,7 +22,8 @@ def _attrs(node):
 
 
 def _pads_2d(pads):
-    """ONNX [top, left, bottom, right] -> F.pad's (left, right, top, bottom)."""
+    """ONNX [top, left, bottom, right] -> F.pad's (left, right, top,
+    bottom)."""
     t, l, b, r = pads
     return (l, r, t, b)
 
@@ -37,8 +38,9 @@ class OnnxTorch:
         g = model.graph
         self.opset = max((o.version for o in model.opset_import
                           if o.domain in ("", "ai.onnx")), default=13)
-        self.consts = {i.name: torch.from_numpy(numpy_helper.to_array(i)
-                                                .copy()) for i in g.initializer}
+        self.consts = {
+            i.name: torch.from_numpy(numpy_helper.to_array(i).copy())
+            for i in g.initializer}
         self.inputs = [i.name for i in g.input if i.name not in self.consts]
         self.outputs = [o.name for o in g.output]
         self.nodes = list(g.node)

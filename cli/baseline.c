@@ -1,0 +1,61 @@
+/* baseline.c — a zoo model whole on one thread (contract in baseline.h). */
+#include "cli/baseline.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "runtime/model.h"
+#include "runtime/modelspec.h"
+#include "runtime/preprocess.h"
+#include "runtime/stats.h"
+#include "runtime/xexec.h"
+
+err_code baseline_measure(const char *name, const Edgedi__V1__Image *img, int runs, baseline *b,
+                          err *e) {
+  memset(b, 0, sizeof *b);
+  if (runs < 1) return err_set(e, ERR_INVALID, "%d baseline runs", runs);
+  Edgedi__V1__ModelSpec spec = EDGEDI__V1__MODEL_SPEC__INIT;
+  spec.name = (char *)name;
+  spec.zoo = (char *)name; /* what the scheduler's --models preload builds */
+  model *m = NULL;
+  xexec *x = NULL;
+  float *input = NULL;
+  double *cpu = calloc((size_t)runs, sizeof *cpu), *wall = calloc((size_t)runs, sizeof *wall);
+  char digest[MODELSPEC_DIGEST_BYTES];
+  err_code rc = cpu && wall ? modelspec_build(&spec, &m, digest, e)
+                            : err_set(e, ERR_NOMEM, "out of memory");
+  if (rc == ERR_OK) rc = xexec_create(m, 1, &x, e);
+  if (rc == ERR_OK) {
+    b->gflop = model_flops(m) / 1e9;
+    b->n_logits = model_shape_elems(model_tensor_shape(m, m->n_layers - 1));
+    input = malloc(model_shape_elems(m->input) * sizeof *input);
+    b->logits = malloc(b->n_logits * sizeof *b->logits);
+    if (!input || !b->logits) rc = err_set(e, ERR_NOMEM, "out of memory");
+  }
+  for (int i = -1; i < runs && rc == ERR_OK; i++) { /* run -1: warm-up */
+    double c0 = stats_thread_cpu_ms(), w0 = stats_now_ms();
+    preprocess_image pi = preprocess_whole(PREPROCESS_U8, img->u8.data, (int)img->height,
+                                           (int)img->width, (int)img->channels);
+    rc = preprocess_rows(&pi, m->input, (model_rows){0, m->input.h}, input, e);
+    if (rc == ERR_OK) rc = xexec_run(x, input, b->logits, e);
+    if (i >= 0) cpu[i] = stats_thread_cpu_ms() - c0, wall[i] = stats_now_ms() - w0;
+  }
+  if (rc == ERR_OK) {
+    b->cpu_ms = stats_median(cpu, runs);
+    b->wall_ms = stats_median(wall, runs);
+  } else {
+    baseline_free(b);
+    err_wrap(e, "baseline of %s", name);
+  }
+  free(cpu);
+  free(wall);
+  free(input);
+  xexec_destroy(x);
+  model_destroy(m);
+  return rc;
+}
+
+void baseline_free(baseline *b) {
+  free(b->logits);
+  b->logits = NULL;
+}

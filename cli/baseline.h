@@ -1,0 +1,34 @@
+/* baseline.h — one device running a zoo model whole: the reference every
+ * cluster figure is divided by.
+ *
+ * The model is the very graph the scheduler serves (modelspec_build of
+ * the zoo spec), run with the XNNPACK executor on one thread on the
+ * camera image (preprocessing included, as the agents do it). What is
+ * kept is the median thread CPU time: an agent with --speed S stretches
+ * each job to its thread CPU time / S, so cpu_ms / S is what an emulated
+ * board of speed S takes for the whole model. The logits are the
+ * single-device answer that a distributed run must match (DESIGN.md).
+ * Nothing prints. (edgedi demo and the cluster benchmarks.)
+ */
+#ifndef EDGEDI_CLI_BASELINE_H
+#define EDGEDI_CLI_BASELINE_H
+
+#include <stddef.h>
+
+#include "proto/edgedi.pb-c.h"
+#include "runtime/err.h"
+
+typedef struct baseline {
+  double cpu_ms;  /* median thread CPU time of a whole run here */
+  double wall_ms; /* median wall time of the same runs */
+  double gflop;
+  float *logits;  /* free with baseline_free */
+  size_t n_logits;
+} baseline;
+
+/* runs timed runs after one warm-up. */
+err_code baseline_measure(const char *model, const Edgedi__V1__Image *img, int runs,
+                          baseline *b, err *e);
+void baseline_free(baseline *b);
+
+#endif
