@@ -15,9 +15,10 @@
 #
 # BAZEL may name another bazel command line (BAZEL="bazel --output_base=X").
 # The synthetic set is generated into out/neu-synth when missing
-# (tools/train/dataset.py, NumPy only, ~100 s). Models trained under the
-# R100 protocol of docs/training.md (out/train/MODEL_r100.onnx, with the
-# downscaled images in out/neu-synth-100) get their rows too when present.
+# (tools/train/dataset.py, NumPy only, ~100 s). Models trained at a reduced
+# resolution S (the R64 and R100 protocols of docs/accuracy.md:
+# out/train/MODEL_rS.onnx, with the downscaled images evaluate.py
+# --write-images put in out/neu-synth-S) get their rows too when present.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -63,9 +64,12 @@ echo "| model | input | top-1 held-out | parameters | GFLOP | latency ms (1 thre
 echo "|---|---|---|---|---|---|"
 row "resnet18c (r=8), trained" "$SHIPPED" "$DATA"
 [ -f "$PRUNED" ] && row "resnet18c, L1-pruned (floor -1 point)" "$PRUNED" "$DATA"
-for f in out/train/*_r100.onnx; do
-  [ -f "$f" ] && [ -f out/neu-synth-100/labels.csv ] || continue
-  row "$(basename "$f" .onnx) (R100)" "$f" out/neu-synth-100
+for f in out/train/*_r[0-9]*.onnx; do
+  [ -f "$f" ] || continue
+  size=${f##*_r}
+  size=${size%.onnx}
+  [ -f "out/neu-synth-$size/labels.csv" ] || continue
+  row "$(basename "$f" .onnx) (R$size)" "$f" "out/neu-synth-$size"
 done
 
 if [ "$COMPARE" -eq 1 ]; then
