@@ -247,7 +247,8 @@ static err_code measure_bases(const opts *o, const bench_list *models,
                               const Edgedi__V1__Image *img, model_base *mb, err *e) {
   for (int i = 0; i < models->n; i++) {
     snprintf(mb[i].name, sizeof mb[i].name, "%s", models->item[i]);
-    err_code rc = baseline_measure(mb[i].name, img, o->baseline_runs, &mb[i].whole, e);
+    err_code rc =
+        baseline_measure(mb[i].name, img, o->baseline_runs, !o->real_cores, &mb[i].whole, e);
     if (rc != ERR_OK) return rc;
     if (!bench_is_compact(mb[i].name)) continue;
     char orig[BENCH_ITEM_BYTES];
@@ -259,7 +260,8 @@ static err_code measure_bases(const opts *o, const bench_list *models,
     if (known) continue;
     baseline b;
     /* The original is slow (vgg16: ~1 s): fewer runs do. */
-    rc = baseline_measure(orig, img, o->baseline_runs < 3 ? o->baseline_runs : 3, &b, e);
+    rc = baseline_measure(orig, img, o->baseline_runs < 3 ? o->baseline_runs : 3, !o->real_cores,
+                          &b, e);
     if (rc != ERR_OK) return rc;
     mb[i].original_cpu_ms = b.cpu_ms;
     baseline_free(&b);

@@ -275,7 +275,7 @@ int main(int argc, char **argv) {
   baseline base = {0};
   if (bench_work_dir(o.dir, "throughput", dir, sizeof dir, &e) != ERR_OK ||
       workload_sample_image(SIDE_PX, SIDE_PX, &img, &px, &e) != ERR_OK ||
-      baseline_measure(o.model, &img, BASELINE_RUNS, &base, &e) != ERR_OK) {
+      baseline_measure(o.model, &img, BASELINE_RUNS, true, &base, &e) != ERR_OK) {
     fprintf(stderr, "throughput: %s\n", e.msg);
     free(px);
     return 1;

@@ -10,8 +10,8 @@
 #include "runtime/stats.h"
 #include "runtime/xexec.h"
 
-err_code baseline_measure(const char *name, const Edgedi__V1__Image *img, int runs, baseline *b,
-                          err *e) {
+err_code baseline_measure(const char *name, const Edgedi__V1__Image *img, int runs,
+                          bool emulated, baseline *b, err *e) {
   memset(b, 0, sizeof *b);
   if (runs < 1) return err_set(e, ERR_INVALID, "%d baseline runs", runs);
   Edgedi__V1__ModelSpec spec = EDGEDI__V1__MODEL_SPEC__INIT;
@@ -24,7 +24,8 @@ err_code baseline_measure(const char *name, const Edgedi__V1__Image *img, int ru
   char digest[MODELSPEC_DIGEST_BYTES];
   err_code rc = cpu && wall ? modelspec_build(&spec, &m, digest, e)
                             : err_set(e, ERR_NOMEM, "out of memory");
-  if (rc == ERR_OK) rc = xexec_create(m, 1, &x, e);
+  if (rc == ERR_OK)
+    rc = emulated ? xexec_create_ex(m, 1, XEXEC_CONV_XNNPACK, &x, e) : xexec_create(m, 1, &x, e);
   if (rc == ERR_OK) {
     b->gflop = model_flops(m) / 1e9;
     b->n_logits = model_shape_elems(model_tensor_shape(m, m->n_layers - 1));

@@ -13,6 +13,7 @@
 #ifndef EDGEDI_CLI_BASELINE_H
 #define EDGEDI_CLI_BASELINE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "proto/edgedi.pb-c.h"
@@ -26,9 +27,11 @@ typedef struct baseline {
   size_t n_logits;
 } baseline;
 
-/* runs timed runs after one warm-up. */
+/* runs timed runs after one warm-up. emulated: the baseline of emulated
+ * agents (--speed < 1), which run every convolution on XNNPACK (tile.h),
+ * so it does too; otherwise the executor chooses as a full-speed agent's. */
 err_code baseline_measure(const char *model, const Edgedi__V1__Image *img, int runs,
-                          baseline *b, err *e);
+                          bool emulated, baseline *b, err *e);
 void baseline_free(baseline *b);
 
 #endif

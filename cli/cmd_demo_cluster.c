@@ -353,7 +353,7 @@ static int demo_cluster(const demo_opts *o) {
   printf("\nmeasuring the baseline: each model whole on one thread here, %d runs\n",
          o->baseline_runs);
   for (int i = 0; i < o->n_models && status == CLI_EXIT_OK; i++) {
-    if (baseline_measure(o->models[i], &img, o->baseline_runs, &out[i].base, &e) != ERR_OK) {
+    if (baseline_measure(o->models[i], &img, o->baseline_runs, true, &out[i].base, &e) != ERR_OK) {
       fprintf(stderr, "edgedi demo: baseline of %s: %s\n", o->models[i], e.msg);
       status = CLI_EXIT_FAIL;
     }

@@ -180,7 +180,12 @@ err_code tile_engine_add_model(tile_engine *t, const char *digest,
     if ((size_t)s.w * (size_t)s.c > tm->max_row_floats)
       tm->max_row_floats = (size_t)s.w * (size_t)s.c;
   }
-  err_code rc = xexec_create(m, threads, &tm->x, e);
+  /* An emulated board runs the kernels a board has: XNNPACK (NEON on the
+   * Pis), not this host's OpenBLAS, so that speed S means S times this
+   * core running what the board would run. */
+  xexec_conv conv = t->o.speed < 1.0 ? XEXEC_CONV_XNNPACK : XEXEC_CONV_AUTO;
+  err_code rc = conv == XEXEC_CONV_AUTO ? xexec_create(m, threads, &tm->x, e)
+                                        : xexec_create_ex(m, threads, conv, &tm->x, e);
   if (rc != ERR_OK) {
     free(tm->digest);
     free(tm);

@@ -41,6 +41,9 @@
  * to pause or end) sleeps until its wall time is its thread CPU time / S;
  * the reported compute_ms includes the sleep. CPU time is the calling
  * thread's: emulate with threads == 1 (XNNPACK's workers are not counted).
+ * An engine created emulating (S < 1) runs every convolution on XNNPACK,
+ * the kernels the emulated boards run, never on this host's OpenBLAS
+ * (xexec.h); one at full speed lets the executor choose.
  *
  * Threads: one engine is driven by one thread at a time. Models given to it
  * must outlive it.

@@ -138,7 +138,10 @@ static err_code build_entry(models *ms, const Edgedi__V1__ModelSpec *spec,
     entry_free(en);
     return err_set(e, ERR_NOMEM, "model '%s': out of memory for its spec", name);
   }
-  rc = xexec_create(en->m, ms->head_threads, &en->head, e);
+  /* XNNPACK for every layer: the head's layers (pooling, classifier) run on
+   * it anyway, and the layer costs below are measured with it, the kernels
+   * boards run (an emulated agent too, tile.h). */
+  rc = xexec_create_ex(en->m, ms->head_threads, XEXEC_CONV_XNNPACK, &en->head, e);
   if (rc != ERR_OK) {
     entry_free(en);
     return err_wrap(e, "model '%s': head executor", name);
