@@ -50,6 +50,7 @@
 enum {
   DEFAULT_REQUESTS = 20,
   WARMUP_REQUESTS = 2,
+  SETTLE_REQUESTS = 3, /* per planner, before any timed one: see run_point */
   DEFAULT_MAX_DEVICES = 8,
   DEFAULT_BASELINE_RUNS = 5,
   BASE_DEVICES = 4,
@@ -336,6 +337,22 @@ static err_code run_point(const opts *o, const point *p, int idx, const char *di
   err_code rc = benchcluster_start(&cfg, &bc, e);
   int64_t gantt_request = 0;
   for (int m = 0; m < n_models && rc == ERR_OK; m++) {
+    /* The cost models are refitted from every request, so a planner timed
+     * later would plan with models better fitted than the first one did:
+     * with several planners, each first sends a few untimed requests, and
+     * every timed run starts from models that have seen all their plans. */
+    for (int k = 0; o->planners.n > 1 && k < o->planners.n && rc == ERR_OK; k++) {
+      Edgedi__V1__InferRequest req = EDGEDI__V1__INFER_REQUEST__INIT;
+      req.protocol_version = EDGEDI_PROTOCOL_VERSION;
+      req.model = (char *)mb[m].name;
+      req.image = (Edgedi__V1__Image *)img;
+      req.planner = (char *)(strcmp(o->planners.item[k], "default") == 0 ? ""
+                                                                           : o->planners.item[k]);
+      workload_result w;
+      if (workload_run(bc.ch, &req, 0, SETTLE_REQUESTS, procs_stop_requested, &w, e) != ERR_OK)
+        rc = localcluster_check_alive(bc.lc, e); /* the timed run below reports it */
+      workload_free(&w);
+    }
     for (int k = 0; k < o->planners.n && rc == ERR_OK; k++) {
       const char *pl = strcmp(o->planners.item[k], "default") == 0 ? "" : o->planners.item[k];
       Edgedi__V1__InferRequest req = EDGEDI__V1__INFER_REQUEST__INIT;
