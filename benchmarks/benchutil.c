@@ -105,3 +105,10 @@ double bench_peak_rss_mb(int pid) {
   fclose(f);
   return mb;
 }
+
+int bench_bad_flag(const char *prog, const char *flag, const err *why, void (*usage)(FILE *)) {
+  fprintf(stderr, "%s: unknown flag, missing or bad value: %s%s%s\n", prog, flag,
+          why && why->msg[0] ? ": " : "", why ? why->msg : "");
+  usage(stderr);
+  return BENCH_EXIT_USAGE;
+}

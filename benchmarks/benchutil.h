@@ -7,6 +7,7 @@
 #define EDGEDI_BENCH_BENCHUTIL_H
 
 #include <stdbool.h>
+#include <stdio.h>
 #include <stddef.h>
 
 #include "runtime/err.h"
@@ -23,6 +24,9 @@ typedef struct bench_list {
   char item[BENCH_MAX_LIST][BENCH_ITEM_BYTES];
 } bench_list;
 
+/* Prints "PROG: unknown flag, missing or bad value: FLAG[: why]" and the
+ * usage on stderr; returns BENCH_EXIT_USAGE. */
+int bench_bad_flag(const char *prog, const char *flag, const err *why, void (*usage)(FILE *));
 /* "a,b,c" into l; ERR_INVALID for an empty item, too many or too long. */
 err_code bench_parse_list(const char *s, bench_list *l, err *e);
 /* The same, each item a number in [lo, hi]. */

@@ -162,12 +162,7 @@ static int parse(int argc, char **argv, opts *o) {
     } else {
       ok = false;
     }
-    if (!ok) {
-      fprintf(stderr, "cluster: unknown flag, missing or bad value: %s%s%s\n", a,
-              e.msg[0] ? ": " : "", e.msg);
-      usage(stderr);
-      return BENCH_EXIT_USAGE;
-    }
+    if (!ok) return bench_bad_flag("cluster", a, &e, usage);
     i++;
   }
   for (int i = 0; i < o->sweeps.n; i++) {

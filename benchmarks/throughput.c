@@ -131,12 +131,7 @@ static int parse(int argc, char **argv, opts *o) {
     } else {
       ok = false;
     }
-    if (!ok) {
-      fprintf(stderr, "throughput: unknown flag, missing or bad value: %s%s%s\n", a,
-              e.msg[0] ? ": " : "", e.msg);
-      usage(stderr);
-      return BENCH_EXIT_USAGE;
-    }
+    if (!ok) return bench_bad_flag("throughput", a, &e, usage);
     i++;
   }
   return 0;
