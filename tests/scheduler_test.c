@@ -107,6 +107,9 @@ static grpc_status_code infer(const char *model, const st_image *im, const char 
   return st;
 }
 
+/* The devices of the last infer_and_compare reply, comma-separated. */
+static char last_devices[512];
+
 /* Infer equals the single device; returns the number of devices used. */
 static int infer_and_compare(model_case *mc, const st_image *im, const char *planner) {
   Edgedi__V1__InferReply *r = NULL;
@@ -132,6 +135,11 @@ static int infer_and_compare(model_case *mc, const st_image *im, const char *pla
     assert_true(r->devices[i]->predicted_ms > 0);
   }
   int used = (int)r->n_devices;
+  last_devices[0] = '\0';
+  for (size_t i = 0; i < r->n_devices; i++) {
+    size_t len = strlen(last_devices);
+    snprintf(last_devices + len, sizeof last_devices - len, "%s,", r->devices[i]->device);
+  }
   free(want);
   rpc_free(&r->base);
   return used;
@@ -697,9 +705,15 @@ static void test_real_agents_join(void **state) {
   real_agent_start(&r[1], "real-2");
   const char *names[] = {"real-1", "real-2"};
   st_wait_up(g.ch, names, 2);
+  /* Both real agents (unemulated, the fastest) take rows; of the two live
+   * fakes, the proportional split of a 64-row model may give the slowest
+   * none once its cost model is refitted. */
   for (int i = 0; i < N_CASES; i++) {
     st_image im = st_make_image(SIDE_PX, SIDE_PX, 3, false, 61u + (unsigned)i);
-    assert_int_equal(infer_and_compare(&cases[i], &im, NULL), N_FAKES - 1 + 2);
+    int used = infer_and_compare(&cases[i], &im, NULL);
+    assert_true(used >= 3 && used <= N_FAKES - 1 + 2);
+    if (!strstr(last_devices, "real-1,") || !strstr(last_devices, "real-2,"))
+      fail_msg("%s ran on %s", cases[i].name, last_devices);
     free(im.data);
   }
   real_agent_stop(&r[0]);
