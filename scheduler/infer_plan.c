@@ -190,9 +190,11 @@ grpc_status_code infer_make_plan_excluding(const infer_ctx *c, const char *model
   }
   bool named = planner_name && planner_name[0];
   if (!named && keep_one_member(c, out)) {
-    /* One device: every planner gives it everything; the name says why. */
+    /* One device: the exact planner fuses the whole model into as few
+     * jobs as pay (one, as a rule), where the others cut at every pooling
+     * layer; the name says why the request was not split. */
     snprintf(out->planner, sizeof out->planner, "%s", INFER_SINGLE_PLANNER);
-    fn = plan_find("equal");
+    fn = plan_exact;
   }
   plan_device devs[PLAN_MAX_DEVICES];
   for (int i = 0; i < out->n_members; i++) devs[i] = out->members[i].dev;

@@ -63,7 +63,7 @@ PLANNER_FLAG=()
 [ -n "${PLANNERS:-}" ] && PLANNER_FLAG=(--planners "$PLANNERS")
 if [ "$QUICK" -eq 1 ]; then
   run vs_ort "$BIN/vs_ort" --threads 1,2 --rounds 5 --dir "$WORK/vs_ort"
-  run throughput "$BIN/throughput" --dir "$WORK/throughput" --per-client 4 --rss-models vgg16c,resnet18c,vgg16,resnet18
+  run throughput "$BIN/throughput" --dir "$WORK/throughput" --per-client 8 --rss-models vgg16c,resnet18c,vgg16,resnet18
   run cluster "$BIN/cluster" --dir "$WORK/cluster" --quick --gantt "$OUT/gantt.tsv" "${PLANNER_FLAG[@]}"
 else
   run vs_ort "$BIN/vs_ort" --threads 1,2 --threads-originals 1,2 --rounds 5 \
