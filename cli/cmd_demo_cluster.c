@@ -8,8 +8,9 @@
  * other, and prints the plan, each device's compute and transfer times, the
  * median end-to-end latency, and the speedup over one emulated Pi 3B+.
  * With several planners (--planners; default exact, heuristic and
- * proportional) each model is served by each in turn on the same cluster
- * and the table compares their measured latencies.
+ * proportional) each model's requests alternate between them, request by
+ * request, on the same cluster, and the table compares their measured
+ * latencies.
  *
  * The baseline is measured by the same rule the agents emulate by: the
  * model (the very graph the scheduler serves: modelspec_build of the same
@@ -50,7 +51,8 @@ enum {
   DEMO_BASELINE_RUNS = 10,
   DEMO_MAX_MODELS = 4,
   DEMO_MAX_PLANNERS = 4,
-  DEMO_SETTLE_REQUESTS = 3, /* per planner, before any timed run: see demo_model */
+  DEMO_SETTLE_REQUESTS = 3, /* more untimed rounds when comparing planners */
+  DEMO_MAX_REQUESTS = 10000,
   DEMO_SIDE_PX = 200, /* the zoo's default input, as NEU-CLS */
 };
 
@@ -120,8 +122,7 @@ typedef struct outcome {
 } outcome;
 
 static void print_devices(const workload_result *w) {
-  printf("  per device (median of %d requests; rows: output rows of the last segment):\n",
-         w->n);
+  printf("  per device (the last request; rows: output rows of the last segment):\n");
   printf("  %-8s %6s %5s %11s %12s %13s %10s %10s\n", "device", "speed", "rows", "compute_ms",
          "transfer_ms", "predicted_ms", "bytes_in", "bytes_out");
   for (int i = 0; i < w->n_devices; i++) {
@@ -136,28 +137,33 @@ static void print_devices(const workload_result *w) {
   }
 }
 
-/* Requests of `name` planned by `planner`, and their report. */
-static err_code serve(rpc_channel *ch, const char *name, const char *planner,
-                      const Edgedi__V1__Image *img, const demo_opts *o, double bound,
-                      const baseline *base, served *out, err *e) {
-  printf("\n== %s, planner %s ==\n", name, planner);
-  Edgedi__V1__PlanReply *p = NULL;
-  if (client_plan(ch, name, planner, &p, e) != GRPC_STATUS_OK)
-    return err_wrap(e, "Plan %s", name);
-  show_plan(stdout, p, false);
-  rpc_free((ProtobufCMessage *)p);
-  fflush(stdout);
-
+/* One request of `name` planned by `planner`; its result in *w (n = 1). */
+static err_code one_request(rpc_channel *ch, const char *name, const char *planner,
+                            const Edgedi__V1__Image *img, workload_result *w, err *e) {
   Edgedi__V1__InferRequest req = EDGEDI__V1__INFER_REQUEST__INIT;
   req.protocol_version = EDGEDI_PROTOCOL_VERSION;
   req.model = (char *)name;
   req.planner = (char *)planner;
   req.image = (Edgedi__V1__Image *)img;
-  err_code rc = workload_run(ch, &req, DEMO_WARMUP_REQUESTS, o->requests, procs_stop_requested,
-                             &out->w, e);
-  if (rc != ERR_OK) return rc;
-  const workload_result *w = &out->w;
+  err_code rc = workload_run(ch, &req, 0, 1, procs_stop_requested, w, e);
+  return rc == ERR_OK ? rc : err_wrap(e, "%s with planner %s", name, planner);
+}
+
+/* What one planner's timed requests came to (out->w is its last request's,
+ * with median, spread and prediction over all of them), printed. */
+static void report(const char *name, const char *planner, const double *lat, const double *pred,
+                   int n, bool one_plan, double bound, const baseline *base, served *out) {
+  workload_result *w = &out->w;
+  printf("\n== %s, planner %s ==\n", name, planner);
   print_devices(w);
+  double sorted[DEMO_MAX_REQUESTS];
+  memcpy(sorted, lat, (size_t)n * sizeof *sorted);
+  w->median_ms = stats_median(sorted, n); /* sorts: [0] the least */
+  w->min_ms = sorted[0];
+  w->max_ms = sorted[n - 1];
+  memcpy(sorted, pred, (size_t)n * sizeof *sorted);
+  w->predicted_ms = stats_median(sorted, n);
+  w->n = n;
   out->speedup = board_ms(base) / w->median_ms;
   const Edgedi__V1__InferReply *last = w->last;
   out->rel_diff = last->n_logits == base->n_logits
@@ -167,8 +173,8 @@ static err_code serve(rpc_channel *ch, const char *name, const char *planner,
   char moved[32], all[32], cls[32];
   printf("  end-to-end latency: median %.1f ms over %d requests (min %.1f, max %.1f; "
          "predicted %.1f)%s\n",
-         w->median_ms, w->n, w->min_ms, w->max_ms, w->predicted_ms,
-         w->one_plan ? "" : " [the plan changed between requests]");
+         w->median_ms, n, w->min_ms, w->max_ms, w->predicted_ms,
+         one_plan ? "" : " [the plan changed between requests]");
   printf("  one emulated Pi 3B+ running it whole: %.1f ms (%.2f GFLOP; %.2f ms thread CPU "
          "here / %.2g)\n",
          board_ms(base), base->gflop, base->cpu_ms, PI3B_SPEED);
@@ -185,33 +191,49 @@ static err_code serve(rpc_channel *ch, const char *name, const char *planner,
          cli_class_name((int)last->top_class, (int)last->n_logits, cls, sizeof cls),
          out->rel_diff, EXACT_REL_TOLERANCE, out->ok ? "yes" : "NO");
   fflush(stdout);
-  return ERR_OK;
 }
 
-/* Every planner on one model. The devices' cost models are refitted from
- * every request (per device and model), so a planner served later would
- * plan with better-fitted models than one served first: a few untimed
- * requests of each planner come first, and every timed run after them
- * starts from models that have seen all the planners' strip shapes. */
+/* Every planner on one model, request by request in turn: the devices'
+ * cost models are refitted from every request (per device and model), so
+ * planners served one after the other would plan with differently fitted
+ * models and meet the machine's load at different times; alternating gives
+ * each the same. The first rounds are untimed (each strip shape is
+ * prepared on its agent at first use). */
 static err_code demo_model(rpc_channel *ch, const char *name, const Edgedi__V1__Image *img,
                            const demo_opts *o, double bound, outcome *out, err *e) {
-  if (o->n_planners > 1) {
-    for (int k = 0; k < o->n_planners; k++) {
-      Edgedi__V1__InferRequest req = EDGEDI__V1__INFER_REQUEST__INIT;
-      req.protocol_version = EDGEDI_PROTOCOL_VERSION;
-      req.model = (char *)name;
-      req.planner = (char *)o->planners[k];
-      req.image = (Edgedi__V1__Image *)img;
-      workload_result w;
-      err_code rc = workload_run(ch, &req, 0, DEMO_SETTLE_REQUESTS, procs_stop_requested, &w, e);
-      workload_free(&w);
-      if (rc != ERR_OK) return err_wrap(e, "%s with planner %s", name, o->planners[k]);
-    }
-  }
+  printf("\n== %s: the plans now ==\n", name);
   for (int k = 0; k < o->n_planners; k++) {
-    err_code rc = serve(ch, name, o->planners[k], img, o, bound, &out->base, &out->by[k], e);
-    if (rc != ERR_OK) return err_wrap(e, "planner %s", o->planners[k]);
+    Edgedi__V1__PlanReply *p = NULL;
+    if (client_plan(ch, name, o->planners[k], &p, e) != GRPC_STATUS_OK)
+      return err_wrap(e, "Plan %s", name);
+    show_plan(stdout, p, false);
+    rpc_free((ProtobufCMessage *)p);
   }
+  fflush(stdout);
+  static double lat[DEMO_MAX_PLANNERS][DEMO_MAX_REQUESTS], pred[DEMO_MAX_PLANNERS][DEMO_MAX_REQUESTS];
+  uint64_t plan_id[DEMO_MAX_PLANNERS] = {0};
+  bool one_plan[DEMO_MAX_PLANNERS];
+  int warm = DEMO_WARMUP_REQUESTS + (o->n_planners > 1 ? DEMO_SETTLE_REQUESTS : 0);
+  for (int r = -warm; r < o->requests; r++)
+    for (int k = 0; k < o->n_planners; k++) {
+      workload_result w;
+      err_code rc = one_request(ch, name, o->planners[k], img, &w, e);
+      if (rc != ERR_OK) return rc;
+      if (r < 0) {
+        workload_free(&w);
+        continue;
+      }
+      lat[k][r] = w.median_ms;
+      pred[k][r] = w.predicted_ms;
+      uint64_t id = w.last->plan_id;
+      one_plan[k] = r == 0 || (one_plan[k] && id == plan_id[k]);
+      plan_id[k] = id;
+      workload_free(&out->by[k].w);
+      out->by[k].w = w;
+    }
+  for (int k = 0; k < o->n_planners; k++)
+    report(name, o->planners[k], lat[k], pred[k], o->requests, one_plan[k], bound, &out->base,
+           &out->by[k]);
   return ERR_OK;
 }
 
@@ -240,7 +262,7 @@ static int parse(int argc, char **argv, demo_opts *o) {
     else if (ok && strcmp(a, "--planners") == 0)
       ok = snprintf(o->planners_buf, sizeof o->planners_buf, "%s", v) <
            (int)sizeof o->planners_buf;
-    else if (ok && strcmp(a, "--requests") == 0) ok = flags_parse_int(v, 1, 10000, &o->requests);
+    else if (ok && strcmp(a, "--requests") == 0) ok = flags_parse_int(v, 1, DEMO_MAX_REQUESTS, &o->requests);
     else if (ok && strcmp(a, "--baseline-runs") == 0)
       ok = flags_parse_int(v, 1, 1000, &o->baseline_runs);
     else if (ok && strcmp(a, "--dir") == 0) o->dir = v;
