@@ -12,6 +12,7 @@
 #include <limits.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -101,9 +102,11 @@ static int parse_flags(int argc, char **argv, service_config *cfg) {
       usage(stdout);
       exit(0);
     }
-    if (strcmp(a, "--flops-only") == 0 || strcmp(a, "--split-always") == 0) { /* no value */
-      if (a[2] == 'f') cfg->flops_only = true;
-      else cfg->split_always = true;
+    bool *flag = strcmp(a, "--flops-only") == 0     ? &cfg->flops_only
+                 : strcmp(a, "--split-always") == 0 ? &cfg->split_always
+                                                    : NULL;
+    if (flag) { /* the flags without a value */
+      *flag = true;
       continue;
     }
     int rc = 0;
