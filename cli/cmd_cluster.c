@@ -45,6 +45,8 @@ static void usage(FILE *f) {
           "  --link-mbps M        every agent's emulated link (default 0: none)\n"
           "  --link-rtt-ms R      its round trip (default 0)\n"
           "  --threads N          executor threads per agent (default 1)\n"
+          "  --share-cores N      emulated agents (speed < 1) take turns on N cores\n"
+          "                       (default 0: this machine's; -1: they time-slice)\n"
           "  --db PATH            the scheduler's database (default ./%s)\n"
           "  --port P             scheduler port on 127.0.0.1 (default %d; 0: any free)\n"
           "  --models LIST        models the scheduler loads at start (its default:\n"
@@ -163,6 +165,7 @@ static int parse(int argc, char **argv, cluster_opts *o) {
     else if (strcmp(a, "--link-mbps") == 0) ok = flags_parse_double(v, 0, 1e6, &o->link_mbps);
     else if (strcmp(a, "--link-rtt-ms") == 0) ok = flags_parse_double(v, 0, 1e5, &o->link_rtt_ms);
     else if (strcmp(a, "--threads") == 0) ok = flags_parse_int(v, 1, 256, &o->threads);
+    else if (strcmp(a, "--share-cores") == 0) ok = flags_parse_int(v, -1, 256, &o->lc.share_cores);
     else if (strcmp(a, "--db") == 0) o->lc.db_path = v;
     else if (strcmp(a, "--port") == 0) ok = flags_parse_int(v, 0, 65535, &o->lc.port);
     else if (strcmp(a, "--models") == 0) o->lc.models = v;

@@ -159,7 +159,8 @@ static err_code start_scheduler(localcluster *c, err *e) {
 
 err_code localcluster_spawn_agent(localcluster *c, const localcluster_agent *a,
                                   const char *const *extra, procs_child *out, err *e) {
-  char speed[FLAG_BYTES], mbps[FLAG_BYTES], rtt[FLAG_BYTES], threads[FLAG_BYTES];
+  char speed[FLAG_BYTES], mbps[FLAG_BYTES], rtt[FLAG_BYTES], threads[FLAG_BYTES],
+      cores[FLAG_BYTES];
   snprintf(speed, sizeof speed, "%.9g", a->speed > 0 ? a->speed : 1.0);
   snprintf(mbps, sizeof mbps, "%.9g", a->link_mbps);
   snprintf(rtt, sizeof rtt, "%.9g", a->link_rtt_ms);
@@ -174,6 +175,12 @@ err_code localcluster_spawn_agent(localcluster *c, const localcluster_agent *a,
   argv[n++] = "--speed", argv[n++] = speed;
   argv[n++] = "--link-mbps", argv[n++] = mbps;
   argv[n++] = "--link-rtt-ms", argv[n++] = rtt;
+  if (a->speed > 0 && a->speed < 1 && c->o.share_cores >= 0) {
+    long online = sysconf(_SC_NPROCESSORS_ONLN);
+    snprintf(cores, sizeof cores, "%ld",
+             c->o.share_cores > 0 ? (long)c->o.share_cores : online > 0 ? online : 1);
+    argv[n++] = "--share-cores", argv[n++] = cores;
+  }
   for (int i = 0; extra && extra[i]; i++) {
     if (n + 1 >= PROCS_MAX_ARGS) return err_set(e, ERR_INVALID, "too many agent flags");
     argv[n++] = extra[i];

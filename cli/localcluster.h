@@ -59,6 +59,10 @@ typedef struct localcluster_options {
    * itself slower than its --speed says (a real board has its own CPU). */
   bool one_by_one;
   int up_timeout_ms;         /* one_by_one: per agent; 0: the default */
+  /* Agents emulating a slower board (speed < 1) share this host's cores
+   * (edgedi-agent --share-cores): 0 gives them every online core, a
+   * negative value lets them time-slice (no sharing). */
+  int share_cores;
   int n_agents;
   localcluster_agent agents[LOCALCLUSTER_MAX_AGENTS];
 } localcluster_options;

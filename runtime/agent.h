@@ -54,6 +54,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "runtime/cpu_gate.h"
 #include "runtime/err.h"
 #include "runtime/rpc.h"
 
@@ -89,6 +90,7 @@ typedef struct agent_options {
   double speed;       /* 0 < speed; < 1 emulates a slower device */
   double link_mbps;   /* 0: unlimited (link.h) */
   double link_rtt_ms; /* 0: none */
+  cpu_gate *gate;     /* shared host cores (cpu_gate.h); NULL: none; outlives the agent */
   agent_log_fn log;   /* may be NULL: silent */
   void *log_ctx;
 } agent_options;

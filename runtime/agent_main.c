@@ -57,6 +57,10 @@ static const char usage_text[] =
     "                       (default 1; 0.1 ~ Raspberry Pi 3B+, 0.15 ~ Pi 4B)\n"
     "  --speed-file PATH    re-read the speed from PATH while running (a number;\n"
     "                       absent or empty: keep the speed)\n"
+    "  --share-cores N      this host's N cores are shared with other emulated\n"
+    "                       agents: at most N of them compute at once, taking\n"
+    "                       turns instead of time-slicing (lock files in\n"
+    "                       $TMPDIR or /tmp; default 0: no sharing)\n"
     "  --link-mbps M        emulate a link of M Mbit/s (default 0: unlimited)\n"
     "  --link-rtt-ms R      emulate a link round trip of R ms (default 0)\n"
     "  --max-message-mb N   gRPC message size limit (default 64)\n"
@@ -126,7 +130,7 @@ static bool is_wildcard(const char *host) {
 
 typedef struct flags {
   const char *listen, *scheduler, *advertise, *name, *speed_file;
-  int threads, max_message_mb, log_level;
+  int threads, max_message_mb, log_level, share_cores;
   double speed, link_mbps, link_rtt_ms;
   bool exit_on_refusal;
 } flags;
@@ -135,7 +139,7 @@ static flags parse_flags(int argc, char **argv) {
   flags f = {.listen = "127.0.0.1:0", .threads = 1, .max_message_mb = 64,
              .log_level = AGENT_LOG_INFO, .speed = 1.0};
   enum { F_LISTEN = 1, F_SCHED, F_ADV, F_NAME, F_THREADS, F_SPEED, F_MBPS,
-         F_RTT, F_MAXMSG, F_LOG, F_REFUSAL, F_HELP, F_SPEED_FILE };
+         F_RTT, F_MAXMSG, F_LOG, F_REFUSAL, F_HELP, F_SPEED_FILE, F_SHARE };
   static const struct option opts[] = {
       {"listen", required_argument, NULL, F_LISTEN},
       {"scheduler", required_argument, NULL, F_SCHED},
@@ -144,6 +148,7 @@ static flags parse_flags(int argc, char **argv) {
       {"threads", required_argument, NULL, F_THREADS},
       {"speed", required_argument, NULL, F_SPEED},
       {"speed-file", required_argument, NULL, F_SPEED_FILE},
+      {"share-cores", required_argument, NULL, F_SHARE},
       {"link-mbps", required_argument, NULL, F_MBPS},
       {"link-rtt-ms", required_argument, NULL, F_RTT},
       {"max-message-mb", required_argument, NULL, F_MAXMSG},
@@ -163,6 +168,7 @@ static flags parse_flags(int argc, char **argv) {
       case F_THREADS: f.threads = parse_int("--threads", optarg, 1, AGENT_MAX_THREADS); break;
       case F_SPEED: f.speed = parse_double("--speed", optarg); break;
       case F_SPEED_FILE: f.speed_file = optarg; break;
+      case F_SHARE: f.share_cores = parse_int("--share-cores", optarg, 0, CPU_GATE_MAX_SLOTS); break;
       case F_MBPS: f.link_mbps = parse_double("--link-mbps", optarg); break;
       case F_RTT: f.link_rtt_ms = parse_double("--link-rtt-ms", optarg); break;
       case F_MAXMSG:
@@ -251,7 +257,15 @@ int main(int argc, char **argv) {
   if (f.advertise) snprintf(address, sizeof address, "%s", f.advertise);
   else snprintf(address, sizeof address, "%s:%d", is_wildcard(host) ? hostname : host, port);
 
+  cpu_gate *gate = NULL;
+  if (f.share_cores > 0 &&
+      cpu_gate_open(cpu_gate_default_dir(), f.share_cores, &gate, &e) != ERR_OK) {
+    fprintf(stderr, "edgedi-agent: --share-cores: %s\n", e.msg);
+    rpc_server_destroy(srv, 0);
+    return 1;
+  }
   agent_options ao = agent_default_options();
+  ao.gate = gate;
   ao.name = name;
   ao.threads = f.threads;
   ao.speed = f.speed;
@@ -265,6 +279,7 @@ int main(int argc, char **argv) {
     fprintf(stderr, "edgedi-agent: cannot start: %s\n", e.msg);
     rpc_server_destroy(srv, 0);
     agent_destroy(a);
+    cpu_gate_close(gate);
     return 1;
   }
   printf("edgedi-agent listening on %s:%d\n", host, port);
@@ -289,6 +304,7 @@ int main(int argc, char **argv) {
       fprintf(stderr, "edgedi-agent: cannot register: %s\n", e.msg);
       rpc_server_destroy(srv, 0);
       agent_destroy(a);
+      cpu_gate_close(gate);
       return 1;
     }
   }
@@ -317,6 +333,7 @@ int main(int argc, char **argv) {
   agent_shutdown(a);
   rpc_server_destroy(srv, SHUTDOWN_GRACE_MS);
   agent_destroy(a);
+  cpu_gate_close(gate);
   log_line(&log_level, AGENT_LOG_INFO, "stopped");
   return status;
 }

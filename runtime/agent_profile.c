@@ -92,6 +92,7 @@ err_code agent_profile_init(agent *a, err *e) {
   }
   tile_options to = tile_default_options();
   to.speed = a->o.speed;
+  to.gate = a->o.gate;
   to.threads = a->o.threads;
   if (rc == ERR_OK) rc = tile_engine_create(&to, &a->cal_engine, e);
   if (rc == ERR_OK)

@@ -43,7 +43,9 @@
  * thread's: emulate with threads == 1 (XNNPACK's workers are not counted).
  * An engine created emulating (S < 1) runs every convolution on XNNPACK,
  * the kernels the emulated boards run, never on this host's OpenBLAS
- * (xexec.h); one at full speed lets the executor choose.
+ * (xexec.h); one at full speed lets the executor choose. With a gate, a
+ * stretch first waits for a free core of the host (cpu_gate.h); the wait
+ * counts in its wall time, not its CPU time.
  *
  * Threads: one engine is driven by one thread at a time. Models given to it
  * must outlive it.
@@ -55,6 +57,7 @@
 #include <stdint.h>
 
 #include "proto/edgedi.pb-c.h"
+#include "runtime/cpu_gate.h"
 #include "runtime/err.h"
 #include "runtime/model.h"
 
@@ -79,6 +82,7 @@ typedef struct tile_options {
   size_t pending_bytes;     /* per request: rows waiting for their job */
   tile_model_fn find_model; /* may be NULL */
   void *find_model_ctx;
+  cpu_gate *gate; /* emulating on shared cores: taken per stretch (cpu_gate.h); may be NULL */
 } tile_options;
 
 tile_options tile_default_options(void);

@@ -229,14 +229,21 @@ err_code tile_run_job(tile_engine *t, tile_request *r, int j, tile_outbox *out,
                       err *e) {
   tile_job *job = &r->jobs[j];
   err pe = {0};
-  /* Strip preparation counts as compute: a slower device prepares slower. */
-  double now = tile_now_ms(), cpu0 = tile_cpu_ms();
+  /* Strip preparation counts as compute: a slower device prepares slower.
+   * Waiting for a core of a shared host does not (cpu0 after the gate). */
+  double now = tile_now_ms();
+  cpu_gate_enter(t->o.gate);
+  double cpu0 = tile_cpu_ms();
   if (job->state == TILE_JOB_WAITING) {
     job->slot = slot_acquire(t, r->model, job, &pe);
-    if (!job->slot) return tile_fail(t, r->id, job->segment, pe.code, pe.msg, out, e);
+    if (!job->slot) {
+      cpu_gate_leave(t->o.gate);
+      return tile_fail(t, r->id, job->segment, pe.code, pe.msg, out, e);
+    }
     model_rows in = xexec_strip_in_rows(job->slot->strip);
     if (in.lo != job->in.lo || in.hi != job->in.hi) {
       /* model_strip_rows() and the executor disagree: a bug, not input. */
+      cpu_gate_leave(t->o.gate);
       err_set(&pe, ERR_INTERNAL, "strip of segment %u reads rows [%d, %d), the job has [%d, %d)",
               job->segment, in.lo, in.hi, job->in.lo, job->in.hi);
       return tile_fail(t, r->id, job->segment, pe.code, pe.msg, out, e);
@@ -254,6 +261,7 @@ err_code tile_run_job(tile_engine *t, tile_request *r, int j, tile_outbox *out,
   bool paused = false;
   xexec_fe_sums fe;
   err_code rc = xexec_strip_run(job->slot->strip, &paused, &fe, &pe);
+  cpu_gate_leave(t->o.gate);
   stretch_end(t, now, cpu0, job);
   if (rc != ERR_OK) {
     job->state = TILE_JOB_WAITING; /* a failed strip starts over: cacheable */

@@ -45,10 +45,14 @@ static void session_free(cluster_agent *a) {
   free(a);
 }
 
+/* Session serials: a restarted agent is a new session, its name the same. */
+static _Atomic uint64_t session_serial;
+
 static cluster_agent *session_new(cluster *c, const char *name, const char *address,
                                   int64_t device_id) {
   cluster_agent *a = calloc(1, sizeof *a);
   if (!a) return NULL;
+  a->session = ++session_serial;
   a->c = c;
   snprintf(a->name, sizeof a->name, "%s", name);
   snprintf(a->address, sizeof a->address, "%s", address);
@@ -517,7 +521,7 @@ int cluster_acquire_up(cluster *c, const char *model, cluster_member *out, int m
     if (a->state == STORE_DEVICE_UP && a->has_cost) {
       a->refs++;
       int k = model_cost_locked(a, model);
-      out[n++] = (cluster_member){.agent = a, .device_id = a->device_id,
+      out[n++] = (cluster_member){.agent = a, .device_id = a->device_id, .session = a->session,
                                   .dev = k >= 0 ? a->model_costs[k].cost : a->cost};
     }
     pthread_mutex_unlock(&a->mu);

@@ -123,7 +123,8 @@ grpc_status_code cluster_register(cluster *c,
 typedef struct cluster_member {
   cluster_agent *agent;
   int64_t device_id;
-  plan_device dev; /* name and cost model */
+  uint64_t session; /* unique per registration (an agent restarted: a new one) */
+  plan_device dev;  /* name and cost model */
 } cluster_member;
 
 /* The agents UP with a cost model, ordered by name, at most `max`; each

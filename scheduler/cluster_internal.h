@@ -34,6 +34,7 @@ struct cluster_agent {
   char name[STORE_NAME_BYTES];
   char address[STORE_ADDRESS_BYTES];
   int64_t device_id;
+  uint64_t session; /* cluster_member.session */
   rpc_channel *ch;
   rpc_stream *stream;
   pthread_t reader, profiler;

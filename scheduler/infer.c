@@ -192,6 +192,17 @@ static grpc_status_code replan(infer_req *r, err *e) {
   return GRPC_STATUS_OK;
 }
 
+/* A plan that ran to the end has its strips prepared on its agents. */
+static void remember_plan(const infer_req *r) {
+  if (!r->c->recall) return;
+  plan_device devs[PLAN_MAX_DEVICES];
+  uint64_t sessions[PLAN_MAX_DEVICES];
+  for (int i = 0; i < r->ip.n_members; i++)
+    devs[i] = r->ip.members[i].dev, sessions[i] = r->ip.members[i].session;
+  plan_recall_remember(r->c->recall, r->ip.model->digest, r->ip.planner, devs, sessions,
+                       r->ip.n_members, &r->ip.p);
+}
+
 /* Attempts until one is done, one fails for good, no agent is left or
  * INFER_MAX_ATTEMPTS were made. */
 static grpc_status_code execute(infer_req *r, infer_reply *out, err *e) {
@@ -205,6 +216,7 @@ static grpc_status_code execute(infer_req *r, infer_reply *out, err *e) {
       st = GRPC_STATUS_RESOURCE_EXHAUSTED;
     record_tiles(r);
     refit_agents(r);
+    if (st == GRPC_STATUS_OK) remember_plan(r);
     if (st == GRPC_STATUS_OK || r->end == INFER_END_NONE) return st;
     exclude(r);
     if (r->attempt + 1 >= INFER_MAX_ATTEMPTS) {

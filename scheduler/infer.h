@@ -108,6 +108,7 @@
 #include "scheduler/inflight.h"
 #include "scheduler/models.h"
 #include "scheduler/plan.h"
+#include "scheduler/plan_recall.h"
 #include "storage/store.h"
 
 enum {
@@ -139,6 +140,9 @@ typedef struct infer_ctx {
   /* Load-aware planning (below) off: every request split by its planner
    * whatever else is in flight. */
   bool split_always;
+  /* Recent plans offered again while nearly as good (plan_recall.h);
+   * NULL: every request runs its fresh plan. */
+  plan_recall *recall;
 } infer_ctx;
 
 /* Load-aware planning. Splitting a request over every agent is what makes
@@ -161,6 +165,7 @@ typedef struct infer_plan {
   char planner[PLAN_NAME_BYTES];
   plan p;
   uint64_t plan_id; /* a hash of the split: equal ids, equal splits */
+  bool recalled;    /* p is a recent plan re-priced (plan_recall.h), not fresh */
   bool held;        /* counted in its agents' busy (infer_plan_hold) */
   uint32_t counted; /* members counted busy: bit i for members[i] */
 } infer_plan;

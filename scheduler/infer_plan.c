@@ -208,6 +208,12 @@ grpc_status_code infer_make_plan_excluding(const infer_ctx *c, const char *model
     infer_plan_free(out);
     return rpc_status_from_err(rc);
   }
+  if (c->recall) {
+    uint64_t sessions[PLAN_MAX_DEVICES];
+    for (int i = 0; i < out->n_members; i++) sessions[i] = out->members[i].session;
+    out->recalled = plan_recall_offer(c->recall, out->model->digest, out->planner, out->model->m,
+                                      devs, sessions, out->n_members, &po, &out->p);
+  }
   out->plan_id = plan_id(out);
   return GRPC_STATUS_OK;
 }

@@ -49,11 +49,16 @@ static void usage(FILE *f) {
           "  --split-always       split every request, even when as many are in\n"
           "                       flight as agents are up (default: then a request\n"
           "                       naming no planner runs whole on one agent)\n"
+          "  --reuse-gain G       a request reuses a recent plan (its strips are\n"
+          "                       prepared on the agents) unless a fresh one is\n"
+          "                       predicted faster by more than G (default %.2f)\n"
+          "  --no-reuse           every request runs its fresh plan\n"
           "  --straggler-factor F re-plan a request without an agent F times later\n"
           "                       than predicted (default 0: off)\n"
           "  --stuck-floor-ms N   an agent silent this long (and %d x the predicted\n"
           "                       time) is marked down (default %d)\n",
-          INFER_DEFAULT_DEADLINE_MS, SERVICE_DEFAULT_MODELS, INFER_STUCK_FACTOR,
+          INFER_DEFAULT_DEADLINE_MS, SERVICE_DEFAULT_MODELS, PLAN_RECALL_DEFAULT_GAIN,
+          INFER_STUCK_FACTOR,
           INFER_STUCK_FLOOR_MS);
 }
 
@@ -104,6 +109,7 @@ static int parse_flags(int argc, char **argv, service_config *cfg) {
     }
     bool *flag = strcmp(a, "--flops-only") == 0     ? &cfg->flops_only
                  : strcmp(a, "--split-always") == 0 ? &cfg->split_always
+                 : strcmp(a, "--no-reuse") == 0     ? &cfg->no_reuse
                                                     : NULL;
     if (flag) { /* the flags without a value */
       *flag = true;
@@ -121,6 +127,10 @@ static int parse_flags(int argc, char **argv, service_config *cfg) {
       rc = parse_int(a, v, 1, MAX_HEAD_THREADS, &cfg->head_threads);
     else if (strcmp(a, "--straggler-factor") == 0)
       rc = parse_factor(a, v, &cfg->straggler_factor);
+    else if (strcmp(a, "--reuse-gain") == 0) {
+      rc = parse_factor(a, v, &cfg->reuse_gain);
+      if (!rc && cfg->reuse_gain == 0) cfg->reuse_gain = 1e-12; /* 0 in the config: default */
+    }
     else if (strcmp(a, "--stuck-floor-ms") == 0)
       rc = parse_int(a, v, 1, INFER_MAX_DEADLINE_MS, &cfg->stuck_floor_ms);
     else {

@@ -25,6 +25,7 @@ struct service {
   models *ms;
   inflight *inf;
   cluster *cl;
+  plan_recall *recall;
   rpc_server *srv;
   infer_ctx ictx;
   char planner[PLAN_NAME_BYTES];
@@ -306,11 +307,15 @@ err_code service_create(const service_config *cfg, service **out, err *e) {
                         .log = cfg->log,
                         .log_ctx = cfg->log_ctx};
   if (rc == ERR_OK) rc = cluster_create(s->st, s->ms, s->inf, &co, &s->cl, e);
+  if (rc == ERR_OK && !cfg->no_reuse)
+    rc = plan_recall_create(cfg->reuse_gain > 0 ? cfg->reuse_gain : PLAN_RECALL_DEFAULT_GAIN,
+                            &s->recall, e);
   s->ictx = (infer_ctx){.st = s->st, .ms = s->ms, .cl = s->cl, .inf = s->inf,
                         .default_planner = s->planner, .default_deadline_ms = cfg->deadline_ms,
                         .straggler_factor = cfg->straggler_factor,
                         .stuck_floor_ms = cfg->stuck_floor_ms,
-                        .split_always = cfg->split_always};
+                        .split_always = cfg->split_always,
+                        .recall = s->recall};
   if (rc == ERR_OK) rc = serve(s, cfg, e);
   if (rc != ERR_OK) {
     service_destroy(s);
@@ -340,6 +345,7 @@ void service_destroy(service *s) {
   if (s->srv) rpc_server_destroy(s->srv, SERVICE_SHUTDOWN_GRACE_MS);
   cluster_destroy(s->cl);
   models_destroy(s->ms);
+  plan_recall_destroy(s->recall);
   inflight_destroy(s->inf);
   store_close(s->st);
   free(s);

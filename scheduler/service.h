@@ -56,6 +56,11 @@ typedef struct service_config {
   /* Split every request, even when the cluster is saturated (infer.h,
    * "Load-aware planning"). */
   bool split_always;
+  /* A request reuses a recent plan of its model unless its fresh plan is
+   * predicted faster by more than this fraction (plan_recall.h); 0:
+   * PLAN_RECALL_DEFAULT_GAIN. no_reuse: every request runs its fresh plan. */
+  double reuse_gain;
+  bool no_reuse;
   /* > 0: a request re-plans without an agent this many times later than
    * predicted (infer.h, "Stragglers"); 0: off. */
   double straggler_factor;
