@@ -47,6 +47,7 @@ struct xexec {
   xexec_op *ops;      /* one per layer */
   uint64_t next_id;   /* strip ids, so operators know whom they are bound to */
   xexec_strip *whole; /* xexec_run's strip, made on first use */
+  xexec_strip *kept;  /* xexec_strip_kept's */
 };
 
 /* One tensor's buffer in a strip: rows [lo, hi), of which `comp` are
@@ -155,6 +156,7 @@ err_code xexec_create_ex(const model *m, int threads, xexec_conv conv,
 void xexec_destroy(xexec *x) {
   if (!x) return;
   xexec_strip_destroy(x->whole);
+  xexec_strip_destroy(x->kept);
   if (x->ops)
     for (int l = 0; l < x->m->n_layers; l++) xexec_op_destroy(&x->ops[l]);
   free(x->ops);
@@ -568,6 +570,23 @@ err_code xexec_strip_run_local(xexec_strip *s, err *e) {
   s->next = s->first;
   s->fe = FE_IDLE;
   return strip_run(s, true, &paused, &fe, e);
+}
+
+err_code xexec_strip_kept(xexec *x, int first, int end, model_rows out, xexec_strip **strip,
+                          err *e) {
+  if (!strip) return err_set(e, ERR_INVALID, "xexec_strip_kept without output");
+  *strip = NULL;
+  if (!x) return err_set(e, ERR_INVALID, "strip of no executor");
+  xexec_strip *k = x->kept;
+  if (k && k->first == first && k->end == end && k->out.lo == out.lo && k->out.hi == out.hi) {
+    *strip = k;
+    return ERR_OK;
+  }
+  xexec_strip_destroy(k);
+  x->kept = NULL;
+  err_code rc = xexec_strip_create(x, first, end, out, &x->kept, e);
+  *strip = x->kept;
+  return rc;
 }
 
 err_code xexec_run(xexec *x, const float *input, float *output, err *e) {

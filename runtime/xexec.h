@@ -70,6 +70,13 @@ err_code xexec_strip_create(xexec *x, int first, int end, model_rows out,
                             xexec_strip **strip, err *e);
 void xexec_strip_destroy(xexec_strip *s);
 
+/* The executor's own strip of [first, end) for `out`, made on first use
+ * and kept, prepared, until a call asks for another range or rows (or
+ * xexec_destroy): for a caller that runs the same strip request after
+ * request (the scheduler's head). Never destroy it; one caller at a time. */
+err_code xexec_strip_kept(xexec *x, int first, int end, model_rows out, xexec_strip **strip,
+                          err *e);
+
 model_rows xexec_strip_in_rows(const xexec_strip *s);
 model_rows xexec_strip_out_rows(const xexec_strip *s);
 /* Rows in_rows.lo .. in_rows.hi-1 of the range's input, W*C floats each. */

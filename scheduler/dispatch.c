@@ -477,7 +477,9 @@ static void run_head(dispatch *d, dispatch_outbox *out) {
   } else {
     xexec_strip *s = NULL;
     model_rows all = {0, ls.h};
-    err_code rc = xexec_strip_create(d->head, d->head_first, m->n_layers, all, &s, &e);
+    /* The head's one strip stays prepared from request to request (the
+     * caller holds the head's lock). */
+    err_code rc = xexec_strip_kept(d->head, d->head_first, m->n_layers, all, &s, &e);
     if (rc == ERR_OK) {
       model_rows in = xexec_strip_in_rows(s);
       if (in.lo != 0 || in.hi != d->last.h)
@@ -489,7 +491,6 @@ static void run_head(dispatch *d, dispatch_outbox *out) {
       rc = xexec_strip_run_local(s, &e);
     }
     if (rc == ERR_OK) memcpy(d->logits, xexec_strip_output(s), n * sizeof *d->logits);
-    xexec_strip_destroy(s);
     if (rc != ERR_OK) {
       char msg[ERR_MSG_BYTES];
       snprintf(msg, sizeof msg, "dispatch: head: %.400s", e.msg);

@@ -278,6 +278,46 @@ static void test_in_place_bytes(void **state) {
   model_destroy(m);
 }
 
+/* The kept strip: the same one while asked for the same range and rows,
+ * its runs equal to a fresh strip's; another range replaces it. */
+static void test_kept_strip(void **state) {
+  (void)state;
+  err e = {0};
+  model *m = zoo_model("vgg16c");
+  xexec *x;
+  check_ok(xexec_create(m, 1, &x, &e), &e);
+  int end = m->n_layers, first = end - 1;
+  while (first > 0 && m->layers[first - 1].out.h == m->layers[end - 1].out.h) first--;
+  model_rows all = {0, m->layers[end - 1].out.h};
+  xexec_strip *k1, *k2, *fresh;
+  check_ok(xexec_strip_kept(x, first, end, all, &k1, &e), &e);
+  check_ok(xexec_strip_kept(x, first, end, all, &k2, &e), &e);
+  assert_ptr_equal(k1, k2);
+  check_ok(xexec_strip_create(x, first, end, all, &fresh, &e), &e);
+  model_rows in = xexec_strip_in_rows(fresh);
+  const model_layer *prev = &m->layers[first - 1];
+  size_t n_in = (size_t)(in.hi - in.lo) * (size_t)prev->out.w * (size_t)prev->out.c;
+  size_t n_out = model_shape_elems(m->layers[end - 1].out);
+  for (int run = 0; run < 3; run++) {
+    xt_rng r = {77u + (unsigned)run};
+    float *input = xexec_strip_input(k1);
+    for (size_t i = 0; i < n_in; i++) input[i] = xt_uniform(&r, -0.5f, 0.5f);
+    memcpy(xexec_strip_input(fresh), input, n_in * sizeof(float));
+    check_ok(xexec_strip_run_local(k1, &e), &e);
+    check_ok(xexec_strip_run_local(fresh, &e), &e);
+    assert_memory_equal(xexec_strip_output(k1), xexec_strip_output(fresh), n_out * sizeof(float));
+  }
+  model_rows top = {0, all.hi > 1 ? all.hi - 1 : 1};
+  check_ok(xexec_strip_kept(x, first, end, top, &k2, &e), &e);
+  assert_int_equal(xexec_strip_out_rows(k2).hi, top.hi);
+  assert_int_equal(xexec_strip_kept(NULL, first, end, all, &k2, &e), ERR_INVALID);
+  assert_null(k2);
+  assert_int_equal(xexec_strip_kept(x, first, end, all, NULL, &e), ERR_INVALID);
+  xexec_strip_destroy(fresh);
+  xexec_destroy(x); /* frees the kept strip */
+  model_destroy(m);
+}
+
 /* ---- bad input ----------------------------------------------------------------- */
 
 static void test_bad_models(void **state) {
@@ -419,7 +459,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_vggish),      cmocka_unit_test(test_resish),
       cmocka_unit_test(test_threads),     cmocka_unit_test(test_in_place_bytes),
-      cmocka_unit_test(test_bad_models),
+      cmocka_unit_test(test_bad_models),  cmocka_unit_test(test_kept_strip),
       cmocka_unit_test(test_bad_strips),  cmocka_unit_test(test_fe_protocol),
       cmocka_unit_test(test_zoo),         cmocka_unit_test(test_zoo_fused),
   };
