@@ -22,7 +22,7 @@
  * chunks, with zero rows for pixels outside the strip: with one OpenBLAS
  * thread, a pixel's value then depends on the image alone, and strips
  * reproduce a whole-image run bit for bit, as the cluster needs
- * (tests/xexec_gemm_test). With more threads OpenBLAS splits each call its
+ * (tests/xexec_backend_test). With more threads OpenBLAS splits each call its
  * own way and that no longer holds; xexec's AUTO policy therefore uses this
  * backend with one thread only.
  */

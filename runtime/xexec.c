@@ -88,10 +88,12 @@ err_code xexec_create(const model *m, int threads, xexec **out, err *e) {
       conv = XEXEC_CONV_XNNPACK;
     else if (strcmp(v, "gemm") == 0)
       conv = XEXEC_CONV_GEMM;
+    else if (strcmp(v, "direct") == 0)
+      conv = XEXEC_CONV_DIRECT;
     else {
       if (out) *out = NULL;
       return err_set(e, ERR_INVALID,
-                     "%s=%s: expected auto, xnnpack or gemm", XEXEC_CONV_ENV, v);
+                     "%s=%s: expected auto, xnnpack, gemm or direct", XEXEC_CONV_ENV, v);
     }
   }
   return xexec_create_ex(m, threads, conv, out, e);
@@ -121,7 +123,7 @@ err_code xexec_create_ex(const model *m, int threads, xexec_conv conv,
     return err_set(e, ERR_NOMEM, "out of memory for %d operators", m->n_layers);
   }
   if (conv != XEXEC_CONV_AUTO && conv != XEXEC_CONV_XNNPACK &&
-      conv != XEXEC_CONV_GEMM) {
+      conv != XEXEC_CONV_GEMM && conv != XEXEC_CONV_DIRECT) {
     xexec_destroy(x);
     return err_set(e, ERR_INVALID, "unknown convolution backend %d", (int)conv);
   }

@@ -1,7 +1,8 @@
 /* xexec.h — the XNNPACK executor: runs a model whole, or a layer range of it
- * on a horizontal strip of rows. Wide dense convolutions may run on a
- * second backend, im2col + OpenBLAS sgemm (gemm_conv.h), chosen per layer
- * at creation (xexec_conv below); everything else is XNNPACK.
+ * on a horizontal strip of rows. Dense convolutions may run on the direct
+ * register-blocked kernel (dconv.h) or on im2col + OpenBLAS sgemm
+ * (gemm_conv.h), chosen per layer at creation (xexec_conv below);
+ * everything else is XNNPACK.
  *
  * Life cycle (as XNNPACK's own operators): xexec_create() validates the
  * model and creates one XNNPACK operator per layer, packing weights once;
@@ -39,17 +40,20 @@ typedef struct xexec xexec;
 typedef struct xexec_strip xexec_strip;
 
 /* Which backend runs a dense (groups == 1) convolution: AUTO lets the
- * measured shape rule decide per layer (gemm_conv.h: OpenBLAS for wide
- * layers, XNNPACK for the rest); the others force one backend on every
- * dense convolution (grouped ones always run on XNNPACK). */
+ * measured shape rules decide per layer (dconv.h: the direct kernel
+ * wherever a value takes >= 32 multiply-adds; on a CPU without AVX2 and
+ * FMA, gemm_conv.h: OpenBLAS for wide layers with one thread; XNNPACK for
+ * the rest); the others force one backend on every dense convolution
+ * (grouped ones always run on XNNPACK). */
 typedef enum xexec_conv {
   XEXEC_CONV_AUTO,
   XEXEC_CONV_XNNPACK,
   XEXEC_CONV_GEMM,
+  XEXEC_CONV_DIRECT, /* dconv.h; XNNPACK on a CPU without AVX2 and FMA */
 } xexec_conv;
 
 /* The environment variable that overrides xexec_create's AUTO, for A/B
- * measurements: "auto", "xnnpack" or "gemm". Every executor that must agree
+ * measurements: "auto", "xnnpack", "gemm" or "direct". Every executor that must agree
  * bit for bit with another (a cluster and its single device) needs the same
  * setting. */
 #define XEXEC_CONV_ENV "EDGEDI_CONV_BACKEND"

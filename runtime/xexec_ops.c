@@ -24,10 +24,25 @@ static err_code backend(err *e, const model_layer *L, int l, const char *what,
                  l, L->name, what, (int)st);
 }
 
-/* Whether layer l's convolution goes to OpenBLAS under policy `conv`. AUTO
- * keeps XNNPACK when threads > 1: multi-threaded OpenBLAS would break
+/* Whether layer l's convolution goes to OpenBLAS under policy `conv` (asked
+ * after wants_dconv: under AUTO it gets the wide layers only on a CPU
+ * without the direct kernel). AUTO keeps XNNPACK when threads > 1: multi-threaded OpenBLAS would break
  * strips' bit-exactness (gemm_conv.h), and on two cores two XNNPACK threads
  * match one OpenBLAS thread anyway. */
+/* Whether layer l's convolution goes to the direct kernel under `conv`.
+ * Its values do not depend on the thread count (dconv.h), so AUTO uses it
+ * with any. */
+static bool wants_dconv(const model *m, int l, xexec_conv conv) {
+  switch (conv) {
+    case XEXEC_CONV_DIRECT:
+      return dconv_supports(m, l) && dconv_available();
+    case XEXEC_CONV_AUTO:
+      return dconv_prefers(m, l) && dconv_available();
+    default:
+      return false;
+  }
+}
+
 static bool wants_gemm(const model *m, int l, xexec_conv conv, int threads) {
   switch (conv) {
     case XEXEC_CONV_GEMM:
@@ -48,6 +63,10 @@ err_code xexec_op_create(const model *m, int l, xexec_conv conv, int threads,
   memset(op, 0, sizeof *op);
   switch (L->op) {
     case MODEL_OP_CONV: {
+      if (wants_dconv(m, l, conv)) {
+        op->use_dconv = true;
+        return dconv_create(m, l, &op->dconv, e);
+      }
       if (wants_gemm(m, l, conv, threads)) {
         op->use_gemm = true;
         return gemm_conv_create(m, l, &op->gemm, e);
@@ -122,6 +141,7 @@ size_t xexec_op_scratch_floats(const xexec_op *op) {
 void xexec_op_destroy(xexec_op *op) {
   if (!op) return;
   if (op->use_gemm) gemm_conv_destroy(&op->gemm);
+  if (op->use_dconv) dconv_destroy(&op->dconv);
   if (op->op) xnn_delete_operator(op->op);
   for (int i = 0; i < op->n_variants; i++)
     if (op->variants[i].op) xnn_delete_operator(op->variants[i].op);
@@ -301,6 +321,10 @@ err_code xexec_op_run(const model *m, xexec_op *op, const xexec_step *st,
       if (op->use_gemm) {
         gemm_conv_run(&op->gemm, st->in[0], st->in_rows, st->row0, st->out,
                       st->rows, env->scratch, env->threads);
+        return ERR_OK;
+      }
+      if (op->use_dconv) {
+        dconv_run(&op->dconv, st->in[0], st->out, st->rows, env->pool);
         return ERR_OK;
       }
       break;

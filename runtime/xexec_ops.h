@@ -14,8 +14,9 @@
  * operator per (pad_top, pad_bottom) the strips actually see, created on
  * demand by xexec_op_variant(); pooling operators hold no weights.
  *
- * Convolutions have a second backend, im2col + OpenBLAS sgemm
- * (gemm_conv.h), chosen per layer at creation: same buffers, same explicit
+ * Convolutions have two more backends, im2col + OpenBLAS sgemm
+ * (gemm_conv.h) and a register-blocked direct kernel (dconv.h), chosen
+ * per layer at creation: same buffers, same explicit
  * zero rows, nothing to bind.
  *
  * What XNNPACK does not do here is plain C: feature enhancement's sums and
@@ -30,6 +31,7 @@
 #include <xnnpack.h>
 
 #include "runtime/err.h"
+#include "runtime/dconv.h"
 #include "runtime/gemm_conv.h"
 #include "runtime/model.h"
 #include "runtime/xexec.h"
@@ -46,6 +48,8 @@ typedef struct xexec_op {
                         GEMM convolutions */
   bool use_gemm;     /* a convolution run by `gemm` */
   gemm_conv gemm;
+  bool use_dconv;    /* a convolution run by `dconv` */
+  dconv dconv;
   uint64_t bound;    /* id of the strip `op` is set up for; 0 = none */
   xexec_variant *variants;
   int n_variants, cap_variants;

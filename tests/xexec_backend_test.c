@@ -1,5 +1,7 @@
-/* xexec_gemm_test.c — the executor's OpenBLAS convolution backend
- * (runtime/gemm_conv.h), forced on every dense convolution:
+/* xexec_backend_test.c — the executor's own convolution backends, each
+ * forced on every dense convolution: OpenBLAS (runtime/gemm_conv.h) and
+ * the direct register-blocked kernel (runtime/dconv.h; skipped, and said
+ * so, only on a CPU without AVX2 and FMA):
  *  - random shapes (kernels 1..5 and non-square, stride 1..3, asymmetric
  *    padding up to the kernel's size, 1x1 direct, bias, fused ReLU) against
  *    the reference executor: <= 1e-4 relative;
@@ -9,8 +11,9 @@
  *    output pixel's GEMM row never depends on the rows around it);
  *  - wide layers whose K spans several OpenBLAS blocks and whose rows span
  *    several im2col blocks, the same;
- *  - threads: with threads = 1 the process gains no thread; with 2 the
- *    numbers stay within 1e-5 (not bit for bit: see gemm_conv.h).
+ *  - OpenBLAS threads: with threads = 1 the process gains no thread; with
+ *    2 the numbers stay within 1e-5 (not bit for bit: see gemm_conv.h);
+ *  - AUTO: the direct kernel where it pays, the same checks.
  */
 #include <dirent.h>
 #include <setjmp.h>
@@ -23,6 +26,7 @@
 
 #include <cmocka.h>
 
+#include "runtime/dconv.h"
 #include "runtime/model.h"
 #include "runtime/ref.h"
 #include "runtime/xexec.h"
@@ -76,6 +80,8 @@ static bool same_bits(const float *a, const float *b, size_t n) {
   return memcmp(a, b, n * sizeof *a) == 0;
 }
 
+static xexec_conv backend = XEXEC_CONV_GEMM; /* the one under test */
+
 /* All the checks of the file header on model m (taken). */
 static void check_model(model *m, xt_rng *r, bool reference) {
   err e = {0};
@@ -92,18 +98,18 @@ static void check_model(model *m, xt_rng *r, bool reference) {
   xt_fill(r, in, n_in, -1.0f, 1.0f);
 
   xexec *x;
-  check_ok(xexec_create_ex(m, 1, XEXEC_CONV_GEMM, &x, &e), &e);
+  check_ok(xexec_create_ex(m, 1, backend, &x, &e), &e);
   check_ok(xexec_run(x, in, got, &e), &e);
   if (reference) {
     check_ok(ref_run(m, in, other, &e), &e);
     double d = xt_rel_diff(got, other, n_out);
-    if (d > REF_TOL) fail_msg("%s: GEMM vs reference %g", m->name, d);
+    if (d > REF_TOL) fail_msg("%s: backend %d vs reference %g", m->name, (int)backend, d);
   }
   xexec *xx;
   check_ok(xexec_create_ex(m, 1, XEXEC_CONV_XNNPACK, &xx, &e), &e);
   check_ok(xexec_run(xx, in, other, &e), &e);
   double d = xt_rel_diff(got, other, n_out);
-  if (d > BACKEND_TOL) fail_msg("%s: GEMM vs XNNPACK %g", m->name, d);
+  if (d > BACKEND_TOL) fail_msg("%s: backend %d vs XNNPACK %g", m->name, (int)backend, d);
   xexec_destroy(xx);
 
   /* one strip at the top, one in the middle, one at the bottom */
@@ -172,8 +178,7 @@ static void test_one_thread_spawns_none(void **state) {
   free(b);
 }
 
-static void test_random_shapes(void **state) {
-  (void)state;
+static void random_shapes(void) {
   xt_rng r = {2024};
   for (int t = 0; t < RANDOM_CASES; t++) {
     err e = {0};
@@ -204,8 +209,7 @@ static void test_random_shapes(void **state) {
 
 /* Wide enough that K spans several OpenBLAS K blocks and a 3x3 layer's rows
  * several im2col blocks of the scratch budget; no reference (too slow). */
-static void test_wide_layers(void **state) {
-  (void)state;
+static void wide_layers(void) {
   xt_rng r = {99};
   err e = {0};
   model *m = new_model("wide 3x3 s1 and s2", 40, 60, 256);
@@ -218,11 +222,37 @@ static void test_wide_layers(void **state) {
   check_model(m, &r, false);
 }
 
+static void test_gemm(void **state) {
+  (void)state;
+  backend = XEXEC_CONV_GEMM;
+  random_shapes();
+  wide_layers();
+}
+
+static void test_direct(void **state) {
+  (void)state;
+  if (!dconv_available()) {
+    print_message("this CPU has no AVX2 and FMA: the direct backend falls back to XNNPACK\n");
+    return;
+  }
+  backend = XEXEC_CONV_DIRECT;
+  random_shapes();
+  wide_layers();
+}
+
+static void test_auto(void **state) {
+  (void)state;
+  backend = XEXEC_CONV_AUTO;
+  random_shapes();
+  wide_layers();
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_one_thread_spawns_none),
-      cmocka_unit_test(test_random_shapes),
-      cmocka_unit_test(test_wide_layers),
+      cmocka_unit_test(test_gemm),
+      cmocka_unit_test(test_direct),
+      cmocka_unit_test(test_auto),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
