@@ -372,8 +372,9 @@ static int demo_cluster(const demo_opts *o) {
   outcome out[DEMO_MAX_MODELS];
   memset(out, 0, sizeof out);
   int status = CLI_EXIT_OK;
-  printf("\nmeasuring the baseline: each model whole on one thread here, %d runs\n",
-         o->baseline_runs);
+  printf("\nmeasuring the baseline: each model whole on one thread here, %d runs in each of %d "
+         "processes\n",
+         o->baseline_runs, BASELINE_PROCESSES);
   for (int i = 0; i < o->n_models && status == CLI_EXIT_OK; i++) {
     if (baseline_measure(o->models[i], &img, o->baseline_runs, true, &out[i].base, &e) != ERR_OK) {
       fprintf(stderr, "edgedi demo: baseline of %s: %s\n", o->models[i], e.msg);
