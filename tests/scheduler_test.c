@@ -705,15 +705,17 @@ static void test_real_agents_join(void **state) {
   real_agent_start(&r[1], "real-2");
   const char *names[] = {"real-1", "real-2"};
   st_wait_up(g.ch, names, 2);
-  /* Both real agents (unemulated, the fastest) take rows; of the two live
-   * fakes, the proportional split of a 64-row model may give the slowest
-   * none once its cost model is refitted. */
+  /* Both real agents (unemulated, the fastest) take rows, and the answer
+   * is the single device's. The two live fakes may or may not: the exact
+   * planner leaves out a device whose rows do not pay for its transfers
+   * and fixed cost, which depends on how fast the real agents' kernels are
+   * on this machine and build. */
   for (int i = 0; i < N_CASES; i++) {
     st_image im = st_make_image(SIDE_PX, SIDE_PX, 3, false, 61u + (unsigned)i);
     int used = infer_and_compare(&cases[i], &im, NULL);
-    assert_true(used >= 3 && used <= N_FAKES - 1 + 2);
-    if (!strstr(last_devices, "real-1,") || !strstr(last_devices, "real-2,"))
-      fail_msg("%s ran on %s", cases[i].name, last_devices);
+    if (used < 2 || used > N_FAKES - 1 + 2 || !strstr(last_devices, "real-1,") ||
+        !strstr(last_devices, "real-2,"))
+      fail_msg("%s ran on %d devices: %s", cases[i].name, used, last_devices);
     free(im.data);
   }
   real_agent_stop(&r[0]);
