@@ -83,15 +83,17 @@ void dconv_destroy(dconv *d) {
   memset(d, 0, sizeof *d);
 }
 
-/* DCONV_PIXELS pixels x 16 channels of one output row. px[p]: where pixel
- * p's kernel row ky, tap kx = 0 starts in the input (its row pointer plus
- * x0 * in_c), x0[p] its first input column (to tell padding taps). Pixels
- * past the row's end repeat a real one: their lanes are computed and
- * dropped, the others do not depend on them. */
+/* DCONV_PIXELS consecutive output pixels (in raster order, so a block may
+ * run from one row into the next: small maps waste no lanes at row ends) x
+ * 16 channels. iy[p], x0[p]: the top row and left column of pixel p's
+ * window in the input (a column outside [0, in_w) is padding). Pixels
+ * past the end repeat a real one: their lanes are computed and dropped,
+ * the others do not depend on them. */
 __attribute__((target("avx2,fma"))) static void block16(const dconv *d, const float *in,
-                                                         size_t in_row, int iy0, const int *x0,
-                                                         const float *w, const float *bias,
-                                                         float *out, int n_px, int lanes) {
+                                                         size_t in_row, const int *iy,
+                                                         const int *x0, const float *w,
+                                                         const float *bias, float *out, int n_px,
+                                                         int lanes) {
   /* Twelve named accumulators: an array would invite the compiler to keep
    * one in memory, the very spill this backend exists to avoid. */
   __m256 c00 = _mm256_load_ps(bias), c01 = _mm256_load_ps(bias + 8);
@@ -99,12 +101,13 @@ __attribute__((target("avx2,fma"))) static void block16(const dconv *d, const fl
   __m256 c40 = c00, c41 = c01, c50 = c00, c51 = c01;
   const int c = d->in_c;
   for (int ky = 0; ky < d->kernel_h; ky++) {
-    const float *row = in + (size_t)(iy0 + ky) * in_row;
+    const float *row[DCONV_PIXELS];
+    for (int p = 0; p < DCONV_PIXELS; p++) row[p] = in + (size_t)(iy[p] + ky) * in_row;
     for (int kx = 0; kx < d->kernel_w; kx++, w += (size_t)c * DCONV_LANES) {
       const float *a[DCONV_PIXELS];
       for (int p = 0; p < DCONV_PIXELS; p++) {
         int x = x0[p] + kx;
-        a[p] = x >= 0 && x < d->in_w ? row + (size_t)x * c : d->zeros;
+        a[p] = x >= 0 && x < d->in_w ? row[p] + (size_t)x * c : d->zeros;
       }
       const float *a0 = a[0], *a1 = a[1], *a2 = a[2], *a3 = a[3], *a4 = a[4], *a5 = a[5];
       const float *wk = w;
@@ -163,7 +166,7 @@ typedef struct run_ctx {
   int rows, group_rows;
 } run_ctx;
 
-/* The rows of one group for one block of 16 output channels. */
+/* The pixels of one group of rows for one block of 16 output channels. */
 static void run_group(void *arg, size_t g, size_t nb) {
   const run_ctx *c = arg;
   const dconv *d = c->d;
@@ -171,16 +174,17 @@ static void run_group(void *arg, size_t g, size_t nb) {
   int lanes = d->out_c - (int)nb * DCONV_LANES;
   if (lanes > DCONV_LANES) lanes = DCONV_LANES;
   int r0 = (int)g * c->group_rows, r1 = r0 + c->group_rows < c->rows ? r0 + c->group_rows : c->rows;
-  for (int r = r0; r < r1; r++) {
-    float *orow = c->out + (size_t)r * (size_t)d->out_w * (size_t)d->out_c + nb * DCONV_LANES;
-    for (int ox = 0; ox < d->out_w; ox += DCONV_PIXELS) {
-      int n_px = d->out_w - ox < DCONV_PIXELS ? d->out_w - ox : DCONV_PIXELS;
-      int x0[DCONV_PIXELS];
-      for (int p = 0; p < DCONV_PIXELS; p++)
-        x0[p] = (ox + (p < n_px ? p : n_px - 1)) * d->stride_w - d->pad_left;
-      block16(d, c->in, c->in_row, r * d->stride_h, x0, w, bias,
-              orow + (size_t)ox * d->out_c, n_px, lanes);
+  long q_end = (long)r1 * d->out_w;
+  for (long q = (long)r0 * d->out_w; q < q_end; q += DCONV_PIXELS) {
+    int n_px = q_end - q < DCONV_PIXELS ? (int)(q_end - q) : DCONV_PIXELS;
+    int iy[DCONV_PIXELS], x0[DCONV_PIXELS];
+    for (int p = 0; p < DCONV_PIXELS; p++) {
+      long qq = q + (p < n_px ? p : n_px - 1);
+      iy[p] = (int)(qq / d->out_w) * d->stride_h;
+      x0[p] = (int)(qq % d->out_w) * d->stride_w - d->pad_left;
     }
+    block16(d, c->in, c->in_row, iy, x0, w, bias, c->out + (size_t)q * d->out_c + nb * DCONV_LANES,
+            n_px, lanes);
   }
 }
 

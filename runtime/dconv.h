@@ -5,7 +5,8 @@
  * with an accumulator spilled to the stack in the inner loop, which caps
  * every convolution at about 33 GFLOP/s on a core that does 80 or more;
  * OpenBLAS needs im2col and wide layers to win. This backend is the
- * classic register-blocked kernel: 6 output pixels x 16 output channels in
+ * classic register-blocked kernel: 6 output pixels (consecutive in raster
+ * order, so small maps waste no lanes at row ends) x 16 output channels in
  * 12 AVX2 accumulators, fed by the input pixels in place (no im2col), one
  * kernel tap at a time, with the weights packed per block of 16 output
  * channels. It needs AVX2 and FMA at run time (dconv_available).
