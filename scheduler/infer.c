@@ -197,8 +197,7 @@ static void remember_plan(const infer_req *r) {
   if (!r->c->recall) return;
   plan_device devs[PLAN_MAX_DEVICES];
   uint64_t sessions[PLAN_MAX_DEVICES];
-  for (int i = 0; i < r->ip.n_members; i++)
-    devs[i] = r->ip.members[i].dev, sessions[i] = r->ip.members[i].session;
+  infer_plan_devices(&r->ip, devs, sessions);
   plan_recall_remember(r->c->recall, r->ip.model->digest, r->ip.planner, devs, sessions,
                        r->ip.n_members, &r->ip.p);
 }

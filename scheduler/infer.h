@@ -165,7 +165,6 @@ typedef struct infer_plan {
   char planner[PLAN_NAME_BYTES];
   plan p;
   uint64_t plan_id; /* a hash of the split: equal ids, equal splits */
-  bool recalled;    /* p is a recent plan re-priced (plan_recall.h), not fresh */
   bool held;        /* counted in its agents' busy (infer_plan_hold) */
   uint32_t counted; /* members counted busy: bit i for members[i] */
 } infer_plan;
@@ -190,6 +189,9 @@ grpc_status_code infer_make_plan_excluding(const infer_ctx *c, const char *model
  * infer_plan_free(): a request about to run holds its plan. */
 void infer_plan_hold(infer_plan *ip);
 void infer_plan_free(infer_plan *ip);
+/* The plan's devices as the planner and plan_recall see them: devs[i] and
+ * sessions[i] of members[i] (PLAN_MAX_DEVICES each). */
+void infer_plan_devices(const infer_plan *ip, plan_device *devs, uint64_t *sessions);
 
 /* A finished request's reply; `msg` points into the rest. */
 typedef struct infer_reply {

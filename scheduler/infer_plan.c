@@ -103,6 +103,13 @@ static void planner_names(char *buf, size_t len) {
   }
 }
 
+void infer_plan_devices(const infer_plan *ip, plan_device *devs, uint64_t *sessions) {
+  for (int i = 0; i < ip->n_members; i++) {
+    devs[i] = ip->members[i].dev;
+    sessions[i] = ip->members[i].session;
+  }
+}
+
 grpc_status_code infer_make_plan(const infer_ctx *c, const char *model_name,
                                  const char *planner_name, const plan_options *o,
                                  infer_plan *out, err *e) {
@@ -197,7 +204,8 @@ grpc_status_code infer_make_plan_excluding(const infer_ctx *c, const char *model
     fn = plan_exact;
   }
   plan_device devs[PLAN_MAX_DEVICES];
-  for (int i = 0; i < out->n_members; i++) devs[i] = out->members[i].dev;
+  uint64_t sessions[PLAN_MAX_DEVICES];
+  infer_plan_devices(out, devs, sessions);
   plan_options po = o ? *o : plan_default_options();
   /* The model's tables, built once at load: planning every request stays
    * well under a millisecond. */
@@ -208,12 +216,9 @@ grpc_status_code infer_make_plan_excluding(const infer_ctx *c, const char *model
     infer_plan_free(out);
     return rpc_status_from_err(rc);
   }
-  if (c->recall) {
-    uint64_t sessions[PLAN_MAX_DEVICES];
-    for (int i = 0; i < out->n_members; i++) sessions[i] = out->members[i].session;
-    out->recalled = plan_recall_offer(c->recall, out->model->digest, out->planner, out->model->m,
-                                      devs, sessions, out->n_members, &po, &out->p);
-  }
+  if (c->recall)
+    plan_recall_offer(c->recall, out->model->digest, out->planner, out->model->m, devs, sessions,
+                      out->n_members, &po, &out->p);
   out->plan_id = plan_id(out);
   return GRPC_STATUS_OK;
 }
