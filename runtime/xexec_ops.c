@@ -24,11 +24,6 @@ static err_code backend(err *e, const model_layer *L, int l, const char *what,
                  l, L->name, what, (int)st);
 }
 
-/* Whether layer l's convolution goes to OpenBLAS under policy `conv` (asked
- * after wants_dconv: under AUTO it gets the wide layers only on a CPU
- * without the direct kernel). AUTO keeps XNNPACK when threads > 1: multi-threaded OpenBLAS would break
- * strips' bit-exactness (gemm_conv.h), and on two cores two XNNPACK threads
- * match one OpenBLAS thread anyway. */
 /* Whether layer l's convolution goes to the direct kernel under `conv`.
  * Its values do not depend on the thread count (dconv.h), so AUTO uses it
  * with any. */
@@ -43,6 +38,11 @@ static bool wants_dconv(const model *m, int l, xexec_conv conv) {
   }
 }
 
+/* Whether layer l's convolution goes to OpenBLAS under policy `conv` (asked
+ * after wants_dconv: under AUTO it gets the wide layers only on a CPU
+ * without the direct kernel). AUTO keeps XNNPACK when threads > 1:
+ * multi-threaded OpenBLAS would break strips' bit-exactness (gemm_conv.h),
+ * and on two cores two XNNPACK threads match one OpenBLAS thread anyway. */
 static bool wants_gemm(const model *m, int l, xexec_conv conv, int threads) {
   switch (conv) {
     case XEXEC_CONV_GEMM:
