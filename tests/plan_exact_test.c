@@ -480,19 +480,6 @@ static void test_slow_device_behind_slow_link_is_left_out(void **state) {
 
 /* ---- tables as an option ------------------------------------------------------- */
 
-static bool same_split(const plan *a, const plan *b) {
-  if (a->n_segments != b->n_segments || a->predicted_ms != b->predicted_ms) return false;
-  for (int s = 0; s < a->n_segments; s++) {
-    const plan_segment *x = &a->segments[s], *y = &b->segments[s];
-    if (x->first != y->first || x->end != y->end || x->n_parts != y->n_parts) return false;
-    for (int k = 0; k < x->n_parts; k++)
-      if (x->parts[k].device != y->parts[k].device || x->parts[k].out.lo != y->parts[k].out.lo ||
-          x->parts[k].out.hi != y->parts[k].out.hi)
-        return false;
-  }
-  return true;
-}
-
 static void test_tables_are_an_option(void **state) {
   (void)state;
   model *m = pt_build_fused("vgg16c", 0), *other = pt_build_fused("resnet18c", 0);
@@ -511,7 +498,7 @@ static void test_tables_are_an_option(void **state) {
       plan a, b;
       assert_int_equal(plan_find(*pn)(m, d, n, &with, &a, &e), ERR_OK);
       assert_int_equal(plan_find(*pn)(m, d, n, &without, &b, &e), ERR_OK);
-      assert_true(same_split(&a, &b));
+      assert_true(a.predicted_ms == b.predicted_ms && pt_same_split(&a, &b));
       plan_free(&a);
       plan_free(&b);
     }

@@ -17,19 +17,6 @@
 #include "scheduler/plan_recall.h"
 #include "tests/plan_testlib.h"
 
-static bool same_split(const plan *a, const plan *b) {
-  if (a->n_segments != b->n_segments) return false;
-  for (int s = 0; s < a->n_segments; s++) {
-    const plan_segment *x = &a->segments[s], *y = &b->segments[s];
-    if (x->first != y->first || x->end != y->end || x->n_parts != y->n_parts) return false;
-    for (int k = 0; k < x->n_parts; k++)
-      if (x->parts[k].device != y->parts[k].device || x->parts[k].out.lo != y->parts[k].out.lo ||
-          x->parts[k].out.hi != y->parts[k].out.hi)
-        return false;
-  }
-  return true;
-}
-
 static plan planned(plan_fn fn, const model *m, const plan_device *d, int n) {
   plan p;
   err e = {0};
@@ -76,7 +63,7 @@ static void test_recalled_within_the_gain(void **state) {
   plan reprice = repriced(m, moved, n, &ran);
   assert_true(reprice.predicted_ms <= fresh2.predicted_ms * 1.10);
   assert_true(plan_recall_offer(r, "digest", "exact", m, moved, NULL, n, &o, &fresh2));
-  assert_true(same_split(&fresh2, &ran));
+  assert_true(pt_same_split(&fresh2, &ran));
   assert_true(fresh2.predicted_ms == reprice.predicted_ms); /* today's prices */
   plan_free(&fresh2);
   plan_free(&reprice);
@@ -90,7 +77,7 @@ static void test_recalled_within_the_gain(void **state) {
   plan fresh4 = planned(plan_exact, m, d, n);
   assert_true(prop.predicted_ms > fresh4.predicted_ms * 1.10);
   assert_false(plan_recall_offer(rp, "digest", "exact", m, d, NULL, n, &o, &fresh4));
-  assert_false(same_split(&fresh4, &prop));
+  assert_false(pt_same_split(&fresh4, &prop));
   plan_free(&fresh4);
   plan_free(&prop);
   plan_recall_destroy(rp);
@@ -101,7 +88,7 @@ static void test_recalled_within_the_gain(void **state) {
   plan_recall_remember(r0, "digest", "exact", d, NULL, n, &fresh);
   plan again = planned(plan_exact, m, d, n);
   assert_true(plan_recall_offer(r0, "digest", "exact", m, d, NULL, n, &o, &again));
-  assert_true(same_split(&again, &fresh));
+  assert_true(pt_same_split(&again, &fresh));
   plan_free(&again);
 
   /* One device three times slower: the remembered split, re-priced, is
@@ -113,7 +100,7 @@ static void test_recalled_within_the_gain(void **state) {
   plan old = repriced(m, slow, n, &fresh);
   assert_true(old.predicted_ms > fresh3.predicted_ms);
   assert_false(plan_recall_offer(r0, "digest", "exact", m, slow, NULL, n, &o, &fresh3));
-  assert_false(same_split(&fresh3, &fresh));
+  assert_false(pt_same_split(&fresh3, &fresh));
   plan_free(&old);
   plan_free(&fresh3);
 

@@ -100,3 +100,16 @@ void pt_check_partition(const model *m, const plan *p, int n_devs) {
   }
   assert_true(fabs(total - p->predicted_ms) <= 1e-9 * p->predicted_ms);
 }
+
+bool pt_same_split(const plan *a, const plan *b) {
+  if (a->n_segments != b->n_segments) return false;
+  for (int s = 0; s < a->n_segments; s++) {
+    const plan_segment *x = &a->segments[s], *y = &b->segments[s];
+    if (x->first != y->first || x->end != y->end || x->n_parts != y->n_parts) return false;
+    for (int k = 0; k < x->n_parts; k++)
+      if (x->parts[k].device != y->parts[k].device || x->parts[k].out.lo != y->parts[k].out.lo ||
+          x->parts[k].out.hi != y->parts[k].out.hi)
+        return false;
+  }
+  return true;
+}

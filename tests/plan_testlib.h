@@ -5,6 +5,7 @@
 #ifndef EDGEDI_TESTS_PLAN_TESTLIB_H
 #define EDGEDI_TESTS_PLAN_TESTLIB_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "runtime/model.h"
@@ -34,5 +35,9 @@ void pt_random_cluster(pt_rng *r, plan_device *d, int n, double a_lo, double a_h
  * to bottom, every device at most once per segment, predicted times
  * positive and summing to the plan's). */
 void pt_check_partition(const model *m, const plan *p, int n_devs);
+
+/* Whether a and b split alike: the same segments, and in each the same
+ * devices on the same rows, in the same order (prices not compared). */
+bool pt_same_split(const plan *a, const plan *b);
 
 #endif
