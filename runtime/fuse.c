@@ -85,6 +85,30 @@ static bool fold_bn_into_next(fuse_state *st, int bn) {
   return true;
 }
 
+/* BN -> max pool, every scale >= 0: max(s*a + t, s*b + t) = s*max(a, b) + t
+ * exactly (rounding is monotonic), so the pool runs first and the BN on
+ * the pooled tensor, a quarter of the size, where the loop may then fold
+ * it into the next 1x1 convolution. The two layers trade places in the
+ * array (the pool takes the BN's index), so the order stays topological
+ * and the pool's readers keep their input index. */
+static bool swap_bn_maxpool(fuse_state *st, int bn) {
+  model *m = st->m;
+  model_layer *B = &m->layers[bn];
+  if (B->relu) return false;
+  int p = only_consumer(st, bn);
+  if (p < 0) return false;
+  model_layer *P = &m->layers[p];
+  if (P->op != MODEL_OP_MAXPOOL || P->relu || P->n_inputs != 1) return false;
+  for (size_t i = 0; i < B->n_weights; i++)
+    if (!(B->weights[i] >= 0.0f)) return false;
+  model_layer bn_layer = *B, pool = *P;
+  pool.inputs[0] = B->inputs[0];
+  bn_layer.inputs[0] = bn;
+  m->layers[bn] = pool;
+  m->layers[p] = bn_layer;
+  return true;
+}
+
 static bool fuse_relu(fuse_state *st, int relu) {
   int p = resolve(st, st->m->layers[relu].inputs[0]);
   if (p < 0) return false;
@@ -142,12 +166,14 @@ err_code fuse_model(const model *src, model **out, err *e) {
   }
   st.consumers[m->n_layers - 1]++; /* the graph output */
 
-  /* In order, so that a ReLU fused into a conv sees BN folds before it and a
-   * BN folded forward sees its ReLU already absorbed upstream. */
+  /* In order, so that a ReLU fused into a conv sees BN folds before it, a
+   * BN folded forward sees its ReLU already absorbed upstream, and a BN
+   * moved behind a max pool comes up again at its new index. */
   for (int l = 0; l < m->n_layers; l++) {
     switch (m->layers[l].op) {
       case MODEL_OP_BN:
-        if (!fold_bn_into_previous(&st, l)) fold_bn_into_next(&st, l);
+        if (!fold_bn_into_previous(&st, l) && !fold_bn_into_next(&st, l))
+          swap_bn_maxpool(&st, l);
         break;
       case MODEL_OP_RELU:
         fuse_relu(&st, l);

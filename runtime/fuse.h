@@ -8,6 +8,9 @@
  *    is folded into that convolution (exact: no padded taps see it). A batch
  *    norm before a padded convolution stays, since padding after it is zero
  *    but folding would make it `shift` (the VGG units put BN after ReLU);
+ *  - a batch norm (every scale >= 0) whose only consumer is a max pool moves
+ *    behind it (exact: such a scale and shift commute with max), where it
+ *    may fold into the next 1x1 convolution;
  *  - a ReLU whose producer (conv, fc, add, bn) feeds nothing else becomes
  *    that producer's `relu` flag.
  * Layer names of the surviving layers are kept. Results agree with the

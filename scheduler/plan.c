@@ -142,10 +142,15 @@ err_code plan_evaluate(const model *m, const plan_device *devs, int n_devs,
 int plan_default_segments(const model *m, int head_first, int *ends) {
   int n = 0, first = 0;
   bool shrunk = false;
+  /* No segment of layers without arithmetic (a batch norm between the last
+   * pool and the head): it would cost an exchange and do nothing. */
+  int last_work = -1;
+  for (int l = 0; l < head_first; l++)
+    if (m->layers[l].flops > 0) last_work = l;
   for (int l = 0; l < head_first; l++) {
     int in_h = model_tensor_shape(m, m->layers[l].inputs[0]).h;
     if (m->layers[l].out.h < in_h) shrunk = true;
-    if (shrunk && l + 1 > first && model_is_cut(m, l + 1) && l + 1 < head_first) {
+    if (shrunk && l + 1 > first && model_is_cut(m, l + 1) && l + 1 <= last_work) {
       ends[n++] = l + 1;
       first = l + 1;
       shrunk = false;

@@ -132,6 +132,45 @@ static void test_hand_built_cases(void **state) {
   model_destroy(f);
 }
 
+/* conv, ReLU, BN, 2x2 max pool, 1x1 conv: with every BN scale >= 0 the BN
+ * moves behind the pool and folds into the 1x1 conv; one negative scale
+ * (max does not commute with it) keeps it where it is. */
+static model *bn_before_pool(float first_scale, err *e) {
+  model_shape in = {8, 6, 3};
+  model *m = model_create("bn_pool", in);
+  int c0 = model_add_conv(m, MODEL_INPUT, 4, 3, 1, 1, 1, false, e);
+  int r0 = model_add_relu(m, c0, e);
+  int b0 = model_add_bn(m, r0, e);
+  int p0 = model_add_maxpool(m, b0, 2, 2, 0, e);
+  int c1 = model_add_conv(m, p0, 5, 1, 1, 0, 1, true, e);
+  assert_true(c1 > 0);
+  for (int l = 0; l < m->n_layers; l++) {
+    model_layer *L = &m->layers[l];
+    fill_random(L->weights, L->n_weights, 300 + l);
+    if (L->bias) fill_random(L->bias, L->n_bias, 400 + l);
+    if (L->op == MODEL_OP_BN)
+      for (size_t i = 0; i < L->n_weights; i++) L->weights[i] = 0.5f + fabsf(L->weights[i]);
+  }
+  m->layers[b0].weights[0] = first_scale;
+  assert_int_equal(model_finalize(m, e), ERR_OK);
+  return m;
+}
+
+static void test_bn_moves_behind_maxpool(void **state) {
+  (void)state;
+  err e = {0};
+  const float scales[] = {0.0f, 0.75f, -0.75f};
+  for (int i = 0; i < 3; i++) {
+    model *m = bn_before_pool(scales[i], &e), *f = NULL;
+    assert_int_equal(fuse_model(m, &f, &e), ERR_OK);
+    assert_int_equal(count_op(f, MODEL_OP_BN), scales[i] < 0 ? 1 : 0);
+    assert_int_equal(count_op(f, MODEL_OP_MAXPOOL), 1);
+    check_same_function(m, f);
+    model_destroy(m);
+    model_destroy(f);
+  }
+}
+
 static void test_rejects_unfinalized(void **state) {
   (void)state;
   err e = {0};
@@ -145,6 +184,7 @@ int main(void) {
       cmocka_unit_test(test_zoo_models_keep_their_function),
       cmocka_unit_test(test_bn_folds_only_where_exact),
       cmocka_unit_test(test_hand_built_cases),
+      cmocka_unit_test(test_bn_moves_behind_maxpool),
       cmocka_unit_test(test_rejects_unfinalized),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
