@@ -25,8 +25,9 @@ bool dconv_supports(const model *m, int l) {
 bool dconv_prefers(const model *m, int l) {
   if (!dconv_supports(m, l)) return false;
   const model_layer *L = &m->layers[l];
-  int k = L->kernel_h * L->kernel_w * model_tensor_shape(m, L->inputs[0]).c;
-  return k >= DCONV_MIN_K;
+  int c = model_tensor_shape(m, L->inputs[0]).c, k = L->kernel_h * L->kernel_w * c;
+  bool pointwise = L->kernel_h == 1 && L->kernel_w == 1 && L->stride_h == 1 && L->stride_w == 1;
+  return k >= DCONV_MIN_K || (pointwise && c >= DCONV_MIN_POINTWISE_C);
 }
 
 err_code dconv_create(const model *m, int l, dconv *d, err *e) {
@@ -53,6 +54,8 @@ err_code dconv_create(const model *m, int l, dconv *d, err *e) {
   d->out_w = L->out.w;
   d->out_c = L->out_channels;
   d->relu = L->relu;
+  d->pointwise = L->kernel_h == 1 && L->kernel_w == 1 && L->stride_h == 1 &&
+                 L->stride_w == 1 && L->pad_left == 0 && L->pad_right == 0 && is.w == L->out.w;
   d->n_blocks = (d->out_c + DCONV_LANES - 1) / DCONV_LANES;
   size_t taps = (size_t)d->kernel_h * (size_t)d->kernel_w, k = taps * (size_t)d->in_c;
   size_t n = (size_t)d->n_blocks * k * DCONV_LANES;
@@ -83,80 +86,181 @@ void dconv_destroy(dconv *d) {
   memset(d, 0, sizeof *d);
 }
 
-/* DCONV_PIXELS consecutive output pixels (in raster order, so a block may
- * run from one row into the next: small maps waste no lanes at row ends) x
- * 16 channels. iy[p], x0[p]: the top row and left column of pixel p's
- * window in the input (a column outside [0, in_w) is padding). Pixels
- * past the end repeat a real one: their lanes are computed and dropped,
- * the others do not depend on them. */
-__attribute__((target("avx2,fma"))) static void block16(const dconv *d, const float *in,
-                                                         size_t in_row, const int *iy,
-                                                         const int *x0, const float *w,
-                                                         const float *bias, float *out, int n_px,
-                                                         int lanes) {
-  /* Twelve named accumulators: an array would invite the compiler to keep
-   * one in memory, the very spill this backend exists to avoid. */
-  __m256 c00 = _mm256_load_ps(bias), c01 = _mm256_load_ps(bias + 8);
-  __m256 c10 = c00, c11 = c01, c20 = c00, c21 = c01, c30 = c00, c31 = c01;
-  __m256 c40 = c00, c41 = c01, c50 = c00, c51 = c01;
-  const int c = d->in_c;
-  for (int ky = 0; ky < d->kernel_h; ky++) {
-    const float *row[DCONV_PIXELS];
-    for (int p = 0; p < DCONV_PIXELS; p++) row[p] = in + (size_t)(iy[p] + ky) * in_row;
-    for (int kx = 0; kx < d->kernel_w; kx++, w += (size_t)c * DCONV_LANES) {
-      const float *a[DCONV_PIXELS];
-      for (int p = 0; p < DCONV_PIXELS; p++) {
-        int x = x0[p] + kx;
-        a[p] = x >= 0 && x < d->in_w ? row[p] + (size_t)x * c : d->zeros;
-      }
-      const float *a0 = a[0], *a1 = a[1], *a2 = a[2], *a3 = a[3], *a4 = a[4], *a5 = a[5];
-      const float *wk = w;
-      for (int ci = 0; ci < c; ci++, wk += DCONV_LANES) {
-        __m256 w0 = _mm256_load_ps(wk), w1 = _mm256_load_ps(wk + 8), v;
-        v = _mm256_broadcast_ss(a0 + ci);
-        c00 = _mm256_fmadd_ps(v, w0, c00);
-        c01 = _mm256_fmadd_ps(v, w1, c01);
-        v = _mm256_broadcast_ss(a1 + ci);
-        c10 = _mm256_fmadd_ps(v, w0, c10);
-        c11 = _mm256_fmadd_ps(v, w1, c11);
-        v = _mm256_broadcast_ss(a2 + ci);
-        c20 = _mm256_fmadd_ps(v, w0, c20);
-        c21 = _mm256_fmadd_ps(v, w1, c21);
-        v = _mm256_broadcast_ss(a3 + ci);
-        c30 = _mm256_fmadd_ps(v, w0, c30);
-        c31 = _mm256_fmadd_ps(v, w1, c31);
-        v = _mm256_broadcast_ss(a4 + ci);
-        c40 = _mm256_fmadd_ps(v, w0, c40);
-        c41 = _mm256_fmadd_ps(v, w1, c41);
-        v = _mm256_broadcast_ss(a5 + ci);
-        c50 = _mm256_fmadd_ps(v, w0, c50);
-        c51 = _mm256_fmadd_ps(v, w1, c51);
-      }
-    }
-  }
-  __m256 y[DCONV_PIXELS][2] = {{c00, c01}, {c10, c11}, {c20, c21},
-                               {c30, c31}, {c40, c41}, {c50, c51}};
+/* A block of output pixels, consecutive in raster order (a block may run
+ * from one row into the next: small maps waste no lanes at row ends).
+ * iy[p], x0[p]: the top row and left column of pixel p's window in the
+ * input (a column outside [0, in_w) is padding). Pixels past n repeat the
+ * last real one: their lanes are computed and dropped, the others do not
+ * depend on them. interior: every window lies inside the row, so a kernel
+ * row's kernel_w * in_c inputs are one contiguous run (as are its OHWI
+ * weights) and are read as one loop, in the same (kx, ci) order. */
+typedef struct px_block {
+  int n;
+  bool interior;
+  int iy[DCONV_MAX_PIXELS], x0[DCONV_MAX_PIXELS];
+} px_block;
+
+/* Pixel p's inputs for kernel row ky and column kx (interior blocks: the
+ * start of the row's contiguous run, kx = 0). */
+static inline const float *tap(const dconv *d, const float *in, size_t in_row,
+                               const px_block *b, int p, int ky, int kx) {
+  int x = b->x0[p] + kx;
+  if (x < 0 || x >= d->in_w) return d->zeros;
+  return in + (size_t)(b->iy[p] + ky) * in_row + (size_t)x * (size_t)d->in_c;
+}
+
+/* Calls BODY(n) once per run of n inputs after setting the pointers
+ * a_[0..P) (P = pixels) and wk (the run's weights, DCONV_LANES floats
+ * per input): one run per kernel row for interior blocks, one per tap
+ * otherwise. */
+#define FOR_EACH_RUN(P, BODY)                                                        \
+  do {                                                                               \
+    const int c_ = d->in_c, kw_ = d->kernel_w;                                      \
+    for (int ky = 0; ky < d->kernel_h; ky++) {                                      \
+      const int runs_ = b->interior ? 1 : kw_, len_ = b->interior ? kw_ * c_ : c_;  \
+      for (int kx = 0; kx < runs_; kx++, w += (size_t)len_ * DCONV_LANES) {         \
+        const float *a_[DCONV_MAX_PIXELS];                                           \
+        for (int p = 0; p < (P); p++) a_[p] = tap(d, in, in_row, b, p, ky, kx);     \
+        const float *wk = w;                                                         \
+        BODY(len_);                                                                  \
+      }                                                                              \
+    }                                                                                \
+  } while (0)
+
+__attribute__((target("avx2,fma"))) static inline void store_lanes(float *o, __m256 y0, __m256 y1, int lanes, bool relu) {
   const __m256 zero = _mm256_setzero_ps();
-  for (int p = 0; p < n_px; p++) {
-    __m256 y0 = y[p][0], y1 = y[p][1];
-    if (d->relu) y0 = _mm256_max_ps(y0, zero), y1 = _mm256_max_ps(y1, zero);
-    float *o = out + (size_t)p * d->out_c;
-    if (lanes == DCONV_LANES) {
-      _mm256_storeu_ps(o, y0);
-      _mm256_storeu_ps(o + 8, y1);
-    } else {
-      float tmp[DCONV_LANES];
-      _mm256_storeu_ps(tmp, y0);
-      _mm256_storeu_ps(tmp + 8, y1);
-      memcpy(o, tmp, (size_t)lanes * sizeof(float));
-    }
+  if (relu) y0 = _mm256_max_ps(y0, zero), y1 = _mm256_max_ps(y1, zero);
+  if (lanes == DCONV_LANES) {
+    _mm256_storeu_ps(o, y0);
+    _mm256_storeu_ps(o + 8, y1);
+  } else if (lanes == 8) {
+    _mm256_storeu_ps(o, y0);
+  } else {
+    float tmp[DCONV_LANES];
+    _mm256_storeu_ps(tmp, y0);
+    _mm256_storeu_ps(tmp + 8, y1);
+    memcpy(o, tmp, (size_t)lanes * sizeof(float));
   }
+}
+
+#define FMA16(k)                                  \
+  v = _mm256_broadcast_ss(a##k + i);              \
+  c##k##0 = _mm256_fmadd_ps(v, w0, c##k##0);      \
+  c##k##1 = _mm256_fmadd_ps(v, w1, c##k##1)
+
+/* The 6 x 16 tile: twelve named accumulators (an array would invite the
+ * compiler to keep one in memory, the very spill this backend exists to
+ * avoid), a loop over n inputs from a_[0..6) and wk, the stores. */
+#define INIT16                                                          \
+  __m256 c00 = _mm256_load_ps(bias), c01 = _mm256_load_ps(bias + 8);   \
+  __m256 c10 = c00, c11 = c01, c20 = c00, c21 = c01, c30 = c00, c31 = c01; \
+  __m256 c40 = c00, c41 = c01, c50 = c00, c51 = c01
+#define BODY16(n)                                                                   \
+  const float *a0 = a_[0], *a1 = a_[1], *a2 = a_[2], *a3 = a_[3], *a4 = a_[4],     \
+              *a5 = a_[5];                                                          \
+  for (int i = 0; i < (n); i++, wk += DCONV_LANES) {                               \
+    __m256 w0 = _mm256_load_ps(wk), w1 = _mm256_load_ps(wk + 8), v;                \
+    FMA16(0);                                                                       \
+    FMA16(1);                                                                       \
+    FMA16(2);                                                                       \
+    FMA16(3);                                                                       \
+    FMA16(4);                                                                       \
+    FMA16(5);                                                                       \
+  }
+#define STORE16(n_px)                                                                      \
+  do {                                                                                     \
+    __m256 y_[6][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}, {c40, c41}, {c50, c51}}; \
+    for (int p = 0; p < (n_px); p++)                                                       \
+      store_lanes(out + (size_t)p * d->out_c, y_[p][0], y_[p][1], lanes, d->relu);          \
+  } while (0)
+
+/* 6 pixels x 16 output channels, any window. */
+__attribute__((target("avx2,fma"))) static void block16(const dconv *d, const float *in,
+                                                         size_t in_row, const px_block *b,
+                                                         const float *w, const float *bias,
+                                                         float *out, int lanes) {
+  INIT16;
+  FOR_EACH_RUN(6, BODY16);
+  STORE16(b->n);
+}
+
+/* 6 pixels x 16 output channels of a pointwise layer: pixel p's inputs
+ * are a + p * in_c (pixels past n repeat the last). */
+__attribute__((target("avx2,fma"))) static void point16(const dconv *d, const float *a, int n,
+                                                        const float *w, const float *bias,
+                                                        float *out, int lanes) {
+  INIT16;
+  const float *a_[6];
+  for (int p = 0; p < 6; p++) a_[p] = a + (size_t)(p < n ? p : n - 1) * (size_t)d->in_c;
+  const float *wk = w;
+  BODY16(d->in_c);
+  STORE16(n);
+}
+
+#define FMA8(k) c##k = _mm256_fmadd_ps(_mm256_broadcast_ss(a##k + i), w0, c##k)
+#define INIT8                                                                        \
+  __m256 c0 = _mm256_load_ps(bias), c1 = c0, c2 = c0, c3 = c0, c4 = c0, c5 = c0;     \
+  __m256 c6 = c0, c7 = c0, c8 = c0, c9 = c0, c10 = c0, c11 = c0
+#define BODY8(n)                                                                    \
+  const float *a0 = a_[0], *a1 = a_[1], *a2 = a_[2], *a3 = a_[3], *a4 = a_[4],     \
+              *a5 = a_[5], *a6 = a_[6], *a7 = a_[7], *a8 = a_[8], *a9 = a_[9],     \
+              *a10 = a_[10], *a11 = a_[11];                                         \
+  for (int i = 0; i < (n); i++, wk += DCONV_LANES) {                               \
+    __m256 w0 = _mm256_load_ps(wk);                                                 \
+    FMA8(0);                                                                        \
+    FMA8(1);                                                                        \
+    FMA8(2);                                                                        \
+    FMA8(3);                                                                        \
+    FMA8(4);                                                                        \
+    FMA8(5);                                                                        \
+    FMA8(6);                                                                        \
+    FMA8(7);                                                                        \
+    FMA8(8);                                                                        \
+    FMA8(9);                                                                        \
+    FMA8(10);                                                                       \
+    FMA8(11);                                                                       \
+  }
+#define STORE8(n_px)                                                                  \
+  do {                                                                                \
+    __m256 y_[12] = {c0, c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11};               \
+    for (int p = 0; p < (n_px); p++)                                                  \
+      store_lanes(out + (size_t)p * d->out_c, y_[p], _mm256_setzero_ps(), lanes, d->relu); \
+  } while (0)
+
+/* 12 pixels x 8 output channels, for a block with at most 8 channels left
+ * (layers of 8 or 24 channels): the 16-lane block would compute half its
+ * lanes for nothing. The weights keep the 16-lane packing; lanes 8..15 are
+ * not read. */
+__attribute__((target("avx2,fma"))) static void block8(const dconv *d, const float *in,
+                                                        size_t in_row, const px_block *b,
+                                                        const float *w, const float *bias,
+                                                        float *out, int lanes) {
+  INIT8;
+  FOR_EACH_RUN(12, BODY8);
+  STORE8(b->n);
+}
+
+__attribute__((target("avx2,fma"))) static void point8(const dconv *d, const float *a, int n,
+                                                       const float *w, const float *bias,
+                                                       float *out, int lanes) {
+  INIT8;
+  const float *a_[12];
+  for (int p = 0; p < 12; p++) a_[p] = a + (size_t)(p < n ? p : n - 1) * (size_t)d->in_c;
+  const float *wk = w;
+  BODY8(d->in_c);
+  STORE8(n);
 }
 
 /* Input bytes a group of rows may read: about half of a core's L2, so that
  * the group's input stays there while every block of output channels
  * (their packed weights streaming through) passes over it. */
 enum { GROUP_INPUT_BYTES = 256 << 10 };
+/* Packed weights of all blocks that stay in L1/L2 next to the pixels:
+ * up to this much, every block runs on a group of pixels before the next
+ * group (pixel-major), so each pixel's output channels are written
+ * together, in order, instead of in 64-byte stripes one block at a time
+ * (what wins for the narrow, wide-output layers of the compact models). */
+enum { PIXEL_MAJOR_WEIGHT_BYTES = 64 << 10 };
 
 typedef struct run_ctx {
   const dconv *d;
@@ -166,25 +270,107 @@ typedef struct run_ctx {
   int rows, group_rows;
 } run_ctx;
 
-/* The pixels of one group of rows for one block of 16 output channels. */
-static void run_group(void *arg, size_t g, size_t nb) {
-  const run_ctx *c = arg;
+/* The next n pixels from (*oy, *ox) on, padded to `pixels` with copies of
+ * the last; advances (*oy, *ox) past them. */
+static void fill_block(const dconv *d, int *oy, int *ox, int n, int pixels, px_block *b) {
+  b->n = n;
+  b->interior = true;
+  for (int p = 0; p < pixels; p++) {
+    if (p < n) {
+      b->iy[p] = *oy * d->stride_h;
+      b->x0[p] = *ox * d->stride_w - d->pad_left;
+      if (++*ox == d->out_w) *ox = 0, ++*oy;
+    } else {
+      b->iy[p] = b->iy[p - 1];
+      b->x0[p] = b->x0[p - 1];
+    }
+    b->interior = b->interior && b->x0[p] >= 0 && b->x0[p] + d->kernel_w <= d->in_w;
+  }
+}
+
+static void group_bounds(const run_ctx *c, size_t g, long *q0, long *q_end) {
+  int r0 = (int)g * c->group_rows, r1 = r0 + c->group_rows < c->rows ? r0 + c->group_rows : c->rows;
+  *q0 = (long)r0 * c->d->out_w;
+  *q_end = (long)r1 * c->d->out_w;
+}
+
+/* Block nb of output channels for the pixels of b, which start at pixel q:
+ * as one block of 8 lanes, or as 16-lane blocks of DCONV_PIXELS pixels. */
+static void run_block(const run_ctx *c, const px_block *b, long q, size_t nb) {
   const dconv *d = c->d;
   const float *w = d->weights + nb * c->block_w, *bias = d->bias + nb * DCONV_LANES;
   int lanes = d->out_c - (int)nb * DCONV_LANES;
   if (lanes > DCONV_LANES) lanes = DCONV_LANES;
-  int r0 = (int)g * c->group_rows, r1 = r0 + c->group_rows < c->rows ? r0 + c->group_rows : c->rows;
-  long q_end = (long)r1 * d->out_w;
-  for (long q = (long)r0 * d->out_w; q < q_end; q += DCONV_PIXELS) {
-    int n_px = q_end - q < DCONV_PIXELS ? (int)(q_end - q) : DCONV_PIXELS;
-    int iy[DCONV_PIXELS], x0[DCONV_PIXELS];
-    for (int p = 0; p < DCONV_PIXELS; p++) {
-      long qq = q + (p < n_px ? p : n_px - 1);
-      iy[p] = (int)(qq / d->out_w) * d->stride_h;
-      x0[p] = (int)(qq % d->out_w) * d->stride_w - d->pad_left;
+  float *out = c->out + (size_t)q * d->out_c + nb * DCONV_LANES;
+  if (lanes <= 8) {
+    block8(d, c->in, c->in_row, b, w, bias, out, lanes);
+    return;
+  }
+  for (int from = 0; from < b->n; from += DCONV_PIXELS) {
+    px_block h = *b;
+    h.n = b->n - from < DCONV_PIXELS ? b->n - from : DCONV_PIXELS;
+    memcpy(h.iy, b->iy + from, DCONV_PIXELS * sizeof *h.iy);
+    memcpy(h.x0, b->x0 + from, DCONV_PIXELS * sizeof *h.x0);
+    for (int p = h.n; p < DCONV_PIXELS; p++) h.iy[p] = h.iy[h.n - 1], h.x0[p] = h.x0[h.n - 1];
+    block16(d, c->in, c->in_row, &h, w, bias, out + (size_t)from * d->out_c, lanes);
+  }
+}
+
+/* Group-major: the pixels of group g for block nb only. */
+static void run_group(void *arg, size_t g, size_t nb) {
+  const run_ctx *c = arg;
+  int lanes = c->d->out_c - (int)nb * DCONV_LANES;
+  const int pixels = lanes <= 8 ? DCONV_MAX_PIXELS : DCONV_PIXELS;
+  long q, q_end;
+  group_bounds(c, g, &q, &q_end);
+  int oy = (int)(q / c->d->out_w), ox = 0;
+  for (; q < q_end; q += pixels) {
+    px_block b;
+    fill_block(c->d, &oy, &ox, q_end - q < pixels ? (int)(q_end - q) : pixels, pixels, &b);
+    run_block(c, &b, q, nb);
+  }
+}
+
+/* Pixel-major: every block for each DCONV_MAX_PIXELS pixels of group g. */
+static void run_group_all_blocks(void *arg, size_t g) {
+  const run_ctx *c = arg;
+  long q, q_end;
+  group_bounds(c, g, &q, &q_end);
+  int oy = (int)(q / c->d->out_w), ox = 0;
+  for (; q < q_end; q += DCONV_MAX_PIXELS) {
+    px_block b;
+    int n = q_end - q < DCONV_MAX_PIXELS ? (int)(q_end - q) : DCONV_MAX_PIXELS;
+    fill_block(c->d, &oy, &ox, n, DCONV_MAX_PIXELS, &b);
+    for (size_t nb = 0; nb < (size_t)c->d->n_blocks; nb++) run_block(c, &b, q, nb);
+  }
+}
+
+/* Pointwise layers: pixel q's inputs are in + q * in_c, a plain GEMM;
+ * every block of channels for each DCONV_MAX_PIXELS pixels of a task. */
+enum { POINT_TASK_PIXELS = 16 * DCONV_MAX_PIXELS };
+
+static void run_point_task(void *arg, size_t t) {
+  const run_ctx *c = arg;
+  const dconv *d = c->d;
+  long q_end = (long)c->rows * d->out_w, q = (long)t * POINT_TASK_PIXELS;
+  long t_end = q + POINT_TASK_PIXELS < q_end ? q + POINT_TASK_PIXELS : q_end;
+  for (; q < t_end; q += DCONV_MAX_PIXELS) {
+    int n = t_end - q < DCONV_MAX_PIXELS ? (int)(t_end - q) : DCONV_MAX_PIXELS;
+    const float *a = c->in + (size_t)q * (size_t)d->in_c;
+    for (int nb = 0; nb < d->n_blocks; nb++) {
+      const float *w = d->weights + (size_t)nb * c->block_w, *bias = d->bias + nb * DCONV_LANES;
+      int lanes = d->out_c - nb * DCONV_LANES;
+      if (lanes > DCONV_LANES) lanes = DCONV_LANES;
+      float *out = c->out + (size_t)q * d->out_c + (size_t)nb * DCONV_LANES;
+      if (lanes <= 8) {
+        point8(d, a, n, w, bias, out, lanes);
+        continue;
+      }
+      point16(d, a, n < DCONV_PIXELS ? n : DCONV_PIXELS, w, bias, out, lanes);
+      if (n > DCONV_PIXELS)
+        point16(d, a + (size_t)DCONV_PIXELS * d->in_c, n - DCONV_PIXELS, w, bias,
+                out + (size_t)DCONV_PIXELS * d->out_c, lanes);
     }
-    block16(d, c->in, c->in_row, iy, x0, w, bias, c->out + (size_t)q * d->out_c + nb * DCONV_LANES,
-            n_px, lanes);
   }
 }
 
@@ -197,6 +383,20 @@ void dconv_run(const dconv *d, const float *in, float *out, int rows, pthreadpoo
                .block_w = (size_t)d->kernel_h * (size_t)d->kernel_w * (size_t)d->in_c *
                           DCONV_LANES,
                .rows = rows};
+  bool small = (size_t)d->n_blocks * c.block_w * sizeof(float) <= PIXEL_MAJOR_WEIGHT_BYTES;
+  if (small && d->pointwise) {
+    long pixels = (long)rows * d->out_w;
+    pthreadpool_parallelize_1d(pool, run_point_task, &c,
+                               (size_t)((pixels + POINT_TASK_PIXELS - 1) / POINT_TASK_PIXELS), 0);
+    return;
+  }
+  if (small) {
+    /* Groups of a few rows: enough of them for the pool's workers. */
+    c.group_rows = rows < 4 ? rows : 4;
+    size_t groups = (size_t)((rows + c.group_rows - 1) / c.group_rows);
+    pthreadpool_parallelize_1d(pool, run_group_all_blocks, &c, groups, 0);
+    return;
+  }
   /* A group of g rows reads (g - 1) * stride_h + kernel_h input rows. */
   size_t row_bytes = c.in_row * sizeof(float);
   long fit = (long)(GROUP_INPUT_BYTES / (row_bytes > 0 ? row_bytes : 1));

@@ -31,13 +31,15 @@
 #include "runtime/err.h"
 #include "runtime/model.h"
 
-enum { DCONV_PIXELS = 6, DCONV_LANES = 16, DCONV_MIN_K = 32 };
+enum { DCONV_PIXELS = 6, DCONV_MAX_PIXELS = 12, DCONV_LANES = 16, DCONV_MIN_K = 32,
+       DCONV_MIN_POINTWISE_C = 8 };
 
 typedef struct dconv {
   int kernel_h, kernel_w, stride_h, stride_w, pad_left;
   int in_w, in_c, out_w, out_c;
   int n_blocks; /* ceil(out_c / DCONV_LANES) */
   bool relu;
+  bool pointwise; /* 1x1, stride 1, no padding: input pixel q feeds output pixel q */
   float *weights; /* [n_blocks][kernel_h][kernel_w][in_c][DCONV_LANES], zero-padded */
   float *bias;    /* [n_blocks * DCONV_LANES], zeros where none */
   float *zeros;   /* [in_c]: what a tap in the horizontal padding reads */

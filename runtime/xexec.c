@@ -38,6 +38,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "runtime/xexec_ops.h"
 
@@ -48,6 +49,7 @@ struct xexec {
   uint64_t next_id;   /* strip ids, so operators know whom they are bound to */
   xexec_strip *whole; /* xexec_run's strip, made on first use */
   xexec_strip *kept;  /* xexec_strip_kept's */
+  double *layer_ms;   /* xexec_set_layer_ms's, or NULL */
 };
 
 /* One tensor's buffer in a strip: rows [lo, hi), of which `comp` are
@@ -392,6 +394,132 @@ static err_code plan_steps(xexec_strip *s, const model_rows *rows, err *e) {
   return ERR_OK;
 }
 
+/* ---- row chunking ---------------------------------------------------------
+ *
+ * A wide tensor between two 1x1 convolutions (a compact unit's C_out
+ * channels at full resolution: 10 MB at 200x200x64) does not stay in cache
+ * from the layer that writes it to the one that reads it, and both become
+ * bound by memory. A chain of steps in which each reads exactly the rows
+ * the step before it computes — a direct-kernel convolution or an FE's
+ * scaling, then 1x1 stride-1 direct-kernel convolutions — therefore runs a
+ * few rows at a time through the whole chain, so the rows in between are
+ * still in L2 when they are read. A tensor inside the chain that only the
+ * next step reads never reaches its full-size buffer at all: each chunk of
+ * it goes to a small buffer of one chunk's rows (xexec_step.chain_out), so
+ * the wide tensor costs no memory traffic (its full-size buffer is
+ * allocated but its pages are never touched). Every value is computed by the same code
+ * in the same order as without chunks (dconv.h), so results do not change
+ * by a bit. */
+
+/* Bytes of one chunk's rows of all the chain's tensors, aimed at L2. */
+enum { CHAIN_CHUNK_BYTES = 192 << 10, CHAIN_MIN_ROWS = 2 };
+
+static bool chain_head(const xexec_op *op, const model_layer *L) {
+  return L->op == MODEL_OP_FE || (L->op == MODEL_OP_CONV && op->use_dconv);
+}
+
+/* Whether step `next` can follow step `prev` in a chain. */
+static bool chain_link(const model *m, const xexec_op *op, const xexec_step *prev,
+                       const xexec_step *next) {
+  const model_layer *L = &m->layers[next->layer];
+  return L->op == MODEL_OP_CONV && op->use_dconv && L->n_inputs == 1 &&
+         L->inputs[0] == prev->layer && L->kernel_h == 1 && L->kernel_w == 1 &&
+         L->stride_h == 1 && L->stride_w == 1 && next->rows == prev->rows &&
+         next->row0 == prev->row0 && next->in_rows == next->rows;
+}
+
+static size_t row_bytes(const model *m, int tensor) {
+  model_shape sh = model_tensor_shape(m, tensor);
+  return (size_t)sh.w * (size_t)sh.c * sizeof(float);
+}
+
+/* Readers of layer l's output within the strip, plus one if the strip
+ * hands it out (the range's last layer). */
+static int strip_readers(const xexec_strip *s, int l) {
+  const model *m = s->x->m;
+  int r = l == s->end - 1;
+  for (int j = l + 1; j < s->end; j++)
+    for (int i = 0; i < m->layers[j].n_inputs; i++) r += m->layers[j].inputs[i] == l;
+  return r;
+}
+
+static err_code plan_chains(xexec_strip *s, err *e) {
+  const model *m = s->x->m;
+  int n = s->end - s->first;
+  for (int i = 0; i < n;) {
+    xexec_step *head = &s->steps[i];
+    int k = 1;
+    if (head->rows > 0 && chain_head(&s->x->ops[head->layer], &m->layers[head->layer]))
+      while (i + k < n && chain_link(m, &s->x->ops[s->steps[i + k].layer],
+                                     &s->steps[i + k - 1], &s->steps[i + k]))
+        k++;
+    if (k > 1) {
+      size_t bytes = row_bytes(m, m->layers[head->layer].inputs[0]);
+      for (int j = 0; j < k; j++) bytes += row_bytes(m, s->steps[i + j].layer);
+      size_t r = CHAIN_CHUNK_BYTES / bytes;
+      head->chain = k;
+      head->chain_rows = r < CHAIN_MIN_ROWS ? CHAIN_MIN_ROWS : (int)r;
+      if (head->chain_rows > head->rows) head->chain_rows = head->rows;
+      for (int j = 0; j + 1 < k; j++) {
+        xexec_step *st = &s->steps[i + j];
+        if (strip_readers(s, st->layer) != 1) continue;
+        size_t bytes = (size_t)head->chain_rows * row_bytes(m, st->layer) + XNN_EXTRA_BYTES;
+        st->chain_out = malloc(bytes);
+        if (!st->chain_out)
+          return err_set(e, ERR_NOMEM, "out of memory for a %zu-byte chunk buffer", bytes);
+        s->bytes += bytes;
+      }
+    }
+    i += k;
+  }
+  return ERR_OK;
+}
+
+static double elapsed_ms(const struct timespec *t0) {
+  struct timespec t1;
+  clock_gettime(CLOCK_MONOTONIC, &t1);
+  return (double)(t1.tv_sec - t0->tv_sec) * 1e3 + (double)(t1.tv_nsec - t0->tv_nsec) * 1e-6;
+}
+
+/* Runs one step, adding its time to the executor's layer times if asked. */
+static err_code run_step(xexec_strip *s, const xexec_step *st, err *e) {
+  xexec *x = s->x;
+  struct timespec t0;
+  if (x->layer_ms) clock_gettime(CLOCK_MONOTONIC, &t0);
+  err_code rc = xexec_op_run(x->m, &x->ops[st->layer], st, s->id, s->scale, &x->env, e);
+  if (x->layer_ms) x->layer_ms[st->layer] += elapsed_ms(&t0);
+  return rc;
+}
+
+/* The steps of the chain that starts at `head`, chunk by chunk. */
+static err_code run_chain(xexec_strip *s, const xexec_step *head, err *e) {
+  const model *m = s->x->m;
+  for (int o = 0; o < head->rows; o += head->chain_rows) {
+    int n = head->rows - o < head->chain_rows ? head->rows - o : head->chain_rows;
+    for (int j = 0; j < head->chain; j++) {
+      xexec_step c = head[j];
+      const model_layer *L = &m->layers[c.layer];
+      size_t in_row = row_bytes(m, L->inputs[0]) / sizeof(float);
+      size_t out_row = row_bytes(m, c.layer) / sizeof(float);
+      if (j > 0 && head[j - 1].chain_out) {
+        c.in[0] = head[j - 1].chain_out; /* a link: 1x1, stride 1 */
+        c.in_rows = n;
+      } else if (L->op == MODEL_OP_CONV) {
+        c.in[0] += (size_t)o * (size_t)L->stride_h * in_row;
+        c.in_rows = (n - 1) * L->stride_h + L->kernel_h;
+      } else {
+        c.in[0] += (size_t)o * in_row;
+      }
+      c.out = c.chain_out ? c.chain_out : c.out + (size_t)o * out_row;
+      c.row0 += o;
+      c.rows = n;
+      err_code rc = run_step(s, &c, e);
+      if (rc != ERR_OK) return rc;
+    }
+  }
+  return ERR_OK;
+}
+
 /* Channels of the widest FE input in the range (0 when there is none). */
 static int fe_channels(const model *m, int first, int end) {
   int c = 0;
@@ -437,6 +565,7 @@ err_code xexec_strip_create(xexec *x, int first, int end, model_rows out,
   if ((rc = plan_buffers(s, rows, e)) != ERR_OK ||
       (rc = plan_steps(s, rows, e)) != ERR_OK)
     goto fail;
+  if ((rc = plan_chains(s, e)) != ERR_OK) goto fail;
   /* Binding every operator now surfaces XNNPACK's objections here rather
    * than in the middle of a run. */
   for (int i = 0; i < end - first; i++) {
@@ -458,6 +587,8 @@ void xexec_strip_destroy(xexec_strip *s) {
     for (int k = 0; k <= s->end - s->first; k++)
       if (s->bufs[k].root == k) free(s->bufs[k].base);
   free(s->bufs);
+  if (s->steps)
+    for (int i = 0; i < s->end - s->first; i++) free(s->steps[i].chain_out);
   free(s->steps);
   free(s->sums);
   free(s->scale);
@@ -484,6 +615,12 @@ const float *xexec_strip_output(const xexec_strip *s) {
   if (!s) return NULL;
   const xexec_buf *b = &s->bufs[s->end - s->first];
   return buf_row(b, s->out.lo);
+}
+
+int xexec_strip_chained(const xexec_strip *s) {
+  int n = 0;
+  for (int i = 0; s && i < s->end - s->first; i++) n += s->steps[i].chain;
+  return n;
 }
 
 size_t xexec_strip_bytes(const xexec_strip *s) { return s ? s->bytes : 0; }
@@ -528,8 +665,8 @@ static err_code strip_run(xexec_strip *s, bool local, bool *paused,
       }
       rc = local_scale(s, st, e);
     }
-    if (rc == ERR_OK)
-      rc = xexec_op_run(m, &s->x->ops[l], st, s->id, s->scale, &s->x->env, e);
+    if (rc == ERR_OK) rc = st->chain > 1 ? run_chain(s, st, e) : run_step(s, st, e);
+    if (rc == ERR_OK && st->chain > 1) s->next += st->chain - 1;
     s->fe = FE_IDLE;
     if (rc != ERR_OK) {
       s->next = s->first;
@@ -589,6 +726,10 @@ err_code xexec_strip_kept(xexec *x, int first, int end, model_rows out, xexec_st
   err_code rc = xexec_strip_create(x, first, end, out, &x->kept, e);
   *strip = x->kept;
   return rc;
+}
+
+void xexec_set_layer_ms(xexec *x, double *ms) {
+  if (x) x->layer_ms = ms;
 }
 
 err_code xexec_run(xexec *x, const float *input, float *output, err *e) {

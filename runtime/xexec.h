@@ -67,6 +67,11 @@ err_code xexec_create_ex(const model *m, int threads, xexec_conv conv,
 void xexec_destroy(xexec *x);
 const model *xexec_model(const xexec *x);
 
+/* Per-layer timing, for profiling: while `ms` is set (m->n_layers
+ * doubles, or NULL to stop), every run of every strip of this executor adds
+ * each layer's wall time in milliseconds to ms[layer]. */
+void xexec_set_layer_ms(xexec *x, double *ms);
+
 /* Whole model: input NHWC m->input, output the last layer's tensor. */
 err_code xexec_run(xexec *x, const float *input, float *output, err *e);
 
@@ -87,6 +92,10 @@ model_rows xexec_strip_out_rows(const xexec_strip *s);
 float *xexec_strip_input(xexec_strip *s);
 /* Rows out_rows of layer end-1, W*C floats each; valid after a run. */
 const float *xexec_strip_output(const xexec_strip *s);
+/* How many of the strip's layers run in row chunks, a chain at a time
+ * (xexec.c: 1x1 convolutions after a direct-kernel convolution or an FE);
+ * for profiling and tests. */
+int xexec_strip_chained(const xexec_strip *s);
 /* Bytes of buffers this strip holds. */
 size_t xexec_strip_bytes(const xexec_strip *s);
 

@@ -77,6 +77,13 @@ typedef struct xexec_step {
   model_rows owned;
   const float *owned_in;
   int owned_rows;
+  /* Row chunking (xexec.c): at the first step of a chain, the number of
+   * steps that run chunk by chunk, chain_rows output rows at a time
+   * (0 elsewhere). */
+  int chain, chain_rows;
+  /* In a chain: when only the next step reads this step's output, a
+   * chunk-sized buffer that stands for it (else NULL). */
+  float *chain_out;
 } xexec_step;
 
 /* Creates layer l's operator (none for plain-C layers); `conv` and

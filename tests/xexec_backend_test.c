@@ -13,7 +13,9 @@
  *    several im2col blocks, the same;
  *  - OpenBLAS threads: with threads = 1 the process gains no thread; with
  *    2 the numbers stay within 1e-5 (not bit for bit: see gemm_conv.h);
- *  - AUTO: the direct kernel where it pays, the same checks.
+ *  - AUTO: the direct kernel where it pays, the same checks;
+ *  - chains of a direct-kernel convolution and 1x1 ones run in row chunks
+ *    (xexec.c): formed, and the same checks.
  */
 #include <dirent.h>
 #include <setjmp.h>
@@ -222,6 +224,49 @@ static void wide_layers(void) {
   check_model(m, &r, false);
 }
 
+/* Chains (xexec.c): a direct-kernel 3x3 convolution, then 1x1 ones that
+ * run in row chunks with it, the wide tensor between them in a chunk
+ * buffer or, when a later add reads it too, in its own. The direct and AUTO
+ * backends must form the chain; the values are the same as without (the
+ * XNNPACK comparison and the bit-for-bit strips of check_model). */
+static model *chain_model(bool shared, int stride) {
+  err e = {0};
+  model *m = new_model(shared ? "chain, wide tensor read twice" : "chain", 37, 29, 5);
+  int c0 = must(model_add_conv(m, MODEL_INPUT, 8, 3, stride, 1, 1, true, &e), &e);
+  int c1 = must(model_add_conv(m, c0, 40, 1, 1, 0, 1, true, &e), &e);
+  m->layers[c1].relu = true;
+  int c2 = must(model_add_conv(m, c1, 40, 1, 1, 0, 1, true, &e), &e);
+  int last = c2;
+  if (shared) last = must(model_add_add(m, c2, c1, &e), &e);
+  must(model_add_conv(m, last, 7, 3, 1, 1, 1, true, &e), &e);
+  return m;
+}
+
+static int chained_layers(model *m, xt_rng *r) {
+  err e = {0};
+  xt_randomize(r, m);
+  check_ok(model_finalize(m, &e), &e);
+  xexec *x;
+  check_ok(xexec_create_ex(m, 1, backend, &x, &e), &e);
+  xexec_strip *s;
+  model_rows all = {0, m->layers[m->n_layers - 1].out.h};
+  check_ok(xexec_strip_create(x, 0, m->n_layers, all, &s, &e), &e);
+  int n = xexec_strip_chained(s);
+  xexec_strip_destroy(s);
+  xexec_destroy(x);
+  return n;
+}
+
+static void chains(void) {
+  xt_rng r = {77};
+  for (int stride = 1; stride <= 2; stride++)
+    for (int shared = 0; shared <= 1; shared++) {
+      model *m = chain_model(shared, stride);
+      if (dconv_available()) assert_int_equal(chained_layers(m, &r), 3);
+      check_model(m, &r, true);
+    }
+}
+
 static void test_gemm(void **state) {
   (void)state;
   backend = XEXEC_CONV_GEMM;
@@ -238,6 +283,7 @@ static void test_direct(void **state) {
   backend = XEXEC_CONV_DIRECT;
   random_shapes();
   wide_layers();
+  chains();
 }
 
 static void test_auto(void **state) {
@@ -245,6 +291,7 @@ static void test_auto(void **state) {
   backend = XEXEC_CONV_AUTO;
   random_shapes();
   wide_layers();
+  chains();
 }
 
 int main(void) {
