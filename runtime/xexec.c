@@ -335,7 +335,7 @@ static err_code plan_window(xexec_strip *s, xexec_step *st, model_rows rows,
       st->rows)
     return broken(e, l, "pool window and output rows disagree");
   st->variant = xexec_op_variant(m, l, &s->x->ops[l], pad_top, pad_bottom, e);
-  if (st->variant < 0 && (L->kernel_h != 1 || L->kernel_w != 1))
+  if (st->variant < 0 && !s->x->ops[l].plain_pool && (L->kernel_h != 1 || L->kernel_w != 1))
     return err_wrap(e, "strip of %s", m->name);
   return ERR_OK;
 }
@@ -397,19 +397,20 @@ static err_code plan_steps(xexec_strip *s, const model_rows *rows, err *e) {
 /* ---- row chunking ---------------------------------------------------------
  *
  * A wide tensor between two 1x1 convolutions (a compact unit's C_out
- * channels at full resolution: 10 MB at 200x200x64) does not stay in cache
- * from the layer that writes it to the one that reads it, and both become
- * bound by memory. A chain of steps in which each reads exactly the rows
- * the step before it computes — a direct-kernel convolution or an FE's
- * scaling, then 1x1 stride-1 direct-kernel convolutions — therefore runs a
- * few rows at a time through the whole chain, so the rows in between are
- * still in L2 when they are read. A tensor inside the chain that only the
- * next step reads never reaches its full-size buffer at all: each chunk of
- * it goes to a small buffer of one chunk's rows (xexec_step.chain_out), so
- * the wide tensor costs no memory traffic (its full-size buffer is
- * allocated but its pages are never touched). Every value is computed by the same code
- * in the same order as without chunks (dconv.h), so results do not change
- * by a bit. */
+ * channels at full resolution: 10 MB at 200x200x64), or between a
+ * convolution and its max pool, does not stay in cache from the layer that
+ * writes it to the one that reads it, and both become bound by memory. A
+ * chain of steps in which each reads exactly the rows the step before it
+ * computes — a direct-kernel convolution or an FE's scaling, then 1x1
+ * stride-1 direct-kernel convolutions and plain-C max pools of disjoint
+ * windows — therefore runs a few rows at a time through the whole chain,
+ * so the rows in between are still in L2 when they are read. A tensor
+ * inside the chain that only the next step reads never reaches its
+ * full-size buffer at all: each chunk of it goes to a small buffer of one
+ * chunk's rows (xexec_step.chain_out), so the wide tensor costs no memory
+ * traffic (its full-size buffer is allocated but its pages are never
+ * touched). Every value is computed by the same code in the same order as
+ * without chunks (dconv.h), so results do not change by a bit. */
 
 /* Bytes of one chunk's rows of all the chain's tensors, aimed at L2. */
 enum { CHAIN_CHUNK_BYTES = 192 << 10, CHAIN_MIN_ROWS = 2 };
@@ -418,12 +419,19 @@ static bool chain_head(const xexec_op *op, const model_layer *L) {
   return L->op == MODEL_OP_FE || (L->op == MODEL_OP_CONV && op->use_dconv);
 }
 
-/* Whether step `next` can follow step `prev` in a chain. */
+/* Whether step `next` can follow step `prev` in a chain: its output rows
+ * per row of `prev`'s in *ratio (1, or a pool's 1 / kernel). */
 static bool chain_link(const model *m, const xexec_op *op, const xexec_step *prev,
-                       const xexec_step *next) {
+                       const xexec_step *next, int *ratio) {
   const model_layer *L = &m->layers[next->layer];
-  return L->op == MODEL_OP_CONV && op->use_dconv && L->n_inputs == 1 &&
-         L->inputs[0] == prev->layer && L->kernel_h == 1 && L->kernel_w == 1 &&
+  if (L->n_inputs != 1 || L->inputs[0] != prev->layer || next->rows == 0) return false;
+  if (L->op == MODEL_OP_MAXPOOL && op->plain_pool) {
+    *ratio = L->kernel_h;
+    return prev->rows == next->rows * L->kernel_h && prev->row0 == next->row0 * L->kernel_h &&
+           next->in_rows == prev->rows;
+  }
+  *ratio = 1;
+  return L->op == MODEL_OP_CONV && op->use_dconv && L->kernel_h == 1 && L->kernel_w == 1 &&
          L->stride_h == 1 && L->stride_w == 1 && next->rows == prev->rows &&
          next->row0 == prev->row0 && next->in_rows == next->rows;
 }
@@ -448,22 +456,29 @@ static err_code plan_chains(xexec_strip *s, err *e) {
   int n = s->end - s->first;
   for (int i = 0; i < n;) {
     xexec_step *head = &s->steps[i];
-    int k = 1;
+    int k = 1, ratio[64];
     if (head->rows > 0 && chain_head(&s->x->ops[head->layer], &m->layers[head->layer]))
-      while (i + k < n && chain_link(m, &s->x->ops[s->steps[i + k].layer],
-                                     &s->steps[i + k - 1], &s->steps[i + k]))
+      while (i + k < n && k < 64 &&
+             chain_link(m, &s->x->ops[s->steps[i + k].layer], &s->steps[i + k - 1],
+                        &s->steps[i + k], &ratio[k]))
         k++;
     if (k > 1) {
-      size_t bytes = row_bytes(m, m->layers[head->layer].inputs[0]);
-      for (int j = 0; j < k; j++) bytes += row_bytes(m, s->steps[i + j].layer);
+      s->steps[i + k - 1].chain_mult = 1;
+      for (int j = k - 2; j >= 0; j--)
+        s->steps[i + j].chain_mult = s->steps[i + j + 1].chain_mult * ratio[j + 1];
+      size_t bytes = head->chain_mult * row_bytes(m, m->layers[head->layer].inputs[0]);
+      for (int j = 0; j < k; j++)
+        bytes += s->steps[i + j].chain_mult * row_bytes(m, s->steps[i + j].layer);
       size_t r = CHAIN_CHUNK_BYTES / bytes;
+      int last_rows = s->steps[i + k - 1].rows;
       head->chain = k;
       head->chain_rows = r < CHAIN_MIN_ROWS ? CHAIN_MIN_ROWS : (int)r;
-      if (head->chain_rows > head->rows) head->chain_rows = head->rows;
+      if (head->chain_rows > last_rows) head->chain_rows = last_rows;
       for (int j = 0; j + 1 < k; j++) {
         xexec_step *st = &s->steps[i + j];
         if (strip_readers(s, st->layer) != 1) continue;
-        size_t bytes = (size_t)head->chain_rows * row_bytes(m, st->layer) + XNN_EXTRA_BYTES;
+        size_t bytes = (size_t)head->chain_rows * st->chain_mult * row_bytes(m, st->layer) +
+                       XNN_EXTRA_BYTES;
         st->chain_out = malloc(bytes);
         if (!st->chain_out)
           return err_set(e, ERR_NOMEM, "out of memory for a %zu-byte chunk buffer", bytes);
@@ -491,28 +506,34 @@ static err_code run_step(xexec_strip *s, const xexec_step *st, err *e) {
   return rc;
 }
 
-/* The steps of the chain that starts at `head`, chunk by chunk. */
+/* The steps of the chain that starts at `head`, chunk by chunk: o and n
+ * count output rows of the chain's last step, chain_mult scales them to
+ * each step's. */
 static err_code run_chain(xexec_strip *s, const xexec_step *head, err *e) {
   const model *m = s->x->m;
-  for (int o = 0; o < head->rows; o += head->chain_rows) {
-    int n = head->rows - o < head->chain_rows ? head->rows - o : head->chain_rows;
+  const int last_rows = head[head->chain - 1].rows;
+  for (int o = 0; o < last_rows; o += head->chain_rows) {
+    int n = last_rows - o < head->chain_rows ? last_rows - o : head->chain_rows;
     for (int j = 0; j < head->chain; j++) {
       xexec_step c = head[j];
       const model_layer *L = &m->layers[c.layer];
       size_t in_row = row_bytes(m, L->inputs[0]) / sizeof(float);
       size_t out_row = row_bytes(m, c.layer) / sizeof(float);
-      if (j > 0 && head[j - 1].chain_out) {
-        c.in[0] = head[j - 1].chain_out; /* a link: 1x1, stride 1 */
-        c.in_rows = n;
+      int off = o * c.chain_mult, rows = n * c.chain_mult;
+      if (j > 0) { /* a link reads exactly the rows the step before computed */
+        const xexec_step *prev = &head[j - 1];
+        c.in[0] = prev->chain_out ? prev->chain_out
+                                  : c.in[0] + (size_t)o * prev->chain_mult * in_row;
+        c.in_rows = n * prev->chain_mult;
       } else if (L->op == MODEL_OP_CONV) {
-        c.in[0] += (size_t)o * (size_t)L->stride_h * in_row;
-        c.in_rows = (n - 1) * L->stride_h + L->kernel_h;
+        c.in[0] += (size_t)off * (size_t)L->stride_h * in_row;
+        c.in_rows = (rows - 1) * L->stride_h + L->kernel_h;
       } else {
-        c.in[0] += (size_t)o * in_row;
+        c.in[0] += (size_t)off * in_row;
       }
-      c.out = c.chain_out ? c.chain_out : c.out + (size_t)o * out_row;
-      c.row0 += o;
-      c.rows = n;
+      c.out = c.chain_out ? c.chain_out : c.out + (size_t)off * out_row;
+      c.row0 += off;
+      c.rows = rows;
       err_code rc = run_step(s, &c, e);
       if (rc != ERR_OK) return rc;
     }

@@ -107,6 +107,9 @@ err_code xexec_op_create(const model *m, int l, xexec_conv conv, int threads,
                        "layer %d (%s): pool padding must be smaller than its "
                        "%dx%d kernel",
                        l, L->name, L->kernel_h, L->kernel_w);
+      op->plain_pool = conv != XEXEC_CONV_XNNPACK && L->op == MODEL_OP_MAXPOOL &&
+                       L->kernel_h == L->stride_h && L->kernel_w == L->stride_w &&
+                       !L->pad_top && !L->pad_bottom && !L->pad_left && !L->pad_right;
       return ERR_OK; /* operators per vertical padding, on demand */
     case MODEL_OP_GAP:
       st = xnn_create_global_average_pooling_nwc_f32(
@@ -157,7 +160,7 @@ static bool pool_in_c(const model_layer *L) {
 int xexec_op_variant(const model *m, int l, xexec_op *op, int pad_top,
                      int pad_bottom, err *e) {
   const model_layer *L = &m->layers[l];
-  if (pool_in_c(L)) return -1;
+  if (pool_in_c(L) || op->plain_pool) return -1;
   for (int i = 0; i < op->n_variants; i++)
     if (op->variants[i].pad_top == pad_top &&
         op->variants[i].pad_bottom == pad_bottom)
@@ -289,6 +292,34 @@ static void flatten(const float *in, model_shape is, bool relu, float *out) {
     }
 }
 
+/* dst = max(dst, src), elementwise. Blocks of 8 with a fixed trip count:
+ * what GCC vectorizes at -O2 (its cheap cost model leaves loops of unknown
+ * length scalar). */
+static void max_into(float *restrict dst, const float *restrict src, size_t n) {
+  size_t k = 0;
+  for (; k + 8 <= n; k += 8)
+    for (int i = 0; i < 8; i++) dst[k + i] = src[k + i] > dst[k + i] ? src[k + i] : dst[k + i];
+  for (; k < n; k++) dst[k] = src[k] > dst[k] ? src[k] : dst[k];
+}
+
+/* A max pool of disjoint kernel_h x kernel_w windows without padding: each
+ * output pixel is the maximum over its window (exact, like XNNPACK's). */
+static void maxpool_disjoint(const model_layer *L, model_shape is, const float *in, int rows,
+                             float *out) {
+  const size_t c = (size_t)is.c, in_row = (size_t)is.w * c;
+  for (int y = 0; y < rows; y++)
+    for (int x = 0; x < L->out.w; x++) {
+      const float *win = in + (size_t)y * L->kernel_h * in_row + (size_t)x * L->kernel_w * c;
+      float *dst = out + ((size_t)y * L->out.w + x) * c;
+      memcpy(dst, win, c * sizeof *dst);
+      for (int dy = 0; dy < L->kernel_h; dy++)
+        for (int dx = dy ? 0 : 1; dx < L->kernel_w; dx++)
+          max_into(dst, win + (size_t)dy * in_row + (size_t)dx * c, c);
+      if (L->relu)
+        for (size_t k = 0; k < c; k++) dst[k] = dst[k] > 0.0f ? dst[k] : 0.0f;
+    }
+}
+
 /* A 1x1 pool, max or average alike: every output picks one input pixel. */
 static void pool_1x1(const model_layer *L, model_shape is, const float *in,
                      int rows, float *out) {
@@ -330,6 +361,10 @@ err_code xexec_op_run(const model *m, xexec_op *op, const xexec_step *st,
       break;
     case MODEL_OP_MAXPOOL:
     case MODEL_OP_AVGPOOL:
+      if (op->plain_pool) {
+        maxpool_disjoint(L, is, st->in[0], st->rows, st->out);
+        return ERR_OK;
+      }
       if (st->variant < 0) {
         pool_1x1(L, is, st->in[0], st->rows, st->out);
         return ERR_OK;

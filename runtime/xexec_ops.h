@@ -21,6 +21,10 @@
  *
  * What XNNPACK does not do here is plain C: feature enhancement's sums and
  * channel scaling, FLATTEN's transpose, and 1x1 pools (XNNPACK refuses them).
+ * So are max pools of disjoint windows without padding (VGG's 2x2, stride
+ * 2) unless the executor runs XNNPACK alone: they may then run row chunk
+ * by row chunk in a chain (xexec.c) without an operator to set up per
+ * chunk, and every strip pools the same way.
  */
 #ifndef EDGEDI_XEXEC_OPS_H
 #define EDGEDI_XEXEC_OPS_H
@@ -50,6 +54,7 @@ typedef struct xexec_op {
   gemm_conv gemm;
   bool use_dconv;    /* a convolution run by `dconv` */
   dconv dconv;
+  bool plain_pool;   /* a max pool of disjoint windows, no padding, in plain C */
   uint64_t bound;    /* id of the strip `op` is set up for; 0 = none */
   xexec_variant *variants;
   int n_variants, cap_variants;
@@ -78,9 +83,10 @@ typedef struct xexec_step {
   const float *owned_in;
   int owned_rows;
   /* Row chunking (xexec.c): at the first step of a chain, the number of
-   * steps that run chunk by chunk, chain_rows output rows at a time
-   * (0 elsewhere). */
-  int chain, chain_rows;
+   * steps that run chunk by chunk and how many output rows of the last one
+   * a chunk has (0 elsewhere); in every step of a chain, its output rows
+   * per output row of the last (a max pool halves them). */
+  int chain, chain_rows, chain_mult;
   /* In a chain: when only the next step reads this step's output, a
    * chunk-sized buffer that stands for it (else NULL). */
   float *chain_out;

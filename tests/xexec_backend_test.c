@@ -14,8 +14,8 @@
  *  - OpenBLAS threads: with threads = 1 the process gains no thread; with
  *    2 the numbers stay within 1e-5 (not bit for bit: see gemm_conv.h);
  *  - AUTO: the direct kernel where it pays, the same checks;
- *  - chains of a direct-kernel convolution and 1x1 ones run in row chunks
- *    (xexec.c): formed, and the same checks.
+ *  - chains of a direct-kernel convolution, 1x1 ones and a max pool run in
+ *    row chunks (xexec.c): formed, and the same checks.
  */
 #include <dirent.h>
 #include <setjmp.h>
@@ -224,20 +224,25 @@ static void wide_layers(void) {
   check_model(m, &r, false);
 }
 
-/* Chains (xexec.c): a direct-kernel 3x3 convolution, then 1x1 ones that
- * run in row chunks with it, the wide tensor between them in a chunk
- * buffer or, when a later add reads it too, in its own. The direct and AUTO
- * backends must form the chain; the values are the same as without (the
- * XNNPACK comparison and the bit-for-bit strips of check_model). */
-static model *chain_model(bool shared, int stride) {
+/* Chains (xexec.c): a direct-kernel 3x3 convolution, then 1x1 ones and a
+ * 2x2 max pool that run in row chunks with it, the tensors between them in
+ * chunk buffers or, when a later add reads one too, in its own. The direct
+ * and AUTO backends must form the chain; the values are the same as
+ * without (the XNNPACK comparison and the bit-for-bit strips of
+ * check_model, whose strips start at odd rows too, where a pool cannot
+ * chain). */
+static model *chain_model(bool shared, bool pool, int stride) {
   err e = {0};
-  model *m = new_model(shared ? "chain, wide tensor read twice" : "chain", 37, 29, 5);
+  char name[64];
+  snprintf(name, sizeof name, "chain%s%s, stride %d", shared ? ", tensor read twice" : "",
+           pool ? ", pool" : "", stride);
+  model *m = new_model(name, 36, 29, 5);
   int c0 = must(model_add_conv(m, MODEL_INPUT, 8, 3, stride, 1, 1, true, &e), &e);
   int c1 = must(model_add_conv(m, c0, 40, 1, 1, 0, 1, true, &e), &e);
   m->layers[c1].relu = true;
-  int c2 = must(model_add_conv(m, c1, 40, 1, 1, 0, 1, true, &e), &e);
-  int last = c2;
-  if (shared) last = must(model_add_add(m, c2, c1, &e), &e);
+  int last = must(model_add_conv(m, c1, 40, 1, 1, 0, 1, true, &e), &e);
+  if (shared) last = must(model_add_add(m, last, c1, &e), &e);
+  if (pool) last = must(model_add_maxpool(m, last, 2, 2, 0, &e), &e);
   must(model_add_conv(m, last, 7, 3, 1, 1, 1, true, &e), &e);
   return m;
 }
@@ -260,11 +265,13 @@ static int chained_layers(model *m, xt_rng *r) {
 static void chains(void) {
   xt_rng r = {77};
   for (int stride = 1; stride <= 2; stride++)
-    for (int shared = 0; shared <= 1; shared++) {
-      model *m = chain_model(shared, stride);
-      if (dconv_available()) assert_int_equal(chained_layers(m, &r), 3);
-      check_model(m, &r, true);
-    }
+    for (int shared = 0; shared <= 1; shared++)
+      for (int pool = 0; pool <= 1; pool++) {
+        model *m = chain_model(shared, pool, stride);
+        if (dconv_available())
+          assert_int_equal(chained_layers(m, &r), pool && !shared ? 4 : 3);
+        check_model(m, &r, true);
+      }
 }
 
 static void test_gemm(void **state) {
