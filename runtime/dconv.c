@@ -111,20 +111,29 @@ static inline const float *tap(const dconv *d, const float *in, size_t in_row,
 
 /* Calls BODY(n) once per run of n inputs after setting the pointers
  * a_[0..P) (P = pixels) and wk (the run's weights, DCONV_LANES floats
- * per input): one run per kernel row for interior blocks, one per tap
+ * per input): one run per kernel row for interior blocks (each pixel's
+ * window start found once, a row below for each kernel row), one per tap
  * otherwise. */
 #define FOR_EACH_RUN(P, BODY)                                                        \
   do {                                                                               \
     const int c_ = d->in_c, kw_ = d->kernel_w;                                      \
-    for (int ky = 0; ky < d->kernel_h; ky++) {                                      \
-      const int runs_ = b->interior ? 1 : kw_, len_ = b->interior ? kw_ * c_ : c_;  \
-      for (int kx = 0; kx < runs_; kx++, w += (size_t)len_ * DCONV_LANES) {         \
-        const float *a_[DCONV_MAX_PIXELS];                                           \
+    const float *a_[DCONV_MAX_PIXELS];                                               \
+    if (b->interior) {                                                               \
+      for (int p = 0; p < (P); p++) a_[p] = tap(d, in, in_row, b, p, 0, 0);         \
+      for (int ky = 0; ky < d->kernel_h; ky++) {                                    \
+        const float *wk = w;                                                         \
+        BODY(kw_ * c_);                                                              \
+        w += (size_t)kw_ * c_ * DCONV_LANES;                                         \
+        for (int p = 0; p < (P); p++) a_[p] += in_row;                               \
+      }                                                                              \
+      break;                                                                         \
+    }                                                                                \
+    for (int ky = 0; ky < d->kernel_h; ky++)                                        \
+      for (int kx = 0; kx < kw_; kx++, w += (size_t)c_ * DCONV_LANES) {             \
         for (int p = 0; p < (P); p++) a_[p] = tap(d, in, in_row, b, p, ky, kx);     \
         const float *wk = w;                                                         \
-        BODY(len_);                                                                  \
+        BODY(c_);                                                                    \
       }                                                                              \
-    }                                                                                \
   } while (0)
 
 __attribute__((target("avx2,fma"))) static inline void store_lanes(float *o, __m256 y0, __m256 y1, int lanes, bool relu) {
@@ -294,26 +303,46 @@ static void group_bounds(const run_ctx *c, size_t g, long *q0, long *q_end) {
   *q_end = (long)r1 * c->d->out_w;
 }
 
-/* Block nb of output channels for the pixels of b, which start at pixel q:
+/* Up to DCONV_MAX_PIXELS pixels as the 8-lane tile takes them and as the
+ * 16-lane tile does, DCONV_PIXELS at a time; split once, used by every
+ * block of output channels. */
+typedef struct px_group {
+  px_block all;
+  px_block half[DCONV_MAX_PIXELS / DCONV_PIXELS];
+  int n_half;
+} px_group;
+
+static void split_group(const dconv *d, px_group *g) {
+  const px_block *b = &g->all;
+  g->n_half = 0;
+  for (int from = 0; from < b->n; from += DCONV_PIXELS) {
+    px_block *h = &g->half[g->n_half++];
+    h->n = b->n - from < DCONV_PIXELS ? b->n - from : DCONV_PIXELS;
+    h->interior = true;
+    for (int p = 0; p < DCONV_PIXELS; p++) {
+      int k = from + (p < h->n ? p : h->n - 1);
+      h->iy[p] = b->iy[k];
+      h->x0[p] = b->x0[k];
+      h->interior = h->interior && b->x0[k] >= 0 && b->x0[k] + d->kernel_w <= d->in_w;
+    }
+  }
+}
+
+/* Block nb of output channels for the pixels of g, which start at pixel q:
  * as one block of 8 lanes, or as 16-lane blocks of DCONV_PIXELS pixels. */
-static void run_block(const run_ctx *c, const px_block *b, long q, size_t nb) {
+static void run_block(const run_ctx *c, const px_group *g, long q, size_t nb) {
   const dconv *d = c->d;
   const float *w = d->weights + nb * c->block_w, *bias = d->bias + nb * DCONV_LANES;
   int lanes = d->out_c - (int)nb * DCONV_LANES;
   if (lanes > DCONV_LANES) lanes = DCONV_LANES;
   float *out = c->out + (size_t)q * d->out_c + nb * DCONV_LANES;
   if (lanes <= 8) {
-    block8(d, c->in, c->in_row, b, w, bias, out, lanes);
+    block8(d, c->in, c->in_row, &g->all, w, bias, out, lanes);
     return;
   }
-  for (int from = 0; from < b->n; from += DCONV_PIXELS) {
-    px_block h = *b;
-    h.n = b->n - from < DCONV_PIXELS ? b->n - from : DCONV_PIXELS;
-    memcpy(h.iy, b->iy + from, DCONV_PIXELS * sizeof *h.iy);
-    memcpy(h.x0, b->x0 + from, DCONV_PIXELS * sizeof *h.x0);
-    for (int p = h.n; p < DCONV_PIXELS; p++) h.iy[p] = h.iy[h.n - 1], h.x0[p] = h.x0[h.n - 1];
-    block16(d, c->in, c->in_row, &h, w, bias, out + (size_t)from * d->out_c, lanes);
-  }
+  for (int k = 0; k < g->n_half; k++)
+    block16(d, c->in, c->in_row, &g->half[k], w, bias,
+            out + (size_t)k * DCONV_PIXELS * d->out_c, lanes);
 }
 
 /* Group-major: the pixels of group g for block nb only. */
@@ -325,9 +354,13 @@ static void run_group(void *arg, size_t g, size_t nb) {
   group_bounds(c, g, &q, &q_end);
   int oy = (int)(q / c->d->out_w), ox = 0;
   for (; q < q_end; q += pixels) {
-    px_block b;
-    fill_block(c->d, &oy, &ox, q_end - q < pixels ? (int)(q_end - q) : pixels, pixels, &b);
-    run_block(c, &b, q, nb);
+    px_group pg;
+    fill_block(c->d, &oy, &ox, q_end - q < pixels ? (int)(q_end - q) : pixels, pixels, &pg.all);
+    if (pixels == DCONV_PIXELS) {
+      pg.half[0] = pg.all;
+      pg.n_half = 1;
+    }
+    run_block(c, &pg, q, nb);
   }
 }
 
@@ -338,10 +371,11 @@ static void run_group_all_blocks(void *arg, size_t g) {
   group_bounds(c, g, &q, &q_end);
   int oy = (int)(q / c->d->out_w), ox = 0;
   for (; q < q_end; q += DCONV_MAX_PIXELS) {
-    px_block b;
+    px_group pg;
     int n = q_end - q < DCONV_MAX_PIXELS ? (int)(q_end - q) : DCONV_MAX_PIXELS;
-    fill_block(c->d, &oy, &ox, n, DCONV_MAX_PIXELS, &b);
-    for (size_t nb = 0; nb < (size_t)c->d->n_blocks; nb++) run_block(c, &b, q, nb);
+    fill_block(c->d, &oy, &ox, n, DCONV_MAX_PIXELS, &pg.all);
+    split_group(c->d, &pg);
+    for (size_t nb = 0; nb < (size_t)c->d->n_blocks; nb++) run_block(c, &pg, q, nb);
   }
 }
 

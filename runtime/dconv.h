@@ -31,7 +31,7 @@
 #include "runtime/err.h"
 #include "runtime/model.h"
 
-enum { DCONV_PIXELS = 6, DCONV_MAX_PIXELS = 12, DCONV_LANES = 16, DCONV_MIN_K = 32,
+enum { DCONV_PIXELS = 6, DCONV_MAX_PIXELS = 12, DCONV_LANES = 16, DCONV_MIN_K = 27,
        DCONV_MIN_POINTWISE_C = 8 };
 
 typedef struct dconv {
@@ -51,8 +51,10 @@ bool dconv_available(void);
 bool dconv_supports(const model *m, int l);
 /* Whether it runs layer l faster than XNNPACK and OpenBLAS here: dense,
  * with at least DCONV_MIN_K multiply-adds per output value (kernel_h *
- * kernel_w * in_c). Below that (a 1x1 over 3 to 16 channels, the first 3x3
- * over 3) the few FMAs per pixel do not pay for the kernel's loads and
+ * kernel_w * in_c: the first 3x3 over 3 channels is in), or a 1x1 stride-1
+ * convolution over at least DCONV_MIN_POINTWISE_C channels (so that it can
+ * run in row chunks with its neighbours, xexec.c). Below that (a 1x1 over
+ * 3 channels) the few FMAs per pixel do not pay for the kernel's loads and
  * stores and XNNPACK is faster. Measured per layer by
  * //benchmarks:conv_backends (docs/single_device.md). Depends on the
  * layer's shape only, so every executor of a model agrees. */

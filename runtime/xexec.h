@@ -41,7 +41,8 @@ typedef struct xexec_strip xexec_strip;
 
 /* Which backend runs a dense (groups == 1) convolution: AUTO lets the
  * measured shape rules decide per layer (dconv.h: the direct kernel
- * wherever a value takes >= 32 multiply-adds; on a CPU without AVX2 and
+ * wherever a value takes >= 27 multiply-adds, and for 1x1 stride-1
+ * convolutions over >= 8 channels; on a CPU without AVX2 and
  * FMA, gemm_conv.h: OpenBLAS for wide layers with one thread; XNNPACK for
  * the rest); the others force one backend on every dense convolution
  * (grouped ones always run on XNNPACK). */
