@@ -431,10 +431,24 @@ void dconv_run(const dconv *d, const float *in, float *out, int rows, pthreadpoo
     pthreadpool_parallelize_1d(pool, run_group_all_blocks, &c, groups, 0);
     return;
   }
-  /* A group of g rows reads (g - 1) * stride_h + kernel_h input rows. */
-  size_t row_bytes = c.in_row * sizeof(float);
+  /* What a group of g output rows reads: (g - 1) * stride_h + kernel_h
+   * input rows when windows overlap or touch vertically, else g * kernel_h;
+   * of each, the whole row, or out_w * kernel_w pixels when windows leave
+   * gaps (a 1x1 stride-2 shortcut reads a quarter of its input). Counting
+   * rows it never reads would make the groups small, and every group
+   * streams all the weights again (16 MB a group for a 2048 x 2048 1x1). */
+  bool gaps_h = d->kernel_w < d->stride_w, gaps_v = d->kernel_h < d->stride_h;
+  size_t cols = gaps_h ? (size_t)d->out_w * (size_t)d->kernel_w : (size_t)d->in_w;
+  size_t row_bytes = cols * (size_t)d->in_c * sizeof(float);
   long fit = (long)(GROUP_INPUT_BYTES / (row_bytes > 0 ? row_bytes : 1));
-  long g = (fit - d->kernel_h) / (d->stride_h > 0 ? d->stride_h : 1) + 1;
+  long g = gaps_v ? fit / d->kernel_h : (fit - d->kernel_h) / d->stride_h + 1;
+  /* Weights far larger than all the input a run reads (the last stage's
+   * 1x1s on 7x7 and 13x13 maps): one group, so that they stream once, if
+   * that input still fits a core's L2. */
+  size_t weights = (size_t)d->n_blocks * c.block_w * sizeof(float);
+  size_t all_in = (size_t)(gaps_v ? (long)rows * d->kernel_h
+                                  : (long)(rows - 1) * d->stride_h + d->kernel_h) * row_bytes;
+  if (weights >= 4 * all_in && all_in <= 2 * GROUP_INPUT_BYTES) g = rows;
   c.group_rows = g < 1 ? 1 : g > rows ? rows : (int)g;
   size_t groups = (size_t)((rows + c.group_rows - 1) / c.group_rows);
   /* Groups outermost (pthreadpool's order without workers): a group's

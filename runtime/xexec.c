@@ -412,8 +412,9 @@ static err_code plan_steps(xexec_strip *s, const model_rows *rows, err *e) {
  * touched). Every value is computed by the same code in the same order as
  * without chunks (dconv.h), so results do not change by a bit. */
 
-/* Bytes of one chunk's rows of all the chain's tensors, aimed at L2. */
-enum { CHAIN_CHUNK_BYTES = 192 << 10, CHAIN_MIN_ROWS = 2 };
+/* Bytes a chunk touches (its rows of all the chain's tensors and the
+ * chain's weights), aimed at a core's L2 (512 KB here) with room to spare. */
+enum { CHAIN_CHUNK_BYTES = 384 << 10, CHAIN_MIN_ROWS = 2 };
 
 static bool chain_head(const xexec_op *op, const model_layer *L) {
   return L->op == MODEL_OP_FE || (L->op == MODEL_OP_CONV && op->use_dconv);
@@ -451,6 +452,20 @@ static int strip_readers(const xexec_strip *s, int l) {
   return r;
 }
 
+/* Bytes a chunk of the chain of steps st[0..k) touches: every step's
+ * weights and `rows` output rows of the last step (scaled to every
+ * step's rows) of every tensor, the head's input included. Fills each
+ * step's chain_mult. */
+static size_t chain_bytes(const model *m, xexec_step *st, int k, const int *ratio, int rows) {
+  st[k - 1].chain_mult = 1;
+  for (int j = k - 2; j >= 0; j--) st[j].chain_mult = st[j + 1].chain_mult * ratio[j + 1];
+  size_t bytes = (size_t)rows * st[0].chain_mult * row_bytes(m, m->layers[st[0].layer].inputs[0]);
+  for (int j = 0; j < k; j++)
+    bytes += m->layers[st[j].layer].n_weights * sizeof(float) +
+             (size_t)rows * st[j].chain_mult * row_bytes(m, st[j].layer);
+  return bytes;
+}
+
 static err_code plan_chains(xexec_strip *s, err *e) {
   const model *m = s->x->m;
   int n = s->end - s->first;
@@ -462,18 +477,16 @@ static err_code plan_chains(xexec_strip *s, err *e) {
              chain_link(m, &s->x->ops[s->steps[i + k].layer], &s->steps[i + k - 1],
                         &s->steps[i + k], &ratio[k]))
         k++;
+    /* A chain whose weights and smallest chunk do not fit the budget would
+     * evict its own weights between chunks: shorter, or none. */
+    while (k > 1 && chain_bytes(m, head, k, ratio, CHAIN_MIN_ROWS) > CHAIN_CHUNK_BYTES) k--;
     if (k > 1) {
-      s->steps[i + k - 1].chain_mult = 1;
-      for (int j = k - 2; j >= 0; j--)
-        s->steps[i + j].chain_mult = s->steps[i + j + 1].chain_mult * ratio[j + 1];
-      size_t bytes = head->chain_mult * row_bytes(m, m->layers[head->layer].inputs[0]);
-      for (int j = 0; j < k; j++)
-        bytes += s->steps[i + j].chain_mult * row_bytes(m, s->steps[i + j].layer);
-      size_t r = CHAIN_CHUNK_BYTES / bytes;
+      size_t weights = chain_bytes(m, head, k, ratio, 0);
+      size_t per_row = chain_bytes(m, head, k, ratio, 1) - weights;
+      int r = (int)((CHAIN_CHUNK_BYTES - weights) / per_row);
       int last_rows = s->steps[i + k - 1].rows;
       head->chain = k;
-      head->chain_rows = r < CHAIN_MIN_ROWS ? CHAIN_MIN_ROWS : (int)r;
-      if (head->chain_rows > last_rows) head->chain_rows = last_rows;
+      head->chain_rows = r < last_rows ? r : last_rows;
       for (int j = 0; j + 1 < k; j++) {
         xexec_step *st = &s->steps[i + j];
         if (strip_readers(s, st->layer) != 1) continue;
@@ -484,6 +497,8 @@ static err_code plan_chains(xexec_strip *s, err *e) {
           return err_set(e, ERR_NOMEM, "out of memory for a %zu-byte chunk buffer", bytes);
         s->bytes += bytes;
       }
+    } else {
+      head->chain_mult = 0;
     }
     i += k;
   }
