@@ -1,10 +1,14 @@
 /* dconv.c — the register-blocked direct convolution (contract in dconv.h).
  *
  * Relies on OHWI weights (model.h): a tap's weights for one output channel
- * are its in_c input channels, contiguous. Loop order: groups of output
- * rows outermost, blocks of 16 output channels inside, so the packed
- * weights of every block (kernel_h * kernel_w * in_c * 64 bytes each)
- * stream through the cache while a group's input rows stay there. */
+ * are its in_c input channels, contiguous, and a kernel row's are its
+ * kernel_w * in_c inputs, contiguous as they are in an NHWC row. Loop
+ * order: with large weights, groups of output rows outermost, blocks of
+ * 16 output channels inside, so the packed weights of every block
+ * (kernel_h * kernel_w * in_c * 64 bytes each) stream through the cache
+ * while a group's input rows stay there; with small ones (all blocks
+ * within PIXEL_MAJOR_WEIGHT_BYTES), every block for 12 pixels before the
+ * next 12, so that each pixel's output channels are written together. */
 #include "runtime/dconv.h"
 
 #include <immintrin.h>

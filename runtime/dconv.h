@@ -7,9 +7,12 @@
  * OpenBLAS needs im2col and wide layers to win. This backend is the
  * classic register-blocked kernel: 6 output pixels (consecutive in raster
  * order, so small maps waste no lanes at row ends) x 16 output channels in
- * 12 AVX2 accumulators, fed by the input pixels in place (no im2col), one
- * kernel tap at a time, with the weights packed per block of 16 output
- * channels. It needs AVX2 and FMA at run time (dconv_available).
+ * 12 AVX2 accumulators, or 12 pixels x 8 channels for a block of at most 8
+ * channels, fed by the input pixels in place (no im2col): one run per
+ * kernel row when a block's windows lie inside the rows (kernel_w * in_c
+ * contiguous inputs), one per tap otherwise, and for 1x1 stride-1 layers
+ * a plain GEMM over the pixels. The weights are packed per block of 16
+ * output channels. It needs AVX2 and FMA at run time (dconv_available).
  *
  * Contract, the same as gemm_conv.h's: NHWC input and output, groups == 1,
  * any kernel, stride and horizontal padding, no vertical padding (the
@@ -18,8 +21,9 @@
  *
  * Determinism: every output value is accumulated in the same order (bias,
  * then taps in (ky, kx) order, then input channels) in its own lane,
- * whatever block of pixels it falls in; a strip therefore reproduces a
- * whole-image run bit for bit, with any number of rows. */
+ * whatever block of pixels, tile or loop order it falls in; a strip
+ * therefore reproduces a whole-image run bit for bit, with any number of
+ * rows, and so do the row chunks of xexec.c. */
 #ifndef EDGEDI_DCONV_H
 #define EDGEDI_DCONV_H
 
