@@ -250,6 +250,31 @@ static err_code send_tile_error(agent_session *s, uint32_t code,
 
 /* ---- engine and writer threads -------------------------------------------- */
 
+/* The engine's messages to itself (tile_outbox.loop) join the input queue
+ * behind what is already waiting, with no emulated link (they never leave
+ * the agent) and past the inbox limit (this thread is the queue's only
+ * reader: waiting for room would wait for itself). */
+static void loop_back_locked(agent_session *s, const tile_outbox *box) {
+  for (int i = 0; i < box->n_loop; i++) {
+    Edgedi__V1__ExecuteIn *m =
+        edgedi__v1__execute_in__unpack(NULL, box->loop[i].len, box->loop[i].data);
+    in_item *it = m ? malloc(sizeof *it) : NULL;
+    if (!it) {
+      rpc_free(m ? &m->base : NULL);
+      session_fail_locked(s, GRPC_STATUS_RESOURCE_EXHAUSTED, "agent: out of memory for input");
+      return;
+    }
+    it->next = NULL;
+    it->msg = m;
+    it->bytes = box->loop[i].len;
+    it->at_ms = link_now_ms();
+    if (s->in_tail) s->in_tail->next = it;
+    else s->in_head = it;
+    s->in_tail = it;
+    s->in_bytes += it->bytes;
+  }
+}
+
 static void *engine_main(void *arg) {
   agent_session *s = arg;
   agent *a = s->a;
@@ -302,6 +327,7 @@ static void *engine_main(void *arg) {
     }
     for (int i = 0; items && i < box.n; i++) free(items[i]);
     free(items);
+    if (rc == ERR_OK) loop_back_locked(s, &box);
     tile_outbox_clear(&box);
   }
   s->engine_done = true;

@@ -60,25 +60,32 @@ double tile_cpu_ms(void) { return stats_thread_cpu_ms(); }
 void tile_outbox_clear(tile_outbox *o) {
   if (!o) return;
   for (int i = 0; i < o->n; i++) free(o->msgs[i].data);
-  o->n = 0;
+  for (int i = 0; i < o->n_loop; i++) free(o->loop[i].data);
+  o->n = o->n_loop = 0;
 }
 
 void tile_outbox_free(tile_outbox *o) {
   if (!o) return;
   tile_outbox_clear(o);
   free(o->msgs);
-  o->msgs = NULL;
-  o->cap = 0;
+  free(o->loop);
+  o->msgs = o->loop = NULL;
+  o->cap = o->cap_loop = 0;
+}
+
+/* Room for one more in msgs[0..*n) of capacity *cap. */
+static err_code outbox_grow(tile_msg **msgs, int n, int *cap, err *e) {
+  if (n < *cap) return ERR_OK;
+  int grown = *cap ? 2 * *cap : 16;
+  tile_msg *m = realloc(*msgs, (size_t)grown * sizeof *m);
+  if (!m) return err_set(e, ERR_NOMEM, "tile: out of memory for the outbox");
+  *msgs = m;
+  *cap = grown;
+  return ERR_OK;
 }
 
 err_code tile_push(tile_outbox *o, const Edgedi__V1__ExecuteOut *m, err *e) {
-  if (o->n == o->cap) {
-    int cap = o->cap ? 2 * o->cap : 16;
-    tile_msg *msgs = realloc(o->msgs, (size_t)cap * sizeof *msgs);
-    if (!msgs) return err_set(e, ERR_NOMEM, "tile: out of memory for the outbox");
-    o->msgs = msgs;
-    o->cap = cap;
-  }
+  if (outbox_grow(&o->msgs, o->n, &o->cap, e) != ERR_OK) return ERR_NOMEM;
   size_t len = edgedi__v1__execute_out__get_packed_size(m);
   uint8_t *data = malloc(len ? len : 1);
   if (!data) return err_set(e, ERR_NOMEM, "tile: out of memory for a %zu-byte message", len);
@@ -86,6 +93,18 @@ err_code tile_push(tile_outbox *o, const Edgedi__V1__ExecuteOut *m, err *e) {
   o->msgs[o->n].data = data;
   o->msgs[o->n].len = len;
   o->n++;
+  return ERR_OK;
+}
+
+err_code tile_push_loop(tile_outbox *o, const Edgedi__V1__ExecuteIn *m, err *e) {
+  if (outbox_grow(&o->loop, o->n_loop, &o->cap_loop, e) != ERR_OK) return ERR_NOMEM;
+  size_t len = edgedi__v1__execute_in__get_packed_size(m);
+  uint8_t *data = malloc(len ? len : 1);
+  if (!data) return err_set(e, ERR_NOMEM, "tile: out of memory for a %zu-byte message", len);
+  edgedi__v1__execute_in__pack(m, data);
+  o->loop[o->n_loop].data = data;
+  o->loop[o->n_loop].len = len;
+  o->n_loop++;
   return ERR_OK;
 }
 
@@ -473,6 +492,7 @@ static err_code job_check(const model *m, const Edgedi__V1__TileJob *jm,
   job->send_output = jm->send_output;
   job->keep_output = jm->keep_output;
   job->last_job = jm->last_job;
+  job->fe_local = jm->fe_local;
   job->gflop = flops / 1e9;
   job->state = TILE_JOB_WAITING;
   return ERR_OK;

@@ -16,7 +16,9 @@
  *  - RowsData relayed by the scheduler, before or after the job arrives.
  * When every input row is there the job runs with xexec (strips are cached
  * per model, layer range and output rows, so a repeated plan reuses them),
- * stops at each FE layer with an FeSums and continues on the FeScale, and
+ * stops at each FE layer with an FeSums and continues on the FeScale (a
+ * job with fe_local, alone in its segment, makes the FeScale from its own
+ * sums and queues it to its own engine instead: tile_outbox.loop), and
  * at its end sends its exports (RowsData to device `dest`), its output to
  * the scheduler (dest -1) when send_output, and a TileResult. A request's
  * state is freed when its last_job and every other job of it are done, or
@@ -98,6 +100,13 @@ typedef struct tile_msg {
 typedef struct tile_outbox {
   tile_msg *msgs;
   int n, cap;
+  /* Packed ExecuteIns for this same engine, to be handled after the
+   * messages already waiting for it, like any other (the FeScale of a job
+   * alone in its segment, TileJob.fe_local: the job takes turns with the
+   * other requests' as if the scale had come from the scheduler). Freed by
+   * clear and free like msgs. */
+  tile_msg *loop;
+  int n_loop, cap_loop;
 } tile_outbox;
 
 void tile_outbox_clear(tile_outbox *o); /* frees the messages, keeps capacity */

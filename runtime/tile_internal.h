@@ -63,6 +63,7 @@ typedef struct tile_job {
   tile_export *exports;
   int n_exports;
   bool send_output, keep_output, last_job;
+  bool fe_local;       /* alone in its segment: FE scales from its own sums */
   tile_job_state state;
   tile_slot *slot;     /* while running or paused */
   int fe_layer;        /* paused at */
@@ -128,5 +129,8 @@ err_code tile_run_job(tile_engine *t, tile_request *r, int j, tile_outbox *out,
  * mid-run), or takes a cached or new one. */
 void tile_slot_release(tile_engine *t, tile_job *job);
 void tile_slots_destroy(tile_engine *t);
+
+/* Queues a packed ExecuteIn for this same engine (tile_outbox.loop). */
+err_code tile_push_loop(tile_outbox *o, const Edgedi__V1__ExecuteIn *m, err *e);
 
 #endif

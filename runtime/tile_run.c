@@ -171,6 +171,40 @@ static err_code send_fe_sums(const tile_job *job, uint64_t id, const xexec_fe_su
   return tile_push(out, &o, e);
 }
 
+/* Whether the job makes the scale of the FE it is paused at itself: the
+ * scheduler said it is alone in its segment (and so waits for no sums of
+ * it), and its strip owns every row of the FE input, so its sums are the
+ * total and the scale is bit for bit the scheduler's (model_fe_scale). */
+static bool fe_resolved_here(const model *m, const tile_job *job, const xexec_fe_sums *fe) {
+  if (!job->fe_local) return false;
+  model_shape is = model_tensor_shape(m, m->layers[fe->layer].inputs[0]);
+  return fe->owned.lo == 0 && fe->owned.hi == is.h;
+}
+
+/* The FeScale the scheduler would have sent, queued to this engine. */
+static err_code queue_own_scale(const tile_request *r, const tile_job *job,
+                                const xexec_fe_sums *fe, tile_outbox *out, err *e) {
+  const model *m = r->model->m;
+  model_shape is = model_tensor_shape(m, m->layers[fe->layer].inputs[0]);
+  float *scale = malloc((size_t)fe->channels * sizeof *scale);
+  if (!scale) return err_set(e, ERR_NOMEM, "tile: out of memory for an FE scale");
+  err_code rc = model_fe_scale(m, fe->layer, fe->sums, (double)is.h * is.w, scale, e);
+  if (rc == ERR_OK) {
+    Edgedi__V1__FeScale sc = EDGEDI__V1__FE_SCALE__INIT;
+    sc.request_id = r->id;
+    sc.segment = job->segment;
+    sc.layer = (uint32_t)fe->layer;
+    sc.n_scale = (size_t)fe->channels;
+    sc.scale = scale;
+    Edgedi__V1__ExecuteIn in = EDGEDI__V1__EXECUTE_IN__INIT;
+    in.msg_case = EDGEDI__V1__EXECUTE_IN__MSG_FE_SCALE;
+    in.fe_scale = &sc;
+    rc = tile_push_loop(out, &in, e);
+  }
+  free(scale);
+  return rc;
+}
+
 static err_code send_result(const tile_job *job, uint64_t id, tile_outbox *out, err *e) {
   Edgedi__V1__TileResult tr = EDGEDI__V1__TILE_RESULT__INIT;
   tr.request_id = id;
@@ -272,6 +306,7 @@ err_code tile_run_job(tile_engine *t, tile_request *r, int j, tile_outbox *out,
     job->fe_layer = fe.layer;
     job->fe_channels = fe.channels;
     job->t_pause_ms = tile_now_ms();
+    if (fe_resolved_here(r->model->m, job, &fe)) return queue_own_scale(r, job, &fe, out, e);
     return send_fe_sums(job, r->id, &fe, out, e);
   }
   return finish_job(t, r, job, out, e);

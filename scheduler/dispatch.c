@@ -310,6 +310,7 @@ static err_code make_job(dispatch *d, int si, int k, const preprocess_image *img
   }
   job.exports = xp;
   job.send_output = nx == NULL;
+  job.fe_local = s->n_parts == 1; /* it sends no FE sums: none are waited for */
   job.last_job = true;
   for (int sj = si + 1; sj < d->n_segments; sj++)
     if (part_of(&d->segs[sj], dev)) job.last_job = false;

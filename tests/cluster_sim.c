@@ -40,6 +40,7 @@ void cs_push(cs_sim *s, int from, int to, uint8_t *data, size_t len) {
     assert_non_null(o);
     m.kind = o->msg_case;
     dispatch_request_of(o, &m.request);
+    s->fe_sums += o->msg_case == EDGEDI__V1__EXECUTE_OUT__MSG_FE_SUMS;
     if (o->msg_case == EDGEDI__V1__EXECUTE_OUT__MSG_ERROR) {
       if (s->tile_errors++ == 0) {
         snprintf(s->first_tile_error, sizeof s->first_tile_error, "%s", o->error->message);
@@ -55,6 +56,11 @@ static void take_tile(cs_sim *s, int dev, tile_outbox *o) {
   for (int i = 0; i < o->n; i++) {
     cs_push(s, dev, -1, o->msgs[i].data, o->msgs[i].len);
     o->msgs[i].data = NULL;
+  }
+  /* An engine's messages to itself travel like the scheduler's to it. */
+  for (int i = 0; i < o->n_loop; i++) {
+    cs_push(s, -1, dev, o->loop[i].data, o->loop[i].len);
+    o->loop[i].data = NULL;
   }
   tile_outbox_clear(o);
 }
@@ -324,6 +330,7 @@ void cs_check_request(cs_sim *s, const model *m, xexec *x, const plan *p, int n_
   cs_check_ok(dispatch_create(m, "digest", p, n_devs, img, id, x, &d, &e), &e);
   s->mode = mode;
   s->n_ds = 0;
+  s->fe_sums = 0;
   cs_start(s, d, id);
   cs_run(s);
   dispatch_result r;
@@ -337,6 +344,16 @@ void cs_check_request(cs_sim *s, const model *m, xexec *x, const plan *p, int n_
   if (!(diff <= CS_LOGIT_TOL))
     fail_msg("%s, %s plan, %d devices, %d segments, delivery %d: logits differ by %g",
              m->name, p->planner, n_devs, p->n_segments, mode, diff);
+  /* Sums travel only for the FEs of segments shared by several devices: a
+   * device alone in its segment makes its own scales (TileJob.fe_local). */
+  int want_sums = 0;
+  for (int si = 0; si < p->n_segments; si++)
+    if (p->segments[si].n_parts > 1)
+      for (int l = p->segments[si].first; l < p->segments[si].end; l++)
+        want_sums += m->layers[l].op == MODEL_OP_FE ? p->segments[si].n_parts : 0;
+  if (s->fe_sums != want_sums)
+    fail_msg("%s, %s plan, %d devices: %d FE sums sent, %d expected", m->name, p->planner,
+             n_devs, s->fe_sums, want_sums);
   /* What moved is what the planner priced, and less than whole maps. */
   assert_int_equal(r.bytes_moved, p->bytes_moved);
   assert_int_equal(r.bytes_gather_all, p->bytes_gather_all);

@@ -61,6 +61,7 @@ typedef struct cs_sim {
   uint64_t ds_id[CS_MAX_DISPATCHES];
   int n_ds;
   int tile_errors; /* TileErrors the engines sent */
+  int fe_sums;     /* FeSums the engines sent */
   char first_tile_error[ERR_MSG_BYTES];
   uint32_t first_tile_error_code;
 } cs_sim;

@@ -142,14 +142,32 @@ static bool has_result(const tile_outbox *ob) {
   return false;
 }
 
-static err_code write_outbox(rpc_stream *s, tile_outbox *ob, err *e) {
+/* Writes the outbox's messages to the stream; the engine's messages to
+ * itself (tile_outbox.loop: a lone job's own FE scales) are handled at
+ * once, and what they produce written in turn. */
+static err_code write_outbox(rpc_stream *s, tile_engine *eng, tile_outbox *ob, err *e) {
   err_code rc = ERR_OK;
-  for (int i = 0; i < ob->n && rc == ERR_OK; i++) {
-    Edgedi__V1__ExecuteOut *o =
-        edgedi__v1__execute_out__unpack(NULL, ob->msgs[i].len, ob->msgs[i].data);
-    if (!o) return err_set(e, ERR_INTERNAL, "the engine produced bytes that do not decode");
-    rc = rpc_stream_write(s, &o->base, e);
-    edgedi__v1__execute_out__free_unpacked(o, NULL);
+  while (rc == ERR_OK && (ob->n || ob->n_loop)) {
+    for (int i = 0; i < ob->n && rc == ERR_OK; i++) {
+      Edgedi__V1__ExecuteOut *o =
+          edgedi__v1__execute_out__unpack(NULL, ob->msgs[i].len, ob->msgs[i].data);
+      if (!o) return err_set(e, ERR_INTERNAL, "the engine produced bytes that do not decode");
+      rc = rpc_stream_write(s, &o->base, e);
+      edgedi__v1__execute_out__free_unpacked(o, NULL);
+    }
+    int n_loop = ob->n_loop;
+    tile_msg *loop = n_loop ? malloc((size_t)n_loop * sizeof *loop) : NULL;
+    if (n_loop && !loop) return err_set(e, ERR_NOMEM, "out of memory");
+    for (int i = 0; i < n_loop; i++) loop[i] = ob->loop[i], ob->loop[i].data = NULL;
+    tile_outbox_clear(ob);
+    for (int i = 0; i < n_loop; i++) {
+      Edgedi__V1__ExecuteIn *in = edgedi__v1__execute_in__unpack(NULL, loop[i].len, loop[i].data);
+      if (!in) rc = err_set(e, ERR_INTERNAL, "the engine looped back bytes that do not decode");
+      if (rc == ERR_OK) rc = tile_engine_handle(eng, in, ob, e);
+      if (in) edgedi__v1__execute_in__free_unpacked(in, NULL);
+      free(loop[i].data);
+    }
+    free(loop);
   }
   tile_outbox_clear(ob);
   return rc;
@@ -228,7 +246,7 @@ static grpc_status_code on_execute(void *ctx, rpc_stream *s, char *details, size
       if (event_locked(f, FAKE_DIE_IN_TILE)) tile_outbox_clear(&ob); /* dies before sending */
       pthread_mutex_unlock(&f->mu);
     }
-    if (rc == ERR_OK) rc = write_outbox(s, &ob, &e);
+    if (rc == ERR_OK) rc = write_outbox(s, eng, &ob, &e);
     if (rc != ERR_OK) {
       snprintf(details, len, "%s", e.msg);
       st = GRPC_STATUS_INTERNAL;
