@@ -283,6 +283,17 @@ typedef struct run_ctx {
   int rows, group_rows;
 } run_ctx;
 
+/* Whether a window starting at input column x0 lies inside the row. */
+static bool window_inside(const dconv *d, int x0) {
+  return x0 >= 0 && x0 + d->kernel_w <= d->in_w;
+}
+
+/* Output channels of block nb: DCONV_LANES, or fewer in the last. */
+static int block_lanes(const dconv *d, int nb) {
+  int lanes = d->out_c - nb * DCONV_LANES;
+  return lanes < DCONV_LANES ? lanes : DCONV_LANES;
+}
+
 /* The next n pixels from (*oy, *ox) on, padded to `pixels` with copies of
  * the last; advances (*oy, *ox) past them. */
 static void fill_block(const dconv *d, int *oy, int *ox, int n, int pixels, px_block *b) {
@@ -297,7 +308,7 @@ static void fill_block(const dconv *d, int *oy, int *ox, int n, int pixels, px_b
       b->iy[p] = b->iy[p - 1];
       b->x0[p] = b->x0[p - 1];
     }
-    b->interior = b->interior && b->x0[p] >= 0 && b->x0[p] + d->kernel_w <= d->in_w;
+    b->interior = b->interior && window_inside(d, b->x0[p]);
   }
 }
 
@@ -327,7 +338,7 @@ static void split_group(const dconv *d, px_group *g) {
       int k = from + (p < h->n ? p : h->n - 1);
       h->iy[p] = b->iy[k];
       h->x0[p] = b->x0[k];
-      h->interior = h->interior && b->x0[k] >= 0 && b->x0[k] + d->kernel_w <= d->in_w;
+      h->interior = h->interior && window_inside(d, b->x0[k]);
     }
   }
 }
@@ -337,8 +348,7 @@ static void split_group(const dconv *d, px_group *g) {
 static void run_block(const run_ctx *c, const px_group *g, long q, size_t nb) {
   const dconv *d = c->d;
   const float *w = d->weights + nb * c->block_w, *bias = d->bias + nb * DCONV_LANES;
-  int lanes = d->out_c - (int)nb * DCONV_LANES;
-  if (lanes > DCONV_LANES) lanes = DCONV_LANES;
+  int lanes = block_lanes(d, (int)nb);
   float *out = c->out + (size_t)q * d->out_c + nb * DCONV_LANES;
   if (lanes <= 8) {
     block8(d, c->in, c->in_row, &g->all, w, bias, out, lanes);
@@ -352,8 +362,7 @@ static void run_block(const run_ctx *c, const px_group *g, long q, size_t nb) {
 /* Group-major: the pixels of group g for block nb only. */
 static void run_group(void *arg, size_t g, size_t nb) {
   const run_ctx *c = arg;
-  int lanes = c->d->out_c - (int)nb * DCONV_LANES;
-  const int pixels = lanes <= 8 ? DCONV_MAX_PIXELS : DCONV_PIXELS;
+  const int pixels = block_lanes(c->d, (int)nb) <= 8 ? DCONV_MAX_PIXELS : DCONV_PIXELS;
   long q, q_end;
   group_bounds(c, g, &q, &q_end);
   int oy = (int)(q / c->d->out_w), ox = 0;
@@ -397,8 +406,7 @@ static void run_point_task(void *arg, size_t t) {
     const float *a = c->in + (size_t)q * (size_t)d->in_c;
     for (int nb = 0; nb < d->n_blocks; nb++) {
       const float *w = d->weights + (size_t)nb * c->block_w, *bias = d->bias + nb * DCONV_LANES;
-      int lanes = d->out_c - nb * DCONV_LANES;
-      if (lanes > DCONV_LANES) lanes = DCONV_LANES;
+      int lanes = block_lanes(d, nb);
       float *out = c->out + (size_t)q * d->out_c + (size_t)nb * DCONV_LANES;
       if (lanes <= 8) {
         point8(d, a, n, w, bias, out, lanes);
@@ -421,7 +429,8 @@ void dconv_run(const dconv *d, const float *in, float *out, int rows, pthreadpoo
                .block_w = (size_t)d->kernel_h * (size_t)d->kernel_w * (size_t)d->in_c *
                           DCONV_LANES,
                .rows = rows};
-  bool small = (size_t)d->n_blocks * c.block_w * sizeof(float) <= PIXEL_MAJOR_WEIGHT_BYTES;
+  const size_t weights = (size_t)d->n_blocks * c.block_w * sizeof(float);
+  bool small = weights <= PIXEL_MAJOR_WEIGHT_BYTES;
   if (small && d->pointwise) {
     long pixels = (long)rows * d->out_w;
     pthreadpool_parallelize_1d(pool, run_point_task, &c,
@@ -449,7 +458,6 @@ void dconv_run(const dconv *d, const float *in, float *out, int rows, pthreadpoo
   /* Weights far larger than all the input a run reads (the last stage's
    * 1x1s on 7x7 and 13x13 maps): one group, so that they stream once, if
    * that input still fits a core's L2. */
-  size_t weights = (size_t)d->n_blocks * c.block_w * sizeof(float);
   size_t all_in = (size_t)(gaps_v ? (long)rows * d->kernel_h
                                   : (long)(rows - 1) * d->stride_h + d->kernel_h) * row_bytes;
   if (weights >= 4 * all_in && all_in <= 2 * GROUP_INPUT_BYTES) g = rows;
