@@ -426,7 +426,7 @@ static bool chain_link(const model *m, const xexec_op *op, const xexec_step *pre
                        const xexec_step *next, int *ratio) {
   const model_layer *L = &m->layers[next->layer];
   if (L->n_inputs != 1 || L->inputs[0] != prev->layer || next->rows == 0) return false;
-  if (L->op == MODEL_OP_MAXPOOL && op->plain_pool) {
+  if (op->plain_pool) {
     *ratio = L->kernel_h;
     return prev->rows == next->rows * L->kernel_h && prev->row0 == next->row0 * L->kernel_h &&
            next->in_rows == prev->rows;
@@ -452,18 +452,20 @@ static int strip_readers(const xexec_strip *s, int l) {
   return r;
 }
 
-/* Bytes a chunk of the chain of steps st[0..k) touches: every step's
- * weights and `rows` output rows of the last step (scaled to every
- * step's rows) of every tensor, the head's input included. Fills each
- * step's chain_mult. */
-static size_t chain_bytes(const model *m, xexec_step *st, int k, const int *ratio, int rows) {
+/* What a chunk of the chain of steps st[0..k) touches: *weights, every
+ * step's, and *per_row bytes per output row of the last step, its rows of
+ * every tensor (scaled to each step's rows) and of the head's input.
+ * Fills each step's chain_mult. */
+static void chain_cost(const model *m, xexec_step *st, int k, const int *ratio,
+                       size_t *weights, size_t *per_row) {
   st[k - 1].chain_mult = 1;
   for (int j = k - 2; j >= 0; j--) st[j].chain_mult = st[j + 1].chain_mult * ratio[j + 1];
-  size_t bytes = (size_t)rows * st[0].chain_mult * row_bytes(m, m->layers[st[0].layer].inputs[0]);
-  for (int j = 0; j < k; j++)
-    bytes += m->layers[st[j].layer].n_weights * sizeof(float) +
-             (size_t)rows * st[j].chain_mult * row_bytes(m, st[j].layer);
-  return bytes;
+  *weights = 0;
+  *per_row = st[0].chain_mult * row_bytes(m, m->layers[st[0].layer].inputs[0]);
+  for (int j = 0; j < k; j++) {
+    *weights += m->layers[st[j].layer].n_weights * sizeof(float);
+    *per_row += st[j].chain_mult * row_bytes(m, st[j].layer);
+  }
 }
 
 static err_code plan_chains(xexec_strip *s, err *e) {
@@ -479,10 +481,12 @@ static err_code plan_chains(xexec_strip *s, err *e) {
         k++;
     /* A chain whose weights and smallest chunk do not fit the budget would
      * evict its own weights between chunks: shorter, or none. */
-    while (k > 1 && chain_bytes(m, head, k, ratio, CHAIN_MIN_ROWS) > CHAIN_CHUNK_BYTES) k--;
+    size_t weights = 0, per_row = 0;
+    for (; k > 1; k--) {
+      chain_cost(m, head, k, ratio, &weights, &per_row);
+      if (weights + CHAIN_MIN_ROWS * per_row <= CHAIN_CHUNK_BYTES) break;
+    }
     if (k > 1) {
-      size_t weights = chain_bytes(m, head, k, ratio, 0);
-      size_t per_row = chain_bytes(m, head, k, ratio, 1) - weights;
       int r = (int)((CHAIN_CHUNK_BYTES - weights) / per_row);
       int last_rows = s->steps[i + k - 1].rows;
       head->chain = k;
@@ -497,8 +501,6 @@ static err_code plan_chains(xexec_strip *s, err *e) {
           return err_set(e, ERR_NOMEM, "out of memory for a %zu-byte chunk buffer", bytes);
         s->bytes += bytes;
       }
-    } else {
-      head->chain_mult = 0;
     }
     i += k;
   }
