@@ -250,6 +250,14 @@ static err_code send_tile_error(agent_session *s, uint32_t code,
 
 /* ---- engine and writer threads -------------------------------------------- */
 
+/* Appends it to the input queue (caller holds s->mu). */
+static void inbox_append_locked(agent_session *s, in_item *it) {
+  if (s->in_tail) s->in_tail->next = it;
+  else s->in_head = it;
+  s->in_tail = it;
+  s->in_bytes += it->bytes;
+}
+
 /* The engine's messages to itself (tile_outbox.loop) join the input queue
  * behind what is already waiting, with no emulated link (they never leave
  * the agent) and past the inbox limit (this thread is the queue's only
@@ -268,10 +276,7 @@ static void loop_back_locked(agent_session *s, const tile_outbox *box) {
     it->msg = m;
     it->bytes = box->loop[i].len;
     it->at_ms = link_now_ms();
-    if (s->in_tail) s->in_tail->next = it;
-    else s->in_head = it;
-    s->in_tail = it;
-    s->in_bytes += it->bytes;
+    inbox_append_locked(s, it);
   }
 }
 
@@ -564,10 +569,7 @@ static void session_read(agent_session *s) {
       free(it);
       return;
     }
-    if (s->in_tail) s->in_tail->next = it;
-    else s->in_head = it;
-    s->in_tail = it;
-    s->in_bytes += it->bytes;
+    inbox_append_locked(s, it);
     pthread_cond_broadcast(&s->cv);
     pthread_mutex_unlock(&s->mu);
   }

@@ -73,39 +73,31 @@ void tile_outbox_free(tile_outbox *o) {
   o->cap = o->cap_loop = 0;
 }
 
-/* Room for one more in msgs[0..*n) of capacity *cap. */
-static err_code outbox_grow(tile_msg **msgs, int n, int *cap, err *e) {
-  if (n < *cap) return ERR_OK;
-  int grown = *cap ? 2 * *cap : 16;
-  tile_msg *m = realloc(*msgs, (size_t)grown * sizeof *m);
-  if (!m) return err_set(e, ERR_NOMEM, "tile: out of memory for the outbox");
-  *msgs = m;
-  *cap = grown;
+/* Packs m onto the end of msgs[0..*n), growing it (capacity *cap). */
+static err_code outbox_append(tile_msg **msgs, int *n, int *cap, const ProtobufCMessage *m,
+                              err *e) {
+  if (*n == *cap) {
+    int grown = *cap ? 2 * *cap : 16;
+    tile_msg *g = realloc(*msgs, (size_t)grown * sizeof *g);
+    if (!g) return err_set(e, ERR_NOMEM, "tile: out of memory for the outbox");
+    *msgs = g;
+    *cap = grown;
+  }
+  size_t len = protobuf_c_message_get_packed_size(m);
+  uint8_t *data = malloc(len ? len : 1);
+  if (!data) return err_set(e, ERR_NOMEM, "tile: out of memory for a %zu-byte message", len);
+  protobuf_c_message_pack(m, data);
+  (*msgs)[*n] = (tile_msg){.data = data, .len = len};
+  ++*n;
   return ERR_OK;
 }
 
 err_code tile_push(tile_outbox *o, const Edgedi__V1__ExecuteOut *m, err *e) {
-  if (outbox_grow(&o->msgs, o->n, &o->cap, e) != ERR_OK) return ERR_NOMEM;
-  size_t len = edgedi__v1__execute_out__get_packed_size(m);
-  uint8_t *data = malloc(len ? len : 1);
-  if (!data) return err_set(e, ERR_NOMEM, "tile: out of memory for a %zu-byte message", len);
-  edgedi__v1__execute_out__pack(m, data);
-  o->msgs[o->n].data = data;
-  o->msgs[o->n].len = len;
-  o->n++;
-  return ERR_OK;
+  return outbox_append(&o->msgs, &o->n, &o->cap, &m->base, e);
 }
 
 err_code tile_push_loop(tile_outbox *o, const Edgedi__V1__ExecuteIn *m, err *e) {
-  if (outbox_grow(&o->loop, o->n_loop, &o->cap_loop, e) != ERR_OK) return ERR_NOMEM;
-  size_t len = edgedi__v1__execute_in__get_packed_size(m);
-  uint8_t *data = malloc(len ? len : 1);
-  if (!data) return err_set(e, ERR_NOMEM, "tile: out of memory for a %zu-byte message", len);
-  edgedi__v1__execute_in__pack(m, data);
-  o->loop[o->n_loop].data = data;
-  o->loop[o->n_loop].len = len;
-  o->n_loop++;
-  return ERR_OK;
+  return outbox_append(&o->loop, &o->n_loop, &o->cap_loop, &m->base, e);
 }
 
 /* ---- engine and models ---------------------------------------------------- */
