@@ -92,6 +92,17 @@ static void test_bn_folds_only_where_exact(void **state) {
   model_destroy(f);
 }
 
+/* Random weights and biases (seeds from `seed` on), BN scales in [0.5, 1.5]. */
+static void fill_layers(model *m, uint32_t seed) {
+  for (int l = 0; l < m->n_layers; l++) {
+    model_layer *L = &m->layers[l];
+    fill_random(L->weights, L->n_weights, seed + (uint32_t)l);
+    if (L->bias) fill_random(L->bias, L->n_bias, seed + 100 + (uint32_t)l);
+    if (L->op == MODEL_OP_BN)
+      for (size_t i = 0; i < L->n_weights; i++) L->weights[i] = 0.5f + fabsf(L->weights[i]);
+  }
+}
+
 /* A BN read by two layers, and one before a padded conv, stay; a BN before
  * an unpadded 1x1 conv folds. */
 static void test_hand_built_cases(void **state) {
@@ -114,13 +125,7 @@ static void test_hand_built_cases(void **state) {
   int b3 = model_add_bn(m, r1, &e);                        /* folds forward */
   int c5 = model_add_conv(m, b3, 8, 1, 1, 0, 1, false, &e);
   assert_true(c5 > 0);
-  for (int l = 0; l < m->n_layers; l++) {
-    model_layer *L = &m->layers[l];
-    fill_random(L->weights, L->n_weights, 100 + l);
-    if (L->bias) fill_random(L->bias, L->n_bias, 200 + l);
-    if (L->op == MODEL_OP_BN)
-      for (size_t i = 0; i < L->n_weights; i++) L->weights[i] = 0.5f + fabsf(L->weights[i]);
-  }
+  fill_layers(m, 100);
   assert_int_equal(model_finalize(m, &e), ERR_OK);
   model *f = NULL;
   assert_int_equal(fuse_model(m, &f, &e), ERR_OK);
@@ -144,13 +149,7 @@ static model *bn_before_pool(float first_scale, err *e) {
   int p0 = model_add_maxpool(m, b0, 2, 2, 0, e);
   int c1 = model_add_conv(m, p0, 5, 1, 1, 0, 1, true, e);
   assert_true(c1 > 0);
-  for (int l = 0; l < m->n_layers; l++) {
-    model_layer *L = &m->layers[l];
-    fill_random(L->weights, L->n_weights, 300 + l);
-    if (L->bias) fill_random(L->bias, L->n_bias, 400 + l);
-    if (L->op == MODEL_OP_BN)
-      for (size_t i = 0; i < L->n_weights; i++) L->weights[i] = 0.5f + fabsf(L->weights[i]);
-  }
+  fill_layers(m, 300);
   m->layers[b0].weights[0] = first_scale;
   assert_int_equal(model_finalize(m, e), ERR_OK);
   return m;
