@@ -54,6 +54,38 @@ static bool wants_gemm(const model *m, int l, xexec_conv conv, int threads) {
   }
 }
 
+/* A dense convolution on XNNPACK as operators over blocks of output
+ * channels, each block's weights at most XEXEC_CONV_BLOCK_BYTES (see .h);
+ * one block when they all fit. Blocks are equal, in multiples of XNNPACK's
+ * 16-channel tiles, the last one shorter. */
+static err_code conv_blocks_create(const model *m, int l, xexec_op *op, err *e) {
+  const model_layer *L = &m->layers[l];
+  model_shape is = model_tensor_shape(m, L->inputs[0]);
+  const int out_c = L->out_channels, align = XEXEC_CONV_BLOCK_ALIGN;
+  const size_t k = (size_t)L->kernel_h * (size_t)L->kernel_w * (size_t)is.c;
+  const size_t bytes = k * (size_t)out_c * sizeof(float);
+  int n = (int)((bytes + XEXEC_CONV_BLOCK_BYTES - 1) / XEXEC_CONV_BLOCK_BYTES);
+  if (n < 1) n = 1; /* no weights: XNNPACK will refuse the geometry */
+  int block = (out_c + n - 1) / n;
+  block = (block + align - 1) / align * align;
+  if (block >= out_c) block = out_c;
+  n = block > 0 ? (out_c + block - 1) / block : 1; /* no outputs: refused below */
+  op->blocks = calloc((size_t)n, sizeof *op->blocks);
+  if (!op->blocks) return err_set(e, ERR_NOMEM, "layer %d (%s): out of memory", l, L->name);
+  op->n_blocks = n;
+  op->block_c = block;
+  for (int b = 0; b < n; b++) {
+    int c0 = b * block, c = out_c - c0 < block ? out_c - c0 : block;
+    enum xnn_status st = xnn_create_convolution2d_nhwc_f32(
+        0, (uint32_t)L->pad_right, 0, (uint32_t)L->pad_left, (uint32_t)L->kernel_h,
+        (uint32_t)L->kernel_w, (uint32_t)L->stride_h, (uint32_t)L->stride_w, 1, 1, 1,
+        (size_t)is.c, (size_t)c, (size_t)is.c, (size_t)out_c, L->weights + (size_t)c0 * k,
+        L->bias ? L->bias + c0 : NULL, out_min(L), INFINITY, 0, &op->blocks[b]);
+    if (st != xnn_status_success) return backend(e, L, l, "convolution create", st);
+  }
+  return ERR_OK;
+}
+
 err_code xexec_op_create(const model *m, int l, xexec_conv conv, int threads,
                          xexec_op *op, err *e) {
   const model_layer *L = &m->layers[l];
@@ -71,6 +103,7 @@ err_code xexec_op_create(const model *m, int l, xexec_conv conv, int threads,
         op->use_gemm = true;
         return gemm_conv_create(m, l, &op->gemm, e);
       }
+      if (L->groups == 1 && threads <= 1) return conv_blocks_create(m, l, op, e);
       /* No top/bottom padding: strips supply zero rows instead (see .h). */
       size_t gin = (size_t)(is.c / L->groups);
       size_t gout = (size_t)(L->out_channels / L->groups);
@@ -146,6 +179,9 @@ void xexec_op_destroy(xexec_op *op) {
   if (op->use_gemm) gemm_conv_destroy(&op->gemm);
   if (op->use_dconv) dconv_destroy(&op->dconv);
   if (op->op) xnn_delete_operator(op->op);
+  for (int b = 0; b < op->n_blocks; b++)
+    if (op->blocks[b]) xnn_delete_operator(op->blocks[b]);
+  free(op->blocks);
   for (int i = 0; i < op->n_variants; i++)
     if (op->variants[i].op) xnn_delete_operator(op->variants[i].op);
   free(op->variants);
@@ -209,6 +245,19 @@ err_code xexec_op_setup(const model *m, xexec_op *op, const xexec_step *st,
   const model_layer *L = &m->layers[st->layer];
   pthreadpool_t pool = env->pool;
   model_shape is = model_tensor_shape(m, L->inputs[0]);
+  if (op->n_blocks && st->rows) {
+    for (int b = 0; b < op->n_blocks; b++) {
+      enum xnn_status s = xnn_setup_convolution2d_nhwc_f32(
+          op->blocks[b], 1, (size_t)st->in_rows, (size_t)is.w, st->in[0],
+          st->out + (size_t)b * (size_t)op->block_c, pool);
+      if (s != xnn_status_success) {
+        op->bound = 0;
+        return backend(e, L, st->layer, "setup", s);
+      }
+    }
+    op->bound = strip_id;
+    return ERR_OK;
+  }
   uint64_t *bound;
   xnn_operator_t x = step_op(op, st, &bound);
   if (!x || st->rows == 0) return ERR_OK;
@@ -356,6 +405,17 @@ err_code xexec_op_run(const model *m, xexec_op *op, const xexec_step *st,
       }
       if (op->use_dconv) {
         dconv_run(&op->dconv, st->in[0], st->out, st->rows, env->pool);
+        return ERR_OK;
+      }
+      if (op->n_blocks) {
+        if (op->bound != strip_id) {
+          err_code rc = xexec_op_setup(m, op, st, strip_id, env, e);
+          if (rc != ERR_OK) return rc;
+        }
+        for (int b = 0; b < op->n_blocks; b++) {
+          enum xnn_status s = xnn_run_operator(op->blocks[b], env->pool);
+          if (s != xnn_status_success) return backend(e, L, st->layer, "run", s);
+        }
         return ERR_OK;
       }
       break;

@@ -47,9 +47,21 @@ typedef struct xexec_variant {
   uint64_t bound;
 } xexec_variant;
 
+/* An XNNPACK convolution's packed weights above this many bytes are split
+ * into operators over blocks of output channels (one thread only). XNNPACK
+ * runs a convolution group of pixels by group of pixels, each against all
+ * its weights: a block that fits half of an L2 cache is read from memory
+ * once per run instead of once per few pixels, which is what a thin strip
+ * of a 512-channel layer otherwise pays (docs/single_device.md). Each
+ * output value is still the same kernel's sum in the same order. */
+enum { XEXEC_CONV_BLOCK_BYTES = 256 * 1024, XEXEC_CONV_BLOCK_ALIGN = 16 };
+
 typedef struct xexec_op {
-  xnn_operator_t op; /* NULL for pools (see variants), plain-C layers and
-                        GEMM convolutions */
+  xnn_operator_t op; /* NULL for pools (see variants), plain-C layers,
+                        GEMM, direct and blocked convolutions */
+  xnn_operator_t *blocks; /* a blocked convolution's operators, output
+                             channels [k * block_c, (k + 1) * block_c) */
+  int n_blocks, block_c;
   bool use_gemm;     /* a convolution run by `gemm` */
   gemm_conv gemm;
   bool use_dconv;    /* a convolution run by `dconv` */

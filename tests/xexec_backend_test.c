@@ -15,7 +15,9 @@
  *    2 the numbers stay within 1e-5 (not bit for bit: see gemm_conv.h);
  *  - AUTO: the direct kernel where it pays, the same checks;
  *  - chains of a direct-kernel convolution, 1x1 ones and a max pool run in
- *    row chunks (xexec.c): formed, and the same checks.
+ *    row chunks (xexec.c): formed, and the same checks;
+ *  - XNNPACK convolutions split into blocks of output channels: the same
+ *    checks, and equal bit for bit to the unsplit operator.
  */
 #include <dirent.h>
 #include <setjmp.h>
@@ -274,6 +276,49 @@ static void chains(void) {
       }
 }
 
+/* XNNPACK convolutions whose packed weights pass XEXEC_CONV_BLOCK_BYTES run
+ * as operators over blocks of output channels with one thread
+ * (xexec_ops.h): the usual checks (strips and partitions bit for bit), one
+ * layer whose channels are not a multiple of the block, and the blocked
+ * run equal bit for bit to the one-operator run that two threads get. */
+static void blocked_layers(void) {
+  xt_rng r = {31};
+  err e = {0};
+  model *m = new_model("blocked 3x3 128->200 and 1x1 200->600", 19, 11, 128);
+  int l = must(model_add_conv(m, MODEL_INPUT, 200, 3, 1, 1, 1, true, &e), &e);
+  m->layers[l].relu = true;
+  must(model_add_conv(m, l, 600, 1, 1, 0, 1, true, &e), &e);
+  xt_randomize(&r, m);
+  check_ok(model_finalize(m, &e), &e);
+  size_t n_in = model_shape_elems(m->input);
+  size_t n_out = model_shape_elems(m->layers[m->n_layers - 1].out);
+  float *in = malloc(n_in * sizeof *in), *one = malloc(n_out * sizeof *one);
+  float *two = malloc(n_out * sizeof *two);
+  assert_non_null(in);
+  assert_non_null(one);
+  assert_non_null(two);
+  xt_fill(&r, in, n_in, -1.0f, 1.0f);
+  xexec *x;
+  check_ok(xexec_create_ex(m, 1, XEXEC_CONV_XNNPACK, &x, &e), &e);
+  check_ok(xexec_run(x, in, one, &e), &e);
+  xexec_destroy(x);
+  check_ok(xexec_create_ex(m, 2, XEXEC_CONV_XNNPACK, &x, &e), &e);
+  check_ok(xexec_run(x, in, two, &e), &e);
+  xexec_destroy(x);
+  if (!same_bits(one, two, n_out)) fail_msg("blocked and one-operator runs differ");
+  free(in);
+  free(one);
+  free(two);
+  check_model(m, &r, true); /* randomizes again: same checks, new weights */
+}
+
+static void test_xnnpack_blocks(void **state) {
+  (void)state;
+  backend = XEXEC_CONV_XNNPACK;
+  blocked_layers();
+  wide_layers();
+}
+
 static void test_gemm(void **state) {
   (void)state;
   backend = XEXEC_CONV_GEMM;
@@ -305,6 +350,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_one_thread_spawns_none),
       cmocka_unit_test(test_gemm),
+      cmocka_unit_test(test_xnnpack_blocks),
       cmocka_unit_test(test_direct),
       cmocka_unit_test(test_auto),
   };
