@@ -5,8 +5,9 @@
  * tensor of the range the strip computes. Each tensor gets one buffer of
  * whole NHWC rows: the rows computed (for the range input: the rows the
  * caller supplies) plus, where a convolution reading it needs rows outside
- * the image, explicit zero rows. The zero rows are zero from the allocation
- * on and nothing ever writes them, so runs never clear anything. A consumer
+ * the image, explicit zero rows. Buffers never live at once share memory
+ * ("buffer reuse" below); a shared buffer's zero rows are cleared each run
+ * before it is written, the others are zero from the allocation on. A consumer
  * reads a window of its producer's buffer by pointer offset: no copies
  * between layers. Pools read only real rows and use the operator variant for
  * the padding they see at this strip's borders. An element-wise layer that
@@ -60,8 +61,17 @@ typedef struct xexec_buf {
   int lo, hi;
   model_rows comp;
   size_t row_floats;
-  int root; /* the slot whose memory it shares (itself when none) */
+  int root;  /* the slot whose memory it shares (itself when none) */
+  int block; /* a root's block of reused memory (-1: its own allocation) */
 } xexec_buf;
+
+/* Rows of a reused buffer that must read as zeros, cleared before step
+ * `step` (or the chain it heads) runs: see "buffer reuse". */
+typedef struct xexec_zero {
+  int step;
+  float *at;
+  size_t floats;
+} xexec_zero;
 
 typedef enum { FE_IDLE, FE_WAITING, FE_READY } fe_state;
 
@@ -74,6 +84,10 @@ struct xexec_strip {
   xexec_step *steps;  /* step i: layer first + i */
   size_t bytes;       /* of all buffers (XNNPACK may read XNN_EXTRA_BYTES
                          past an input: each buffer has them) */
+  float **blocks;     /* memory shared by buffers that are never live at once */
+  int n_blocks;
+  xexec_zero *zeros;  /* by step */
+  int n_zeros;
   int next;           /* the layer the run continues with */
   fe_state fe;        /* of layer `next` when it is an FE */
   double *sums;       /* FE: partial sums handed out */
@@ -237,6 +251,7 @@ static err_code plan_buffers(xexec_strip *s, const model_rows *rows, err *e) {
     b->lo = b->comp.lo;
     b->hi = b->comp.hi;
     b->root = k;
+    b->block = -1;
     model_shape sh = model_tensor_shape(m, s->first + k - 1);
     b->row_floats = (size_t)sh.w * (size_t)sh.c;
   }
@@ -507,6 +522,138 @@ static err_code plan_chains(xexec_strip *s, err *e) {
   return ERR_OK;
 }
 
+/* ---- buffer reuse ------------------------------------------------------------
+ *
+ * A tensor's buffer is live from the step that first writes it to the last
+ * step that reads it; a chain counts as one step from its head to its last
+ * link, since its steps interleave chunk by chunk. Buffers never live at
+ * once share a block of memory (the smallest free block that fits, else the
+ * largest free one, grown), so that a layer mostly writes memory that a
+ * layer just before it used, still in cache, and a strip holds a few
+ * tensors' worth instead of all of them. Kept apart: the range input (the
+ * caller writes it), the output (read after the run) and the tensors only a
+ * chain's chunk buffers stand for (never touched). A shared buffer's zero
+ * rows may hold another tensor's values from the last run, so they are
+ * cleared before the step that first writes the buffer, every run: a few
+ * rows per tensor. Planned after the chains (they change lives), so the
+ * steps are planned again on the new addresses. */
+
+/* Steps [*lo, *hi] that run together with step i: its chain, or itself. */
+static void step_span(const xexec_strip *s, int i, int *lo, int *hi) {
+  *lo = *hi = i;
+  for (int h = 0; h < s->end - s->first; h++)
+    if (s->steps[h].chain > 1 && h <= i && i < h + s->steps[h].chain) {
+      *lo = h;
+      *hi = h + s->steps[h].chain - 1;
+      return;
+    }
+}
+
+/* Whether root r keeps its own allocation: the range input, the group that
+ * holds the output, or a group whose every tensor lives in chunk buffers. */
+static bool buffer_private(const xexec_strip *s, int r) {
+  int n = s->end - s->first;
+  if (r == 0 || s->bufs[n].root == r) return true;
+  for (int k = 1; k <= n; k++)
+    if (s->bufs[k].root == r && !s->steps[k - 1].chain_out) return false;
+  return true;
+}
+
+static size_t buffer_bytes(const xexec_buf *b) {
+  return (size_t)(b->hi - b->lo) * b->row_floats * sizeof(float) + XNN_EXTRA_BYTES;
+}
+
+/* Records the rows of root r's buffer outside its computed ones. */
+static void note_zero_rows(xexec_strip *s, int r, int step) {
+  const xexec_buf *b = &s->bufs[r];
+  model_rows pad[2] = {{b->lo, b->comp.hi > b->comp.lo ? b->comp.lo : b->hi},
+                       {b->comp.hi > b->comp.lo ? b->comp.hi : b->hi, b->hi}};
+  for (int i = 0; i < 2; i++)
+    if (pad[i].hi > pad[i].lo)
+      s->zeros[s->n_zeros++] = (xexec_zero){
+          step, buf_row(b, pad[i].lo), (size_t)(pad[i].hi - pad[i].lo) * b->row_floats};
+}
+
+static err_code place_buffers(xexec_strip *s, err *e) {
+  const model *m = s->x->m;
+  const int n = s->end - s->first;
+  int *def = malloc((size_t)(n + 1) * sizeof *def), *last = malloc((size_t)(n + 1) * sizeof *last);
+  int *free_after = malloc((size_t)(n + 1) * sizeof *free_after);
+  size_t *cap = calloc((size_t)(n + 1), sizeof *cap);
+  int *occupants = calloc((size_t)(n + 1), sizeof *occupants);
+  s->blocks = calloc((size_t)(n + 1), sizeof *s->blocks);
+  s->zeros = calloc((size_t)(2 * n + 2), sizeof *s->zeros);
+  err_code rc = ERR_OK;
+  if (!def || !last || !free_after || !cap || !occupants || !s->blocks || !s->zeros) {
+    rc = err_set(e, ERR_NOMEM, "out of memory planning a strip");
+    goto done;
+  }
+  for (int k = 0; k <= n; k++) def[k] = n, last[k] = -1;
+  for (int i = 0; i < n; i++) {
+    int lo, hi;
+    step_span(s, i, &lo, &hi);
+    int r = s->bufs[i + 1].root;
+    if (lo < def[r]) def[r] = lo;
+    if (hi > last[r]) last[r] = hi;
+    const model_layer *L = &m->layers[s->first + i];
+    for (int j = 0; j < L->n_inputs; j++) {
+      int q = s->bufs[slot_of(s, L->inputs[j])].root;
+      if (hi > last[q]) last[q] = hi;
+    }
+  }
+  /* Roots in slot order are in order of first write (a group's root is its
+   * earliest tensor). */
+  for (int r = 1; r <= n; r++) {
+    xexec_buf *b = &s->bufs[r];
+    if (b->root != r || buffer_private(s, r)) continue;
+    size_t bytes = buffer_bytes(b);
+    int pick = -1;
+    for (int k = 0; k < s->n_blocks; k++) {
+      if (free_after[k] >= def[r]) continue;
+      bool fits = cap[k] >= bytes, pick_fits = pick >= 0 && cap[pick] >= bytes;
+      if (pick < 0 || (fits && (!pick_fits || cap[k] < cap[pick])) ||
+          (!fits && !pick_fits && cap[k] > cap[pick]))
+        pick = k;
+    }
+    if (pick < 0) pick = s->n_blocks++;
+    if (cap[pick] < bytes) cap[pick] = bytes;
+    free_after[pick] = last[r];
+    occupants[pick]++;
+    b->block = pick;
+  }
+  for (int k = 0; k < s->n_blocks; k++) {
+    s->blocks[k] = calloc(1, cap[k]);
+    if (!s->blocks[k]) {
+      rc = err_set(e, ERR_NOMEM, "out of memory for a %zu-byte buffer", cap[k]);
+      goto done;
+    }
+  }
+  /* Swap each placed root's own allocation (untouched so far) for its
+   * block. */
+  for (int r = 1; r <= n; r++) {
+    xexec_buf *b = &s->bufs[r];
+    if (b->root != r || b->block < 0) continue;
+    free(b->base);
+    s->bytes -= buffer_bytes(b);
+    b->base = s->blocks[b->block];
+    if (occupants[b->block] > 1) note_zero_rows(s, r, def[r]);
+  }
+  for (int k = 0; k < s->n_blocks; k++) s->bytes += cap[k];
+  for (int k = 0; k <= n; k++) s->bufs[k].base = s->bufs[s->bufs[k].root].base;
+done:
+  free(def);
+  free(last);
+  free(free_after);
+  free(cap);
+  free(occupants);
+  return rc;
+}
+
+static void clear_zero_rows(xexec_strip *s, int step) {
+  for (int i = 0; i < s->n_zeros; i++)
+    if (s->zeros[i].step == step) memset(s->zeros[i].at, 0, s->zeros[i].floats * sizeof(float));
+}
+
 static double elapsed_ms(const struct timespec *t0) {
   struct timespec t1;
   clock_gettime(CLOCK_MONOTONIC, &t1);
@@ -603,7 +750,9 @@ err_code xexec_strip_create(xexec *x, int first, int end, model_rows out,
   if ((rc = plan_buffers(s, rows, e)) != ERR_OK ||
       (rc = plan_steps(s, rows, e)) != ERR_OK)
     goto fail;
-  if ((rc = plan_chains(s, e)) != ERR_OK) goto fail;
+  if ((rc = plan_chains(s, e)) != ERR_OK || (rc = place_buffers(s, e)) != ERR_OK ||
+      (rc = plan_steps(s, rows, e)) != ERR_OK)
+    goto fail;
   /* Binding every operator now surfaces XNNPACK's objections here rather
    * than in the middle of a run. */
   for (int i = 0; i < end - first; i++) {
@@ -623,8 +772,11 @@ void xexec_strip_destroy(xexec_strip *s) {
   if (!s) return;
   if (s->bufs)
     for (int k = 0; k <= s->end - s->first; k++)
-      if (s->bufs[k].root == k) free(s->bufs[k].base);
+      if (s->bufs[k].root == k && s->bufs[k].block < 0) free(s->bufs[k].base);
   free(s->bufs);
+  for (int b = 0; b < s->n_blocks; b++) free(s->blocks[b]);
+  free(s->blocks);
+  free(s->zeros);
   if (s->steps)
     for (int i = 0; i < s->end - s->first; i++) free(s->steps[i].chain_out);
   free(s->steps);
@@ -703,7 +855,10 @@ static err_code strip_run(xexec_strip *s, bool local, bool *paused,
       }
       rc = local_scale(s, st, e);
     }
-    if (rc == ERR_OK) rc = st->chain > 1 ? run_chain(s, st, e) : run_step(s, st, e);
+    if (rc == ERR_OK) {
+      clear_zero_rows(s, l - s->first);
+      rc = st->chain > 1 ? run_chain(s, st, e) : run_step(s, st, e);
+    }
     if (rc == ERR_OK && st->chain > 1) s->next += st->chain - 1;
     s->fe = FE_IDLE;
     if (rc != ERR_OK) {

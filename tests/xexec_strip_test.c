@@ -278,6 +278,51 @@ static void test_in_place_bytes(void **state) {
   model_destroy(m);
 }
 
+/* Buffer reuse (xexec.c): a chain of 3x3 convolutions, each tensor read
+ * only by the next, holds the input, the output and two buffers taking
+ * turns rather than one per tensor; the turns leave another tensor's values
+ * in the zero rows, so a second and third run must still equal the first
+ * and the reference. */
+static void test_buffer_reuse(void **state) {
+  (void)state;
+  err e = {0};
+  enum { H = 20, W = 12, C = 16, CONVS = 6 };
+  model_shape in = {H, W, C};
+  model *m = model_create("reuse", in);
+  int l = MODEL_INPUT;
+  for (int i = 0; i < CONVS; i++) {
+    l = must(model_add_conv(m, l, C, 3, 1, 1, 1, true, &e), &e);
+    m->layers[l].relu = true;
+  }
+  finalized(m, 12);
+  xexec *x;
+  check_ok(xexec_create(m, 1, &x, &e), &e);
+  size_t n = (size_t)H * W * C;
+  float *input = malloc(n * sizeof *input), *want = malloc(n * sizeof *want);
+  float *got = malloc(n * sizeof *got);
+  assert_non_null(input);
+  assert_non_null(want);
+  assert_non_null(got);
+  xt_rng r = {5};
+  xt_fill(&r, input, n, -1.0f, 1.0f);
+  check_ok(ref_run(m, input, want, &e), &e);
+  for (int run = 0; run < 3; run++) {
+    check_ok(xexec_run(x, input, got, &e), &e);
+    if (xt_rel_diff(got, want, n) > REF_TOL) fail_msg("run %d vs reference", run);
+  }
+  model_rows rows = {0, H};
+  xexec_strip *s;
+  check_ok(xexec_strip_create(x, 0, CONVS, rows, &s, &e), &e);
+  size_t padded = (size_t)(H + 2) * W * C * sizeof(float);
+  assert_true(xexec_strip_bytes(s) < 5 * padded); /* 7 tensors without reuse */
+  xexec_strip_destroy(s);
+  xexec_destroy(x);
+  model_destroy(m);
+  free(input);
+  free(want);
+  free(got);
+}
+
 /* The kept strip: the same one while asked for the same range and rows,
  * its runs equal to a fresh strip's; another range replaces it. */
 static void test_kept_strip(void **state) {
@@ -459,7 +504,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_vggish),      cmocka_unit_test(test_resish),
       cmocka_unit_test(test_threads),     cmocka_unit_test(test_in_place_bytes),
-      cmocka_unit_test(test_bad_models),  cmocka_unit_test(test_kept_strip),
+      cmocka_unit_test(test_buffer_reuse), cmocka_unit_test(test_bad_models),  cmocka_unit_test(test_kept_strip),
       cmocka_unit_test(test_bad_strips),  cmocka_unit_test(test_fe_protocol),
       cmocka_unit_test(test_zoo),         cmocka_unit_test(test_zoo_fused),
   };
