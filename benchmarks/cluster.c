@@ -8,6 +8,7 @@
  *   hetero   equal, 1 : 1.5, 1 : 4
  *   link     10, 100, 1000 Mbit/s
  *   rtt      0.2, 1, 5 ms
+ *   base     the base point alone (e.g. every planner on vgg16 and vgg16c)
  * The slowest device has speed 0.1 (a Pi 3B+); half the devices (the
  * larger half when odd) are slow, the others faster by the ratio; when the
  * sum passes --max-sum-speed (1.6: two cores) every speed is scaled down.
@@ -89,7 +90,8 @@ static void usage(FILE *f) {
           "  --models LIST        models of every point (default vgg16c)\n"
           "  --base-models LIST   models of the base point only (default vgg16; 'none')\n"
           "  --planners LIST      planners named in the requests (default: the scheduler's)\n"
-          "  --sweeps LIST        devices,hetero,link,rtt (default all)\n"
+          "  --sweeps LIST        devices,hetero,link,rtt (default all); base: the base\n"
+          "                       point alone\n"
           "  --requests N         timed requests per point, model and planner (default %d)\n"
           "  --max-devices N      device sweep 1..N (default %d)\n"
           "  --max-sum-speed S    cap of the sum of speeds (default %.1f)\n"
@@ -167,8 +169,9 @@ static int parse(int argc, char **argv, opts *o) {
   }
   for (int i = 0; i < o->sweeps.n; i++) {
     const char *s = o->sweeps.item[i];
-    if (strcmp(s, "devices") && strcmp(s, "hetero") && strcmp(s, "link") && strcmp(s, "rtt")) {
-      fprintf(stderr, "cluster: unknown sweep '%s' (devices, hetero, link, rtt)\n", s);
+    if (strcmp(s, "devices") && strcmp(s, "hetero") && strcmp(s, "link") && strcmp(s, "rtt") &&
+        strcmp(s, "base")) {
+      fprintf(stderr, "cluster: unknown sweep '%s' (devices, hetero, link, rtt, base)\n", s);
       return BENCH_EXIT_USAGE;
     }
   }
@@ -214,6 +217,8 @@ static int make_points(const opts *o, point *pts) {
         if (o->real_cores) pts[n++] = make_point(o, sw, d, 1, o->link_mbps, o->link_rtt_ms);
         else pts[n++] = make_point(o, sw, d, BASE_RATIO, BASE_LINK_MBPS, BASE_RTT_MS);
       }
+    } else if (strcmp(sw, "base") == 0) {
+      pts[n++] = make_point(o, sw, BASE_DEVICES, BASE_RATIO, BASE_LINK_MBPS, BASE_RTT_MS);
     } else if (strcmp(sw, "hetero") == 0) {
       static const double r[] = {1, BASE_RATIO, 4};
       for (int k = 0; k < 3; k++)

@@ -18,7 +18,8 @@
 # (tools/train/dataset.py, NumPy only, ~100 s). Models trained at a reduced
 # resolution S (the R64 and R100 protocols of docs/accuracy.md:
 # out/train/MODEL_rS.onnx, with the downscaled images evaluate.py
-# --write-images put in out/neu-synth-S) get their rows too when present.
+# --write-images put in out/neu-synth-S) get their rows too when present, as
+# do models trained at 200x200 (out/train/MODEL_neu.onnx).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -64,6 +65,12 @@ echo "| model | input | top-1 held-out | parameters | GFLOP | latency ms (1 thre
 echo "|---|---|---|---|---|---|"
 row "resnet18c (r=8), trained" "$SHIPPED" "$DATA"
 [ -f "$PRUNED" ] && row "resnet18c, L1-pruned (floor -1 point)" "$PRUNED" "$DATA"
+# Models the tools trained at the full 200x200 (docs/accuracy.md's commands
+# write out/train/MODEL_neu.onnx).
+for f in out/train/*_neu.onnx; do
+  [ -f "$f" ] || continue
+  row "$(basename "$f" .onnx), trained" "$f" "$DATA"
+done
 for f in out/train/*_r[0-9]*.onnx; do
   [ -f "$f" ] || continue
   size=${f##*_r}
