@@ -224,6 +224,10 @@ static void wide_layers(void) {
   m = new_model("wide 1x1", 23, 31, 1100);
   must(model_add_conv(m, MODEL_INPUT, 144, 1, 1, 0, 1, true, &e), &e);
   check_model(m, &r, false);
+  /* weights past the direct kernel's 64 KB, within its pointwise 192 KB */
+  m = new_model("1x1 64->504, pixel-major", 13, 25, 64);
+  must(model_add_conv(m, MODEL_INPUT, 504, 1, 1, 0, 1, true, &e), &e);
+  check_model(m, &r, true);
 }
 
 /* Chains (xexec.c): a direct-kernel 3x3 convolution, then 1x1 ones and a
