@@ -86,8 +86,9 @@ struct xexec_strip {
                          past an input: each buffer has them) */
   float **blocks;     /* memory shared by buffers that are never live at once */
   int n_blocks;
-  xexec_zero *zeros;  /* by step */
+  xexec_zero *zeros;  /* in step order */
   int n_zeros;
+  int *zero_from;     /* step i's zeros: [zero_from[i], zero_from[i + 1]) */
   int next;           /* the layer the run continues with */
   fe_state fe;        /* of layer `next` when it is an FE */
   double *sums;       /* FE: partial sums handed out */
@@ -583,8 +584,10 @@ static err_code place_buffers(xexec_strip *s, err *e) {
   int *occupants = calloc((size_t)(n + 1), sizeof *occupants);
   s->blocks = calloc((size_t)(n + 1), sizeof *s->blocks);
   s->zeros = calloc((size_t)(2 * n + 2), sizeof *s->zeros);
+  s->zero_from = calloc((size_t)(n + 1), sizeof *s->zero_from);
   err_code rc = ERR_OK;
-  if (!def || !last || !free_after || !cap || !occupants || !s->blocks || !s->zeros) {
+  if (!def || !last || !free_after || !cap || !occupants || !s->blocks || !s->zeros ||
+      !s->zero_from) {
     rc = err_set(e, ERR_NOMEM, "out of memory planning a strip");
     goto done;
   }
@@ -629,7 +632,8 @@ static err_code place_buffers(xexec_strip *s, err *e) {
     }
   }
   /* Swap each placed root's own allocation (untouched so far) for its
-   * block. */
+   * block. A root's first step (its chain's head) never decreases with
+   * the slot, so the zero rows are noted in step order. */
   for (int r = 1; r <= n; r++) {
     xexec_buf *b = &s->bufs[r];
     if (b->root != r || b->block < 0) continue;
@@ -640,6 +644,12 @@ static err_code place_buffers(xexec_strip *s, err *e) {
   }
   for (int k = 0; k < s->n_blocks; k++) s->bytes += cap[k];
   for (int k = 0; k <= n; k++) s->bufs[k].base = s->bufs[s->bufs[k].root].base;
+  int z = 0;
+  for (int i = 0; i <= n; i++) {
+    s->zero_from[i] = z;
+    while (z < s->n_zeros && s->zeros[z].step == i) z++;
+  }
+  if (z != s->n_zeros) rc = err_set(e, ERR_INTERNAL, "strip: zero rows out of step order");
 done:
   free(def);
   free(last);
@@ -650,8 +660,8 @@ done:
 }
 
 static void clear_zero_rows(xexec_strip *s, int step) {
-  for (int i = 0; i < s->n_zeros; i++)
-    if (s->zeros[i].step == step) memset(s->zeros[i].at, 0, s->zeros[i].floats * sizeof(float));
+  for (int i = s->zero_from[step]; i < s->zero_from[step + 1]; i++)
+    memset(s->zeros[i].at, 0, s->zeros[i].floats * sizeof(float));
 }
 
 static double elapsed_ms(const struct timespec *t0) {
@@ -777,6 +787,7 @@ void xexec_strip_destroy(xexec_strip *s) {
   for (int b = 0; b < s->n_blocks; b++) free(s->blocks[b]);
   free(s->blocks);
   free(s->zeros);
+  free(s->zero_from);
   if (s->steps)
     for (int i = 0; i < s->end - s->first; i++) free(s->steps[i].chain_out);
   free(s->steps);
