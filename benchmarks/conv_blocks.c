@@ -84,8 +84,8 @@ static void evict(volatile char *junk) {
   for (size_t i = 0; i < EVICT_BYTES; i += 64) junk[i]++;
 }
 
-/* One width and block size: creates the operators (NULL-terminated in ops),
- * returns how many, 0 when XNNPACK refuses. */
+/* One block size: creates the operators in ops, returns how many; 0 (none
+ * left behind) when XNNPACK refuses one. */
 static int create_ops(int c, int block, const float *w, const float *bias, xnn_operator_t *ops) {
   int n = 0;
   for (int c0 = 0; c0 < c; c0 += block) {
@@ -93,8 +93,10 @@ static int create_ops(int c, int block, const float *w, const float *bias, xnn_o
     if (xnn_create_convolution2d_nhwc_f32(0, 1, 0, 1, KERNEL, KERNEL, 1, 1, 1, 1, 1, (size_t)c,
                                           (size_t)oc, (size_t)c, (size_t)c,
                                           w + (size_t)c0 * KERNEL * KERNEL * c, bias + c0,
-                                          -INFINITY, INFINITY, 0, &ops[n]) != xnn_status_success)
+                                          -INFINITY, INFINITY, 0, &ops[n]) != xnn_status_success) {
+      while (n > 0) xnn_delete_operator(ops[--n]);
       return 0;
+    }
     n++;
   }
   return n;
