@@ -108,12 +108,6 @@ static void fill_uniform(float *v, size_t n, uint64_t seed) {
     v[i] = (float)((double)(splitmix64(&s) >> 11) * 0x1.0p-52 - 1.0);
 }
 
-static bool known_model(const char *name) {
-  for (const char *const *n = zoo_names(); *n; n++)
-    if (strcmp(*n, name) == 0) return true;
-  return false;
-}
-
 /* ---- measuring ----------------------------------------------------------- */
 
 /* Times `runs` runs of x (after `warmup` untimed ones). */
@@ -443,17 +437,8 @@ static err_code parse_args(int argc, char **argv, bench_opts *o, err *e) {
       if (!v) return err_set(e, ERR_INVALID, "--models needs a list");
       i++;
       snprintf(o->models_buf, sizeof o->models_buf, "%s", v);
-      o->n_models = 0;
-      for (char *tok = strtok(o->models_buf, ","); tok;
-           tok = strtok(NULL, ",")) {
-        if (!known_model(tok))
-          return err_set(e, ERR_NOT_FOUND, "unknown model '%s'", tok);
-        if (o->n_models == MAX_MODELS)
-          return err_set(e, ERR_INVALID, "more than %d models", MAX_MODELS);
-        o->models[o->n_models++] = tok;
-      }
-      if (o->n_models == 0)
-        return err_set(e, ERR_INVALID, "--models needs a list");
+      err_code rc = zoo_split_names(o->models_buf, o->models, MAX_MODELS, &o->n_models, e);
+      if (rc != ERR_OK) return rc;
     } else {
       return err_set(e, ERR_INVALID, "unknown flag '%s'", a);
     }

@@ -126,12 +126,6 @@ static void demo_usage(FILE *f) {
   fprintf(f, "\n");
 }
 
-static bool known_model(const char *name) {
-  for (const char *const *n = zoo_names(); *n; n++)
-    if (strcmp(*n, name) == 0) return true;
-  return false;
-}
-
 static err_code demo_parse(int argc, char **argv, demo_opts *o, err *e) {
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
@@ -147,18 +141,8 @@ static err_code demo_parse(int argc, char **argv, demo_opts *o, err *e) {
       if (!v) return err_set(e, ERR_INVALID, "--models needs a list");
       i++;
       snprintf(o->models_buf, sizeof o->models_buf, "%s", v);
-      o->n_models = 0;
-      for (char *tok = strtok(o->models_buf, ","); tok;
-           tok = strtok(NULL, ",")) {
-        if (!known_model(tok))
-          return err_set(e, ERR_NOT_FOUND, "unknown model '%s'", tok);
-        if (o->n_models == DEMO_MAX_MODELS)
-          return err_set(e, ERR_INVALID, "more than %d models",
-                         DEMO_MAX_MODELS);
-        o->models[o->n_models++] = tok;
-      }
-      if (o->n_models == 0)
-        return err_set(e, ERR_INVALID, "--models needs a list");
+      err_code rc = zoo_split_names(o->models_buf, o->models, DEMO_MAX_MODELS, &o->n_models, e);
+      if (rc != ERR_OK) return rc;
     } else {
       return err_set(e, ERR_INVALID, "unknown flag '%s'", a);
     }

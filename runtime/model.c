@@ -467,14 +467,14 @@ err_code model_check_range(const model *m, int first, int end, err *e) {
   return ERR_OK;
 }
 
-static model_rows rows_hull(model_rows a, model_rows b) {
+model_rows model_rows_hull(model_rows a, model_rows b) {
   if (a.lo >= a.hi) return b;
   if (b.lo >= b.hi) return a;
   model_rows r = {a.lo < b.lo ? a.lo : b.lo, a.hi > b.hi ? a.hi : b.hi};
   return r;
 }
 
-static model_rows rows_clamp(model_rows r, int h) {
+model_rows model_rows_clamp(model_rows r, int h) {
   if (r.lo < 0) r.lo = 0;
   if (r.hi > h) r.hi = h;
   if (r.lo >= r.hi) r.lo = r.hi = 0;
@@ -518,15 +518,15 @@ static void backward(const model *m, int first, int end, model_rows out,
   for (int s = first; s <= end; s++) need[s].lo = need[s].hi = 0;
   need[end] = out;
   for (int s = end; s >= first; s--) {
-    if (owned) need[s] = rows_hull(need[s], owned[s]);
-    need[s] = rows_clamp(need[s], slot_height(m, s));
+    if (owned) need[s] = model_rows_hull(need[s], owned[s]);
+    need[s] = model_rows_clamp(need[s], slot_height(m, s));
     if (s == first) break;
     int l = s - 1;
     model_rows r = model_layer_input_rows(m, l, need[s]);
     for (int i = 0; i < m->layers[l].n_inputs; i++) {
       int src = m->layers[l].inputs[i] + 1;
       if (src < first) src = first; /* cannot happen between cuts */
-      need[src] = rows_hull(need[src], r);
+      need[src] = model_rows_hull(need[src], r);
     }
   }
 }

@@ -62,6 +62,11 @@ typedef struct model_rows {
   int lo, hi;
 } model_rows;
 
+/* The smallest interval holding both (an empty one adds nothing). */
+model_rows model_rows_hull(model_rows a, model_rows b);
+/* r cut to [0, h); empty results are {0, 0}. */
+model_rows model_rows_clamp(model_rows r, int h);
+
 typedef struct model_layer {
   model_op op;
   char name[MODEL_NAME_BYTES];

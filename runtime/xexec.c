@@ -191,20 +191,6 @@ const model *xexec_model(const xexec *x) { return x ? x->m : NULL; }
 
 static bool rows_empty(model_rows r) { return r.lo >= r.hi; }
 
-static model_rows rows_hull(model_rows a, model_rows b) {
-  if (rows_empty(a)) return b;
-  if (rows_empty(b)) return a;
-  model_rows r = {a.lo < b.lo ? a.lo : b.lo, a.hi > b.hi ? a.hi : b.hi};
-  return r;
-}
-
-static model_rows rows_clamp(model_rows r, int h) {
-  if (r.lo < 0) r.lo = 0;
-  if (r.hi > h) r.hi = h;
-  if (r.lo >= r.hi) r.lo = r.hi = 0;
-  return r;
-}
-
 static bool rows_within(model_rows inner, model_rows outer) {
   return rows_empty(inner) || (inner.lo >= outer.lo && inner.hi <= outer.hi);
 }
@@ -268,7 +254,7 @@ static err_code plan_buffers(xexec_strip *s, const model_rows *rows, err *e) {
       if (L->op != MODEL_OP_CONV || rows_empty(rows[l])) continue;
       model_rows need = model_layer_input_rows(m, l, rows[l]);
       model_rows have = {s->bufs[k].lo, s->bufs[k].hi};
-      model_rows held = rows_hull(have, need);
+      model_rows held = model_rows_hull(have, need);
       s->bufs[k].lo = held.lo;
       s->bufs[k].hi = held.hi;
     }
@@ -291,7 +277,7 @@ static err_code plan_buffers(xexec_strip *s, const model_rows *rows, err *e) {
    * compute the same rows, so the rows around are padding for each. */
   for (int k = 0; k < n_slots; k++) {
     xexec_buf *b = &s->bufs[k], *r = &s->bufs[b->root];
-    model_rows rr = {r->lo, r->hi}, bb = {b->lo, b->hi}, held = rows_hull(rr, bb);
+    model_rows rr = {r->lo, r->hi}, bb = {b->lo, b->hi}, held = model_rows_hull(rr, bb);
     r->lo = held.lo;
     r->hi = held.hi;
   }
@@ -304,7 +290,7 @@ static err_code plan_buffers(xexec_strip *s, const model_rows *rows, err *e) {
     model_rows held = {b->lo, b->hi};
     /* Rows beyond the computed ones must be padding, or a consumer would
      * read zeros where the image has values. */
-    if (!rows_within(rows_clamp(held, h), b->comp))
+    if (!rows_within(model_rows_clamp(held, h), b->comp))
       return broken(e, s->first + k - 1, "its buffer needs uncomputed rows");
     if (b->root != k) continue;
     /* One allocation per buffer, so that a sanitizer sees any overrun;
@@ -340,7 +326,7 @@ static err_code plan_window(xexec_strip *s, xexec_step *st, model_rows rows,
       return broken(e, l, "window and output rows disagree");
     return ERR_OK;
   }
-  model_rows real = rows_clamp(need, h);
+  model_rows real = model_rows_clamp(need, h);
   int pad_top = real.lo - need.lo, pad_bottom = need.hi - real.hi;
   if (rows_empty(real) || !rows_within(real, ib->comp) ||
       pad_top > L->pad_top || pad_bottom > L->pad_bottom)

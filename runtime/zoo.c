@@ -60,6 +60,17 @@ int zoo_default_ratio(const char *name) {
   return z ? z->ratio : -1;
 }
 
+err_code zoo_split_names(char *list, const char **names, int max, int *n, err *e) {
+  *n = 0;
+  char *save = NULL;
+  for (char *tok = strtok_r(list, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+    if (!zoo_find(tok)) return err_set(e, ERR_NOT_FOUND, "unknown model '%s'", tok);
+    if (*n == max) return err_set(e, ERR_INVALID, "more than %d models", max);
+    names[(*n)++] = tok;
+  }
+  return *n ? ERR_OK : err_set(e, ERR_INVALID, "--models needs a list");
+}
+
 zoo_options zoo_defaults(void) {
   zoo_options o = {.in_c = 3, .in_h = 200, .in_w = 200, .classes = 6,
                    .ratio = 0, .seed = 1};

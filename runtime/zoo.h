@@ -55,5 +55,9 @@ const char *const *zoo_names(void);
 /* The default compression ratio of a compact model (0 for the originals, -1
  * for unknown names). */
 int zoo_default_ratio(const char *name);
+/* Cuts a comma-separated flag value into zoo model names, in place (the
+ * commas become NULs; names point into list). ERR_NOT_FOUND names the first
+ * unknown one; ERR_INVALID for no name at all or more than `max`. */
+err_code zoo_split_names(char *list, const char **names, int max, int *n, err *e);
 
 #endif

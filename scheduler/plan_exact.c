@@ -168,14 +168,11 @@ done:
 
 err_code plan_exact(const model *m, const plan_device *devs, int n_devs,
                     const plan_options *o, plan *p, err *e) {
-  err_code rc = plan_check_inputs(m, devs, n_devs, o, e);
-  if (rc != ERR_OK) return rc;
-  const plan_tables *t;
-  plan_tables *owned;
-  rc = plan_tables_get(m, o, &t, &owned, e);
-  if (rc != ERR_OK) return rc;
   plan_ctx c;
-  plan_ctx_init(&c, m, t, devs, n_devs, o);
+  plan_tables *owned;
+  err_code rc = plan_ctx_begin(&c, m, devs, n_devs, o, &owned, e);
+  if (rc != ERR_OK) return rc;
+  const plan_tables *t = c.t;
   size_t cap = (size_t)t->n_cuts;
   plan_dseg *best = malloc(cap * sizeof *best), *cand = malloc(cap * sizeof *cand);
   if (!best || !cand) {

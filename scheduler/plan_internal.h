@@ -144,6 +144,11 @@ typedef struct plan_ctx {
 
 void plan_ctx_init(plan_ctx *c, const model *m, const plan_tables *t,
                    const plan_device *devs, int n_devs, const plan_options *o);
+/* What a drafting planner starts with: the inputs checked, the tables
+ * (*owned: made here, destroy them after; NULL when o gave them) and the
+ * context. */
+err_code plan_ctx_begin(plan_ctx *c, const model *m, const plan_device *devs, int n_devs,
+                        const plan_options *o, plan_tables **owned, err *e);
 
 /* Bytes of one row of the tensor at cut k, as plan_evaluate counts them. */
 static inline double plan_row_bytes(const plan_ctx *c, int k) {

@@ -68,20 +68,6 @@ void plan_tables_destroy(plan_tables *t) {
 
 size_t plan_tables_bytes(const plan_tables *t) { return t ? t->bytes : 0; }
 
-static model_rows hull(model_rows a, model_rows b) {
-  if (a.lo >= a.hi) return b;
-  if (b.lo >= b.hi) return a;
-  model_rows r = {a.lo < b.lo ? a.lo : b.lo, a.hi > b.hi ? a.hi : b.hi};
-  return r;
-}
-
-static model_rows clamp_rows(model_rows r, int h) {
-  if (r.lo < 0) r.lo = 0;
-  if (r.hi > h) r.hi = h;
-  if (r.lo >= r.hi) r.lo = r.hi = 0;
-  return r;
-}
-
 static int slot_h(const model *m, int slot) { return model_tensor_shape(m, slot - 1).h; }
 
 /* model.c's backward() for the range [0, e) and output rows `out`: need[s]
@@ -94,15 +80,15 @@ static void walk(const model *m, const int *fe_reader, int e, model_rows out,
   for (int s = e; s >= 0; s--) {
     if (bound && fe_reader[s] < e) {
       model_rows owned = {0, bound[s]};
-      need[s] = hull(need[s], owned);
+      need[s] = model_rows_hull(need[s], owned);
     }
-    need[s] = clamp_rows(need[s], slot_h(m, s));
+    need[s] = model_rows_clamp(need[s], slot_h(m, s));
     if (s == 0) break;
     int l = s - 1;
     model_rows r = model_layer_input_rows(m, l, need[s]);
     for (int i = 0; i < m->layers[l].n_inputs; i++) {
       int src = m->layers[l].inputs[i] + 1;
-      need[src] = hull(need[src], r);
+      need[src] = model_rows_hull(need[src], r);
     }
   }
 }
@@ -308,6 +294,16 @@ err_code plan_tables_get(const model *m, const plan_options *o,
   }
   err_code rc = plan_prepare(m, owned, e);
   *t = *owned;
+  return rc;
+}
+
+err_code plan_ctx_begin(plan_ctx *c, const model *m, const plan_device *devs, int n_devs,
+                        const plan_options *o, plan_tables **owned, err *e) {
+  *owned = NULL;
+  err_code rc = plan_check_inputs(m, devs, n_devs, o, e);
+  const plan_tables *t;
+  if (rc == ERR_OK) rc = plan_tables_get(m, o, &t, owned, e);
+  if (rc == ERR_OK) plan_ctx_init(c, m, t, devs, n_devs, o);
   return rc;
 }
 

@@ -212,6 +212,22 @@ err_code store_collect(store *s, sqlite3_stmt *st, size_t elem,
   return code;
 }
 
+err_code store_collect_query(store *s, const char *sql, const int64_t *args, int n_args,
+                             size_t elem, store_row_reader read, void **out, size_t *n,
+                             err *e, const char *what) {
+  *out = NULL;
+  *n = 0;
+  store_lock(s);
+  sqlite3_stmt *st;
+  err_code code = store_stmt(s, sql, &st, e);
+  if (code == ERR_OK) {
+    for (int i = 0; i < n_args; i++) sqlite3_bind_int64(st, i + 1, args[i]);
+    code = store_collect(s, st, elem, read, out, n, e, what);
+  }
+  store_unlock(s);
+  return code;
+}
+
 void store_free(void *p) { free(p); }
 
 /* ---- life ---------------------------------------------------------------- */

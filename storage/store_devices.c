@@ -366,18 +366,8 @@ err_code store_cost_model_list(store *s, int64_t device_id,
                                store_cost_model **out, size_t *n, err *e) {
   if (!s || !out || !n)
     return err_set(e, ERR_INVALID, "store_cost_model_list: no store or output");
-  *out = NULL;
-  *n = 0;
-  store_lock(s);
-  sqlite3_stmt *st;
-  err_code code = store_stmt(s, k_cost_all_kinds, &st, e);
-  if (code == ERR_OK) {
-    sqlite3_bind_int64(st, 1, device_id);
-    code = store_collect(s, st, sizeof **out, read_cost_row, (void **)out, n,
-                         e, "listing cost models");
-  }
-  store_unlock(s);
-  return code;
+  return store_collect_query(s, k_cost_all_kinds, &device_id, 1, sizeof **out, read_cost_row,
+                             (void **)out, n, e, "listing cost models");
 }
 
 /* ---- calibration samples ------------------------------------------------- */
@@ -455,17 +445,7 @@ err_code store_profile_recent(store *s, int64_t device_id, size_t limit,
                               store_profile_sample **out, size_t *n, err *e) {
   if (!s || !out || !n)
     return err_set(e, ERR_INVALID, "store_profile_recent: no store or output");
-  *out = NULL;
-  *n = 0;
-  store_lock(s);
-  sqlite3_stmt *st;
-  err_code code = store_stmt(s, k_sample_recent, &st, e);
-  if (code == ERR_OK) {
-    sqlite3_bind_int64(st, 1, device_id);
-    sqlite3_bind_int64(st, 2, store_limit(limit));
-    code = store_collect(s, st, sizeof **out, read_sample_row, (void **)out,
-                         n, e, "reading profile samples");
-  }
-  store_unlock(s);
-  return code;
+  const int64_t args[] = {device_id, store_limit(limit)};
+  return store_collect_query(s, k_sample_recent, args, 2, sizeof **out, read_sample_row,
+                             (void **)out, n, e, "reading profile samples");
 }

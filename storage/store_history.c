@@ -152,18 +152,9 @@ err_code store_request_recent(store *s, size_t limit, store_request_row **out,
                               size_t *n, err *e) {
   if (!s || !out || !n)
     return err_set(e, ERR_INVALID, "store_request_recent: no store or output");
-  *out = NULL;
-  *n = 0;
-  store_lock(s);
-  sqlite3_stmt *st;
-  err_code code = store_stmt(s, k_request_recent, &st, e);
-  if (code == ERR_OK) {
-    sqlite3_bind_int64(st, 1, store_limit(limit));
-    code = store_collect(s, st, sizeof **out, read_request_row, (void **)out,
-                         n, e, "reading recent requests");
-  }
-  store_unlock(s);
-  return code;
+  const int64_t args[] = {store_limit(limit)};
+  return store_collect_query(s, k_request_recent, args, 1, sizeof **out, read_request_row,
+                             (void **)out, n, e, "reading recent requests");
 }
 
 /* ---- tiles --------------------------------------------------------------- */
@@ -303,19 +294,9 @@ err_code store_tiles_recent(store *s, int64_t device_id, size_t limit,
                             store_tile **out, size_t *n, err *e) {
   if (!s || !out || !n)
     return err_set(e, ERR_INVALID, "store_tiles_recent: no store or output");
-  *out = NULL;
-  *n = 0;
-  store_lock(s);
-  sqlite3_stmt *st;
-  err_code code = store_stmt(s, k_tile_recent, &st, e);
-  if (code == ERR_OK) {
-    sqlite3_bind_int64(st, 1, device_id);
-    sqlite3_bind_int64(st, 2, store_limit(limit));
-    code = store_collect(s, st, sizeof **out, read_tile_row, (void **)out, n,
-                         e, "reading recent tiles");
-  }
-  store_unlock(s);
-  return code;
+  const int64_t args[] = {device_id, store_limit(limit)};
+  return store_collect_query(s, k_tile_recent, args, 2, sizeof **out, read_tile_row,
+                             (void **)out, n, e, "reading recent tiles");
 }
 
 err_code store_tiles_recent_of_model(store *s, int64_t device_id,

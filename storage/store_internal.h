@@ -92,6 +92,12 @@ err_code store_collect(store *s, sqlite3_stmt *st, size_t elem,
                        store_row_reader read, void **out, size_t *n, err *e,
                        const char *what);
 
+/* store_collect of statement `sql` with int64 parameters 1..n_args bound
+ * to args, under the store's lock. */
+err_code store_collect_query(store *s, const char *sql, const int64_t *args, int n_args,
+                             size_t elem, store_row_reader read, void **out, size_t *n,
+                             err *e, const char *what);
+
 /* store_schema.c: brings the open database to STORE_SCHEMA_VERSION.
  * Refuses files that are not EdgeDI databases or are newer. */
 err_code store_schema_migrate(store *s, err *e);

@@ -508,9 +508,31 @@ static void test_fe_scale(void **state) {
   model_destroy(m);
 }
 
+/* Row intervals: an empty one never widens a hull; clamping empties to {0, 0}. */
+static void test_rows_hull_and_clamp(void **state) {
+  (void)state;
+  model_rows a = {2, 5}, b = {7, 9}, none = {4, 4};
+  model_rows h = model_rows_hull(a, b);
+  assert_int_equal(h.lo, 2);
+  assert_int_equal(h.hi, 9);
+  h = model_rows_hull(none, b);
+  assert_int_equal(h.lo, 7);
+  assert_int_equal(h.hi, 9);
+  h = model_rows_hull(a, none);
+  assert_int_equal(h.lo, 2);
+  assert_int_equal(h.hi, 5);
+  model_rows c = model_rows_clamp((model_rows){-2, 12}, 10);
+  assert_int_equal(c.lo, 0);
+  assert_int_equal(c.hi, 10);
+  c = model_rows_clamp((model_rows){11, 14}, 10);
+  assert_int_equal(c.lo, 0);
+  assert_int_equal(c.hi, 0);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_shapes_and_flops),
+      cmocka_unit_test(test_rows_hull_and_clamp),
       cmocka_unit_test(test_initial_weights_and_clone),
       cmocka_unit_test(test_impossible_shapes),
       cmocka_unit_test(test_missing_inputs),

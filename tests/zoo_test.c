@@ -566,6 +566,28 @@ static void test_unknown_name(void **state) {
   assert_int_equal(zoo_build("vgg16", NULL, NULL, &e), ERR_INVALID);
 }
 
+/* The --models flag of the demo and the benchmarks. */
+static void test_split_names(void **state) {
+  (void)state;
+  const char *names[3];
+  int n = -1;
+  err e = {0};
+  char ok[] = "vgg16c,resnet18c";
+  assert_int_equal(zoo_split_names(ok, names, 3, &n, &e), ERR_OK);
+  assert_int_equal(n, 2);
+  assert_string_equal(names[0], "vgg16c");
+  assert_string_equal(names[1], "resnet18c");
+  char unknown[] = "vgg16,vgg19";
+  assert_int_equal(zoo_split_names(unknown, names, 3, &n, &e), ERR_NOT_FOUND);
+  assert_non_null(strstr(e.msg, "'vgg19'"));
+  char many[] = "vgg13,vgg16,resnet18,resnet50";
+  assert_int_equal(zoo_split_names(many, names, 3, &n, &e), ERR_INVALID);
+  assert_non_null(strstr(e.msg, "more than 3"));
+  char none[] = ",";
+  assert_int_equal(zoo_split_names(none, names, 3, &n, &e), ERR_INVALID);
+  assert_int_equal(n, 0);
+}
+
 static void test_input_too_small(void **state) {
   (void)state;
   for (int i = 0; i < N_MODELS; i++) {
@@ -640,6 +662,7 @@ static void test_too_large(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_names),
+      cmocka_unit_test(test_split_names),
       cmocka_unit_test(test_costs_match_table),
       cmocka_unit_test(test_output_shapes),
       cmocka_unit_test(test_small_inputs_build),
