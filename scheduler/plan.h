@@ -110,6 +110,13 @@ size_t plan_tables_bytes(const plan_tables *t);
  * spatial (FC, GAP, FLATTEN and what follows them run on the scheduler). */
 int plan_head_first(const model *m);
 
+/* Round trips a job of a segment with n_parts jobs costs: its own, plus one
+ * per FE exchange unless it is the only one (it makes its FE scales itself,
+ * TileJob.fe_local). */
+static inline int plan_trips(int fe_exchanges, int n_parts) {
+  return 1 + (n_parts > 1 ? fe_exchanges : 0);
+}
+
 /* Prices `p` (segments and parts filled, numbers not) with the cost model:
  * fills rows in, GFLOP, bytes, predicted times. With o->tables of m's
  * geometry it reads the receptive fields from them (the same rows, to the

@@ -180,7 +180,7 @@ static inline plan_seg_view plan_view(const plan_ctx *c, const plan_dseg *s,
                                       const plan_dseg *next) {
   const plan_tables *t = c->t;
   plan_seg_view v = {plan_edges(t, s->i, s->j), next ? plan_edges(t, next->i, next->j) : NULL,
-                     1 + plan_fe_count(t, s->i, s->j), plan_row_bytes(c, s->i),
+                     plan_trips(plan_fe_count(t, s->i, s->j), s->n), plan_row_bytes(c, s->i),
                      plan_row_bytes(c, s->j)};
   return v;
 }

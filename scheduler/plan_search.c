@@ -40,6 +40,7 @@ typedef struct split_problem {
   int dev[PLAN_MAX_DEVICES];
   double a[PLAN_MAX_DEVICES];    /* ms per FLOP */
   double c0[PLAN_MAX_DEVICES];   /* fixed cost and round trips, ms */
+  double fe_rtt[PLAN_MAX_DEVICES]; /* of those, the FE exchanges' (none alone) */
   double kin[PLAN_MAX_DEVICES];  /* ms per input row received */
   double kout[PLAN_MAX_DEVICES]; /* ms per output row sent */
   int held_lo[PLAN_MAX_DEVICES], held_hi[PLAN_MAX_DEVICES]; /* from prev */
@@ -171,9 +172,11 @@ static double segment_lb(const plan_ctx *c, int i, int j, bool last) {
   const plan_tables *t = c->t;
   const plan_seg_info *f = &t->info[plan_seg_index(t->n_cuts, i, j)];
   int fe = plan_fe_count(t, i, j), H = t->h[j];
-  double c_min = INFINITY;
-  for (int d = 0; d < c->n_devs; d++)
-    c_min = fmin(c_min, c->fixed_ms[d] + c->rtt_ms[d] * (1 + fe));
+  double c_min = INFINITY, c_alone = INFINITY;
+  for (int d = 0; d < c->n_devs; d++) {
+    c_min = fmin(c_min, c->fixed_ms[d] + c->rtt_ms[d] * plan_trips(fe, 2));
+    c_alone = fmin(c_alone, c->fixed_ms[d] + c->rtt_ms[d] * plan_trips(fe, 1));
+  }
   double rb_in = plan_row_bytes(c, i), rb_out = plan_row_bytes(c, j);
   double best = INFINITY, speed = 0, link = 0;
   for (int n = 1; n <= c->n_devs; n++) {
@@ -182,10 +185,10 @@ static double segment_lb(const plan_ctx *c, int i, int j, bool last) {
     double rows_in = i == 0 ? f->in_rows + (n - 1) * (double)f->halo_rows : 0;
     double bytes = fmax(rows_in, 0) * rb_in + (last ? H * rb_out : 0);
     double w = fmax(f->work + (n - 1) * f->halo, 0);
-    double x = fmax((w + c->gflop_per_byte * bytes) / speed, bytes / link);
+    double x = (n == 1 ? c_alone : c_min) + fmax((w + c->gflop_per_byte * bytes) / speed, bytes / link);
     if (x < best) best = x;
   }
-  return c_min + best;
+  return best;
 }
 
 /* Fills the per-device constants of p for segment (i, j) and order ord. */
@@ -201,7 +204,8 @@ static void setup(const plan_ctx *c, split_problem *p, int i, int j, const int *
     const plan_device *d = &c->devs[ord[k]];
     p->dev[k] = ord[k];
     p->a[k] = d->ms_per_gflop * 1e-9;
-    p->c0[k] = d->fixed_ms + d->rtt_ms * (1 + fe);
+    p->c0[k] = d->fixed_ms + d->rtt_ms * plan_trips(fe, 2);
+    p->fe_rtt[k] = p->c0[k] - (d->fixed_ms + d->rtt_ms * plan_trips(fe, 1));
     p->kin[k] = c->ms_per_byte[ord[k]] * rb_in;
     p->kout[k] = c->ms_per_byte[ord[k]] * rb_out;
     p->held_lo[k] = p->held_hi[k] = p->own_lo[k] = p->own_hi[k] = 0;
@@ -261,6 +265,15 @@ double plan_solve_exact(const plan_ctx *c, const plan_dseg *prev, plan_dseg *s,
   }
   int b[PLAN_MAX_DEVICES + 1], probes = 0;
   double best = solve(&p, hint_ms, b, &probes);
+  /* A device alone makes its FE scales itself (TileJob.fe_local): its
+   * strip costs no FE round trips, which the search priced in. */
+  for (int k = 0; k < n_ord; k++) {
+    double alone = strip_cost(&p, k, 0, p.H) - p.fe_rtt[k];
+    if (alone < best) {
+      best = alone;
+      for (int q = 0; q <= n_ord; q++) b[q] = q <= k ? 0 : p.H;
+    }
+  }
   if (isfinite(best)) take_split(&p, b, s);
   if (work) *work += (long)probes * n_ord;
   return best;
@@ -275,7 +288,7 @@ double plan_fluid_cost(const plan_ctx *c, int i, int j) {
   const plan_tables *t = c->t;
   const plan_seg_info *f = &t->info[plan_seg_index(t->n_cuts, i, j)];
   int H = t->h[j], n = c->n_devs;
-  double trips = 1 + plan_fe_count(t, i, j);
+  double trips = plan_trips(plan_fe_count(t, i, j), 2), alone = plan_trips(plan_fe_count(t, i, j), 1);
   bool first = i == 0, last = j == t->n_cuts - 1;
   double work = f->work, work_row = work / H;
   double halo_g = f->halo_mean > 0 ? f->halo_mean : 0;
@@ -294,7 +307,8 @@ double plan_fluid_cost(const plan_ctx *c, int i, int j) {
   double inv_row = bytes_row > 0 ? 0 : 1 / work_row;
   for (int d = 0; d < n; d++) {
     double c0 = c->fixed_ms[d] + c->rtt_ms[d] * trips;
-    double one = c0 + c->ms_per_gflop[d] * work + c->ms_per_byte[d] * bytes_all;
+    double one = c->fixed_ms[d] + c->rtt_ms[d] * alone + c->ms_per_gflop[d] * work +
+                 c->ms_per_byte[d] * bytes_all;
     single = one < single ? one : single;
     double al = c0 + c->ms_per_gflop[d] * halo_g + c->ms_per_byte[d] * bytes_strip;
     double wd = bytes_row > 0 ? 1 / (c->ms_per_gflop[d] * work_row + c->ms_per_byte[d] * bytes_row)
