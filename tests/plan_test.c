@@ -66,6 +66,35 @@ static void test_faster_device_gets_more_rows(void **state) {
   model_destroy(m);
 }
 
+/* A segment's only job makes its FE scales itself (TileJob.fe_local): it
+ * pays one round trip, not one per FE. With a long round trip, resnet18c
+ * (16 FEs) on the demo's boards runs whole on one device, priced so: its
+ * transfer time is its bytes plus a single round trip. */
+static void test_one_device_pays_no_fe_trips(void **state) {
+  (void)state;
+  plan_device d[4];
+  int n = demo_cluster(d);
+  for (int i = 0; i < n; i++) d[i].rtt_ms = 40;
+  plan_options o = plan_default_options();
+  model *m = build_fused("resnet18c");
+  plan p;
+  err e = {0};
+  assert_int_equal(plan_exact(m, d, n, &o, &p, &e), ERR_OK);
+  int fe = 0;
+  for (int si = 0; si < p.n_segments; si++) {
+    const plan_segment *s = &p.segments[si];
+    fe += s->fe_exchanges;
+    assert_int_equal(s->n_parts, 1);
+    const plan_part *pt = &s->parts[0];
+    double bytes_ms = (double)(pt->bytes_in + pt->bytes_out) * 8.0 /
+                      (d[pt->device].bandwidth_mbps * 1e3);
+    assert_true(fabs(pt->transfer_ms - (bytes_ms + d[pt->device].rtt_ms)) < 1e-6);
+  }
+  assert_true(fe >= 16);
+  plan_free(&p);
+  model_destroy(m);
+}
+
 /* Every planner refuses nonsense before any arithmetic sees it. */
 static void test_nonsense_cost_models_are_rejected(void **state) {
   (void)state;
@@ -149,6 +178,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_every_model_every_planner),
       cmocka_unit_test(test_faster_device_gets_more_rows),
+      cmocka_unit_test(test_one_device_pays_no_fe_trips),
       cmocka_unit_test(test_nonsense_cost_models_are_rejected),
       cmocka_unit_test(test_head_is_the_classifier),
       cmocka_unit_test(test_registry),
