@@ -283,12 +283,17 @@ double plan_solve_exact(const plan_ctx *c, const plan_dseg *prev, plan_dseg *s,
  * rows (the segment's mean work and transfer per row, the mean halo work
  * and halo rows of a strip as a fixed cost); water-filling gives the
  * makespan at which the devices' rows add up to H; one device alone when
- * that is faster. O(devices). */
+ * that is faster. O(devices). One device is priced with the FE round trips
+ * a shared segment pays although alone it pays none (plan_trips): the proxy
+ * cannot see what moving every row onto one device and off again costs the
+ * neighbouring segments, and pricing it cheaper made the DP choose such
+ * segments where the exact splits then lost (vgg16c at 5 ms round trip: 453
+ * ms against 360). plan_solve_exact prices a device alone exactly. */
 double plan_fluid_cost(const plan_ctx *c, int i, int j) {
   const plan_tables *t = c->t;
   const plan_seg_info *f = &t->info[plan_seg_index(t->n_cuts, i, j)];
   int H = t->h[j], n = c->n_devs;
-  double trips = plan_trips(plan_fe_count(t, i, j), 2), alone = plan_trips(plan_fe_count(t, i, j), 1);
+  double trips = plan_trips(plan_fe_count(t, i, j), 2);
   bool first = i == 0, last = j == t->n_cuts - 1;
   double work = f->work, work_row = work / H;
   double halo_g = f->halo_mean > 0 ? f->halo_mean : 0;
@@ -307,8 +312,7 @@ double plan_fluid_cost(const plan_ctx *c, int i, int j) {
   double inv_row = bytes_row > 0 ? 0 : 1 / work_row;
   for (int d = 0; d < n; d++) {
     double c0 = c->fixed_ms[d] + c->rtt_ms[d] * trips;
-    double one = c->fixed_ms[d] + c->rtt_ms[d] * alone + c->ms_per_gflop[d] * work +
-                 c->ms_per_byte[d] * bytes_all;
+    double one = c0 + c->ms_per_gflop[d] * work + c->ms_per_byte[d] * bytes_all;
     single = one < single ? one : single;
     double al = c0 + c->ms_per_gflop[d] * halo_g + c->ms_per_byte[d] * bytes_strip;
     double wd = bytes_row > 0 ? 1 / (c->ms_per_gflop[d] * work_row + c->ms_per_byte[d] * bytes_row)
