@@ -10,6 +10,7 @@
  */
 #include "scheduler/cluster_internal.h"
 
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -521,8 +522,11 @@ int cluster_acquire_up(cluster *c, const char *model, cluster_member *out, int m
     if (a->state == STORE_DEVICE_UP && a->has_cost) {
       a->refs++;
       int k = model_cost_locked(a, model);
-      out[n++] = (cluster_member){.agent = a, .device_id = a->device_id, .session = a->session,
-                                  .dev = k >= 0 ? a->model_costs[k].cost : a->cost};
+      cluster_member m = {.agent = a, .device_id = a->device_id, .session = a->session,
+                          .dev = k >= 0 ? a->model_costs[k].cost : a->cost};
+      /* An FE exchange costs the link's round trip as probed (plan.h). */
+      m.dev.fe_rtt_ms = fmin(m.dev.rtt_ms, a->profiled.rtt_ms + REFIT_LINK_RTT_SLACK_MS);
+      out[n++] = m;
     }
     pthread_mutex_unlock(&a->mu);
   }

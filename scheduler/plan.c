@@ -126,7 +126,7 @@ err_code plan_evaluate(const model *m, const plan_device *devs, int n_devs,
       double bits_per_ms = d->bandwidth_mbps * 1e3;
       pt->compute_ms = d->ms_per_gflop * pt->gflop + d->fixed_ms;
       pt->transfer_ms = (double)(pt->bytes_in + pt->bytes_out) * 8.0 / bits_per_ms +
-                        d->rtt_ms * plan_trips(s->fe_exchanges, s->n_parts);
+                        d->rtt_ms + plan_fe_rtt(d) * plan_fe_trips(s->fe_exchanges, s->n_parts);
       double t = pt->compute_ms + pt->transfer_ms;
       if (t > s->predicted_ms) s->predicted_ms = t;
       p->bytes_moved += pt->bytes_in + pt->bytes_out;
@@ -205,12 +205,13 @@ err_code plan_check_inputs(const model *m, const plan_device *devs, int n_devs,
     if (!(d->ms_per_gflop > 0) || !isfinite(d->ms_per_gflop) ||
         !(d->fixed_ms >= 0) || !isfinite(d->fixed_ms) ||
         !(d->bandwidth_mbps > 0) || !isfinite(d->bandwidth_mbps) ||
-        !(d->rtt_ms >= 0) || !isfinite(d->rtt_ms))
+        !(d->rtt_ms >= 0) || !isfinite(d->rtt_ms) || !(d->fe_rtt_ms >= 0) ||
+        !isfinite(d->fe_rtt_ms))
       return err_set(e, ERR_INVALID,
                      "plan: device %s has a nonsense cost model (a=%g b=%g "
-                     "bw=%g rtt=%g)",
+                     "bw=%g rtt=%g fe_rtt=%g)",
                      d->name, d->ms_per_gflop, d->fixed_ms, d->bandwidth_mbps,
-                     d->rtt_ms);
+                     d->rtt_ms, d->fe_rtt_ms);
   }
   if (plan_head_first(m) == 0)
     return err_set(e, ERR_UNSUPPORTED, "plan: %s has no spatial layers to split",

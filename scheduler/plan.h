@@ -46,7 +46,12 @@ typedef struct plan_device {
   double ms_per_gflop;   /* a */
   double fixed_ms;       /* b, per job */
   double bandwidth_mbps; /* its link */
-  double rtt_ms;         /* its link's round trip */
+  double rtt_ms;         /* its link's round trip, per job */
+  /* The round trip of one FE exchange (0: rtt_ms). Apart because a job's
+   * transfers, whence rtt_ms is refitted, also take in the waits for its
+   * neighbours' rows, which an exchange repeated at every FE should not
+   * pay again and again: the scheduler sets the probed round trip here. */
+  double fe_rtt_ms;
 } plan_device;
 
 typedef struct plan_part {
@@ -110,11 +115,15 @@ size_t plan_tables_bytes(const plan_tables *t);
  * spatial (FC, GAP, FLATTEN and what follows them run on the scheduler). */
 int plan_head_first(const model *m);
 
-/* Round trips a job of a segment with n_parts jobs costs: its own, plus one
- * per FE exchange unless it is the only one (it makes its FE scales itself,
- * TileJob.fe_local). */
-static inline int plan_trips(int fe_exchanges, int n_parts) {
-  return 1 + (n_parts > 1 ? fe_exchanges : 0);
+/* FE exchanges a job of a segment with n_parts jobs waits for: one per FE
+ * layer, none when it is the only one (it makes its FE scales itself,
+ * TileJob.fe_local). Each costs the device's plan_fe_rtt, and every job
+ * its own rtt_ms besides. */
+static inline int plan_fe_trips(int fe_exchanges, int n_parts) {
+  return n_parts > 1 ? fe_exchanges : 0;
+}
+static inline double plan_fe_rtt(const plan_device *d) {
+  return d->fe_rtt_ms > 0 ? d->fe_rtt_ms : d->rtt_ms;
 }
 
 /* Prices `p` (segments and parts filled, numbers not) with the cost model:

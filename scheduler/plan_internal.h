@@ -135,7 +135,7 @@ typedef struct plan_ctx {
   double image_row_bytes;
   /* The devices' cost models as arrays, for the inner loops. */
   double ms_per_gflop[PLAN_MAX_DEVICES], gflop_per_ms[PLAN_MAX_DEVICES];
-  double fixed_ms[PLAN_MAX_DEVICES], rtt_ms[PLAN_MAX_DEVICES];
+  double fixed_ms[PLAN_MAX_DEVICES], rtt_ms[PLAN_MAX_DEVICES], fe_rtt_ms[PLAN_MAX_DEVICES];
   double ms_per_byte[PLAN_MAX_DEVICES];
   double speed_sorted[PLAN_MAX_DEVICES]; /* 1 / a, largest first */
   double link_sorted[PLAN_MAX_DEVICES];  /* 1 / ms_per_byte, largest first */
@@ -173,14 +173,14 @@ static inline int plan_overlap(int a_lo, int a_hi, int b_lo, int b_hi) {
 /* What pricing the strips of one segment shares. */
 typedef struct plan_seg_view {
   const plan_edge *E, *En; /* the segment's edges, next's (NULL: none) */
-  double trips, rb_in, rb_out;
+  double fe_trips, rb_in, rb_out;
 } plan_seg_view;
 
 static inline plan_seg_view plan_view(const plan_ctx *c, const plan_dseg *s,
                                       const plan_dseg *next) {
   const plan_tables *t = c->t;
   plan_seg_view v = {plan_edges(t, s->i, s->j), next ? plan_edges(t, next->i, next->j) : NULL,
-                     plan_trips(plan_fe_count(t, s->i, s->j), s->n), plan_row_bytes(c, s->i),
+                     plan_fe_trips(plan_fe_count(t, s->i, s->j), s->n), plan_row_bytes(c, s->i),
                      plan_row_bytes(c, s->j)};
   return v;
 }
@@ -211,7 +211,7 @@ static inline double plan_strip_time_in(const plan_ctx *c, const plan_seg_view *
     rows_out = hi - lo;
   }
   return c->ms_per_gflop[d] * (E[hi].ghi - E[lo].glo) * 1e-9 + c->fixed_ms[d] +
-         c->rtt_ms[d] * v->trips + c->ms_per_byte[d] * (rows_in * v->rb_in + rows_out * v->rb_out);
+         c->rtt_ms[d] + c->fe_rtt_ms[d] * v->fe_trips + c->ms_per_byte[d] * (rows_in * v->rb_in + rows_out * v->rb_out);
 }
 
 /* The whole draft. */

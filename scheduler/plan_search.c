@@ -174,8 +174,8 @@ static double segment_lb(const plan_ctx *c, int i, int j, bool last) {
   int fe = plan_fe_count(t, i, j), H = t->h[j];
   double c_min = INFINITY, c_alone = INFINITY;
   for (int d = 0; d < c->n_devs; d++) {
-    c_min = fmin(c_min, c->fixed_ms[d] + c->rtt_ms[d] * plan_trips(fe, 2));
-    c_alone = fmin(c_alone, c->fixed_ms[d] + c->rtt_ms[d] * plan_trips(fe, 1));
+    c_min = fmin(c_min, c->fixed_ms[d] + c->rtt_ms[d] + c->fe_rtt_ms[d] * fe);
+    c_alone = fmin(c_alone, c->fixed_ms[d] + c->rtt_ms[d]);
   }
   double rb_in = plan_row_bytes(c, i), rb_out = plan_row_bytes(c, j);
   double best = INFINITY, speed = 0, link = 0;
@@ -204,8 +204,8 @@ static void setup(const plan_ctx *c, split_problem *p, int i, int j, const int *
     const plan_device *d = &c->devs[ord[k]];
     p->dev[k] = ord[k];
     p->a[k] = d->ms_per_gflop * 1e-9;
-    p->c0[k] = d->fixed_ms + d->rtt_ms * plan_trips(fe, 2);
-    p->fe_rtt[k] = p->c0[k] - (d->fixed_ms + d->rtt_ms * plan_trips(fe, 1));
+    p->fe_rtt[k] = plan_fe_rtt(d) * fe;
+    p->c0[k] = d->fixed_ms + d->rtt_ms + p->fe_rtt[k];
     p->kin[k] = c->ms_per_byte[ord[k]] * rb_in;
     p->kout[k] = c->ms_per_byte[ord[k]] * rb_out;
     p->held_lo[k] = p->held_hi[k] = p->own_lo[k] = p->own_hi[k] = 0;
@@ -284,7 +284,7 @@ double plan_solve_exact(const plan_ctx *c, const plan_dseg *prev, plan_dseg *s,
  * and halo rows of a strip as a fixed cost); water-filling gives the
  * makespan at which the devices' rows add up to H; one device alone when
  * that is faster. O(devices). One device is priced with the FE round trips
- * a shared segment pays although alone it pays none (plan_trips): the proxy
+ * a shared segment pays although alone it pays none (plan_fe_trips): the proxy
  * cannot see what moving every row onto one device and off again costs the
  * neighbouring segments, and pricing it cheaper made the DP choose such
  * segments where the exact splits then lost (vgg16c at 5 ms round trip: 453
@@ -293,7 +293,7 @@ double plan_fluid_cost(const plan_ctx *c, int i, int j) {
   const plan_tables *t = c->t;
   const plan_seg_info *f = &t->info[plan_seg_index(t->n_cuts, i, j)];
   int H = t->h[j], n = c->n_devs;
-  double trips = plan_trips(plan_fe_count(t, i, j), 2);
+  int fe = plan_fe_count(t, i, j);
   bool first = i == 0, last = j == t->n_cuts - 1;
   double work = f->work, work_row = work / H;
   double halo_g = f->halo_mean > 0 ? f->halo_mean : 0;
@@ -311,7 +311,7 @@ double plan_fluid_cost(const plan_ctx *c, int i, int j) {
    * per row: no division per device. */
   double inv_row = bytes_row > 0 ? 0 : 1 / work_row;
   for (int d = 0; d < n; d++) {
-    double c0 = c->fixed_ms[d] + c->rtt_ms[d] * trips;
+    double c0 = c->fixed_ms[d] + c->rtt_ms[d] + c->fe_rtt_ms[d] * fe;
     double one = c0 + c->ms_per_gflop[d] * work + c->ms_per_byte[d] * bytes_all;
     single = one < single ? one : single;
     double al = c0 + c->ms_per_gflop[d] * halo_g + c->ms_per_byte[d] * bytes_strip;

@@ -324,6 +324,7 @@ void plan_ctx_init(plan_ctx *c, const model *m, const plan_tables *t,
     c->gflop_per_ms[d] = 1.0 / devs[d].ms_per_gflop;
     c->fixed_ms[d] = devs[d].fixed_ms;
     c->rtt_ms[d] = devs[d].rtt_ms;
+    c->fe_rtt_ms[d] = plan_fe_rtt(&devs[d]);
     c->ms_per_byte[d] = 8.0 / (devs[d].bandwidth_mbps * 1e3);
     c->speed_sorted[d] = 1.0 / devs[d].ms_per_gflop;
     c->link_sorted[d] = 1.0 / c->ms_per_byte[d];
@@ -435,7 +436,7 @@ double plan_draft_time_exact(const plan_ctx *c, const plan_dseg *segs, int n) {
       double bits_per_ms = dv->bandwidth_mbps * 1e3;
       double compute_ms = dv->ms_per_gflop * gflop + dv->fixed_ms;
       double transfer_ms = (double)(bytes_in + bytes_out) * 8.0 / bits_per_ms +
-                           dv->rtt_ms * plan_trips(fe, s->n);
+                           dv->rtt_ms + plan_fe_rtt(dv) * plan_fe_trips(fe, s->n);
       double tk = compute_ms + transfer_ms;
       if (tk > seg) seg = tk;
     }

@@ -589,6 +589,9 @@ err_code refit_check_device(const plan_device *d, err *e) {
   if (!isfinite(d->rtt_ms) || !(d->rtt_ms >= 0))
     return err_set(e, ERR_INVALID, "cost model of '%.64s': round trip %g ms is not >= 0",
                    d->name, d->rtt_ms);
+  if (!isfinite(d->fe_rtt_ms) || !(d->fe_rtt_ms >= 0))
+    return err_set(e, ERR_INVALID, "cost model of '%.64s': FE round trip %g ms is not >= 0",
+                   d->name, d->fe_rtt_ms);
   return ERR_OK;
 }
 

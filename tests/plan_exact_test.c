@@ -308,7 +308,7 @@ static void bf_search(brute *B, int s, int n_segs) {
       const plan_part *pt = &seg->parts[k];
       const plan_device *d = &B->devs[pt->device];
       double t = pt->compute_ms + (double)pt->bytes_in * 8.0 / (d->bandwidth_mbps * 1e3) +
-                 d->rtt_ms * (1 + seg->fe_exchanges);
+                 d->rtt_ms + plan_fe_rtt(d) * plan_fe_trips(seg->fe_exchanges, seg->n_parts);
       if (t > own) own = t;
     }
     if (bound + own < B->best) bf_search(B, s + 1, n_segs);
@@ -354,11 +354,10 @@ static double brute_force(const model *m, const plan_device *devs, int nd, doubl
     B.rest[n] = 0;
     for (int x = n - 1; x >= 0; x--) {
       const plan_segment *g = &B.p.segments[x];
-      int fe = 0;
-      for (int l = g->first; l < g->end; l++) fe += m->layers[l].op == MODEL_OP_FE;
       double c_min = INFINITY, speed = 0;
       for (int d = 0; d < nd; d++) {
-        c_min = fmin(c_min, devs[d].fixed_ms + devs[d].rtt_ms * (1 + fe));
+        /* a device alone pays no FE exchange */
+        c_min = fmin(c_min, devs[d].fixed_ms + devs[d].rtt_ms);
         speed += 1 / devs[d].ms_per_gflop;
       }
       B.rest[x] = B.rest[x + 1] + c_min + model_range_flops(m, g->first, g->end) / 1e9 / speed;

@@ -95,6 +95,51 @@ static void test_one_device_pays_no_fe_trips(void **state) {
   model_destroy(m);
 }
 
+/* Every job's transfer time is its bytes, its round trip and, in a shared
+ * segment, one FE round trip per FE (plan_fe_rtt); returns the FE
+ * exchanges of shared segments. */
+static int check_fe_pricing(const plan *p, const plan_device *d) {
+  int shared_fe = 0;
+  for (int si = 0; si < p->n_segments; si++) {
+    const plan_segment *s = &p->segments[si];
+    for (int k = 0; k < s->n_parts; k++) {
+      const plan_part *pt = &s->parts[k];
+      const plan_device *dv = &d[pt->device];
+      double bytes_ms = (double)(pt->bytes_in + pt->bytes_out) * 8.0 / (dv->bandwidth_mbps * 1e3);
+      double fe_rtt = dv->fe_rtt_ms > 0 ? dv->fe_rtt_ms : dv->rtt_ms;
+      double fe_ms = s->n_parts > 1 ? s->fe_exchanges * fe_rtt : 0;
+      assert_true(fabs(pt->transfer_ms - (bytes_ms + dv->rtt_ms + fe_ms)) < 1e-6);
+    }
+    if (s->n_parts > 1) shared_fe += s->fe_exchanges;
+  }
+  return shared_fe;
+}
+
+/* An FE exchange costs the device's fe_rtt_ms, its job's own transfers
+ * rtt_ms; with FE exchanges that cheap vgg16c still splits over the boards
+ * although each job's round trip is long. fe_rtt_ms 0 prices as before. */
+static void test_fe_exchanges_priced_apart(void **state) {
+  (void)state;
+  plan_device d[4];
+  int n = demo_cluster(d);
+  for (int i = 0; i < n; i++) {
+    d[i].rtt_ms = 8;
+    d[i].fe_rtt_ms = 0.25 * (i + 1);
+  }
+  plan_options o = plan_default_options();
+  model *m = build_fused("vgg16c");
+  plan p;
+  err e = {0};
+  assert_int_equal(plan_exact(m, d, n, &o, &p, &e), ERR_OK);
+  assert_true(check_fe_pricing(&p, d) > 0);
+  plan_free(&p);
+  for (int i = 0; i < n; i++) d[i].fe_rtt_ms = 0;
+  assert_int_equal(plan_exact(m, d, n, &o, &p, &e), ERR_OK);
+  check_fe_pricing(&p, d);
+  plan_free(&p);
+  model_destroy(m);
+}
+
 /* Every planner refuses nonsense before any arithmetic sees it. */
 static void test_nonsense_cost_models_are_rejected(void **state) {
   (void)state;
@@ -105,12 +150,13 @@ static void test_nonsense_cost_models_are_rejected(void **state) {
   for (const char *const *pn = plan_names(); *pn; pn++) {
     plan_fn fn = plan_find(*pn);
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
-      for (int field = 0; field < 4; field++) {
+      for (int field = 0; field < 5; field++) {
         int n = demo_cluster(d);
-        double *x[4] = {&d[2].ms_per_gflop, &d[2].fixed_ms, &d[2].bandwidth_mbps, &d[2].rtt_ms};
+        double *x[5] = {&d[2].ms_per_gflop, &d[2].fixed_ms, &d[2].bandwidth_mbps, &d[2].rtt_ms,
+                        &d[2].fe_rtt_ms};
         *x[field] = bad[i];
         /* A zero fixed cost or round trip is fine; zero speed or bandwidth is not. */
-        bool fine = bad[i] == 0 && (field == 1 || field == 3);
+        bool fine = bad[i] == 0 && (field == 1 || field >= 3);
         plan p;
         err e = {0};
         err_code rc = fn(m, d, n, &o, &p, &e);
@@ -179,6 +225,7 @@ int main(void) {
       cmocka_unit_test(test_every_model_every_planner),
       cmocka_unit_test(test_faster_device_gets_more_rows),
       cmocka_unit_test(test_one_device_pays_no_fe_trips),
+      cmocka_unit_test(test_fe_exchanges_priced_apart),
       cmocka_unit_test(test_nonsense_cost_models_are_rejected),
       cmocka_unit_test(test_head_is_the_classifier),
       cmocka_unit_test(test_registry),

@@ -67,6 +67,8 @@ void pt_random_cluster(pt_rng *r, plan_device *d, int n, double a_lo, double a_h
     d[i].fixed_ms = pt_uniform(r, 0, b_hi);
     d[i].bandwidth_mbps = pt_log_uniform(r, bw_lo, bw_hi);
     d[i].rtt_ms = pt_uniform(r, 0, rtt_hi);
+    /* Half of them with FE exchanges cheaper than their jobs' round trip. */
+    if (next(r) & 1) d[i].fe_rtt_ms = pt_uniform(r, 0, d[i].rtt_ms);
   }
 }
 

@@ -357,7 +357,7 @@ static void test_check_device(void **state) {
                     .rtt_ms = 0};
   err e = {0};
   assert_int_equal(refit_check_device(&ok, &e), ERR_OK);
-  plan_device bad[] = {ok, ok, ok, ok, ok, ok, ok, ok};
+  plan_device bad[] = {ok, ok, ok, ok, ok, ok, ok, ok, ok, ok};
   bad[0].ms_per_gflop = NAN;
   bad[1].ms_per_gflop = -1;
   bad[2].ms_per_gflop = 0;
@@ -366,9 +366,11 @@ static void test_check_device(void **state) {
   bad[5].bandwidth_mbps = INFINITY;
   bad[6].rtt_ms = -1;
   bad[7].fixed_ms = NAN;
-  const char *words[] = {"ms/GFLOP", "ms/GFLOP", "ms/GFLOP", "fixed",
-                         "bandwidth", "bandwidth", "round trip", "fixed"};
-  for (int i = 0; i < 8; i++) {
+  bad[8].fe_rtt_ms = NAN;
+  bad[9].fe_rtt_ms = -2;
+  const char *words[] = {"ms/GFLOP", "ms/GFLOP", "ms/GFLOP", "fixed",     "bandwidth",
+                         "bandwidth", "round trip", "fixed",  "FE round", "FE round"};
+  for (int i = 0; i < 10; i++) {
     assert_int_equal(refit_check_device(&bad[i], &e), ERR_INVALID);
     if (!strstr(e.msg, words[i])) fail_msg("case %d: %s", i, e.msg);
   }
