@@ -126,7 +126,7 @@ err_code plan_evaluate(const model *m, const plan_device *devs, int n_devs,
       double bits_per_ms = d->bandwidth_mbps * 1e3;
       pt->compute_ms = d->ms_per_gflop * pt->gflop + d->fixed_ms;
       pt->transfer_ms = (double)(pt->bytes_in + pt->bytes_out) * 8.0 / bits_per_ms +
-                        d->rtt_ms + plan_fe_rtt(d) * plan_fe_trips(s->fe_exchanges, s->n_parts);
+                        plan_trips_ms(d, s->fe_exchanges, s->n_parts);
       double t = pt->compute_ms + pt->transfer_ms;
       if (t > s->predicted_ms) s->predicted_ms = t;
       p->bytes_moved += pt->bytes_in + pt->bytes_out;

@@ -125,6 +125,10 @@ static inline int plan_fe_trips(int fe_exchanges, int n_parts) {
 static inline double plan_fe_rtt(const plan_device *d) {
   return d->fe_rtt_ms > 0 ? d->fe_rtt_ms : d->rtt_ms;
 }
+/* The round trips of such a job, ms: its own and its FE exchanges'. */
+static inline double plan_trips_ms(const plan_device *d, int fe_exchanges, int n_parts) {
+  return d->rtt_ms + plan_fe_rtt(d) * plan_fe_trips(fe_exchanges, n_parts);
+}
 
 /* Prices `p` (segments and parts filled, numbers not) with the cost model:
  * fills rows in, GFLOP, bytes, predicted times. With o->tables of m's

@@ -211,7 +211,8 @@ static inline double plan_strip_time_in(const plan_ctx *c, const plan_seg_view *
     rows_out = hi - lo;
   }
   return c->ms_per_gflop[d] * (E[hi].ghi - E[lo].glo) * 1e-9 + c->fixed_ms[d] +
-         c->rtt_ms[d] + c->fe_rtt_ms[d] * v->fe_trips + c->ms_per_byte[d] * (rows_in * v->rb_in + rows_out * v->rb_out);
+         c->rtt_ms[d] + c->fe_rtt_ms[d] * v->fe_trips +
+         c->ms_per_byte[d] * (rows_in * v->rb_in + rows_out * v->rb_out);
 }
 
 /* The whole draft. */

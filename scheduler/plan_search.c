@@ -185,7 +185,8 @@ static double segment_lb(const plan_ctx *c, int i, int j, bool last) {
     double rows_in = i == 0 ? f->in_rows + (n - 1) * (double)f->halo_rows : 0;
     double bytes = fmax(rows_in, 0) * rb_in + (last ? H * rb_out : 0);
     double w = fmax(f->work + (n - 1) * f->halo, 0);
-    double x = (n == 1 ? c_alone : c_min) + fmax((w + c->gflop_per_byte * bytes) / speed, bytes / link);
+    double x = (n == 1 ? c_alone : c_min) +
+               fmax((w + c->gflop_per_byte * bytes) / speed, bytes / link);
     if (x < best) best = x;
   }
   return best;

@@ -436,7 +436,7 @@ double plan_draft_time_exact(const plan_ctx *c, const plan_dseg *segs, int n) {
       double bits_per_ms = dv->bandwidth_mbps * 1e3;
       double compute_ms = dv->ms_per_gflop * gflop + dv->fixed_ms;
       double transfer_ms = (double)(bytes_in + bytes_out) * 8.0 / bits_per_ms +
-                           dv->rtt_ms + plan_fe_rtt(dv) * plan_fe_trips(fe, s->n);
+                           plan_trips_ms(dv, fe, s->n);
       double tk = compute_ms + transfer_ms;
       if (tk > seg) seg = tk;
     }

@@ -308,7 +308,7 @@ static void bf_search(brute *B, int s, int n_segs) {
       const plan_part *pt = &seg->parts[k];
       const plan_device *d = &B->devs[pt->device];
       double t = pt->compute_ms + (double)pt->bytes_in * 8.0 / (d->bandwidth_mbps * 1e3) +
-                 d->rtt_ms + plan_fe_rtt(d) * plan_fe_trips(seg->fe_exchanges, seg->n_parts);
+                 plan_trips_ms(d, seg->fe_exchanges, seg->n_parts);
       if (t > own) own = t;
     }
     if (bound + own < B->best) bf_search(B, s + 1, n_segs);
