@@ -123,6 +123,59 @@ static bool fuse_relu(fuse_state *st, int relu) {
   return true;
 }
 
+/* A 1x1 unpadded dense conv without an activation: a linear map per pixel. */
+static bool is_pointwise_linear(const model_layer *L) {
+  return L->op == MODEL_OP_CONV && L->kernel_h == 1 && L->kernel_w == 1 && L->groups == 1 &&
+         !L->pad_top && !L->pad_bottom && !L->pad_left && !L->pad_right;
+}
+
+/* 1x1 conv A (no ReLU) whose only reader is 1x1 conv B: B(A x) is one 1x1
+ * conv with weights W_B W_A and bias W_B b_A + b_B, strides multiplied
+ * (unpadded 1x1 convs only subsample). The compact ResNets' units end in
+ * t -> C and the next begins C -> t with nothing between: one t -> t conv
+ * instead of two through a C-wide tensor. Merged only when that does fewer
+ * multiply-adds per output pixel (in * out < mid * (in + out)). */
+static bool merge_pointwise_pair(fuse_state *st, int a) {
+  model *m = st->m;
+  model_layer *A = &m->layers[a];
+  if (!is_pointwise_linear(A) || A->relu) return false;
+  int b = only_consumer(st, a);
+  if (b < 0 || !is_pointwise_linear(&m->layers[b])) return false;
+  model_layer *B = &m->layers[b];
+  int in = (int)(A->n_weights / (size_t)A->out_channels), mid = A->out_channels,
+      out = B->out_channels;
+  if ((double)in * out >= (double)mid * (in + out)) return false;
+  float *w = malloc((size_t)out * (size_t)in * sizeof *w);
+  float *bias = malloc((size_t)out * sizeof *bias);
+  if (!w || !bias) {
+    free(w);
+    free(bias);
+    return false;
+  }
+  for (int o = 0; o < out; o++) {
+    const float *wb = B->weights + (size_t)o * mid;
+    double shift = B->bias ? B->bias[o] : 0.0;
+    for (int k = 0; k < mid; k++)
+      if (A->bias) shift += (double)wb[k] * A->bias[k];
+    bias[o] = (float)shift;
+    for (int i = 0; i < in; i++) {
+      double sum = 0;
+      for (int k = 0; k < mid; k++) sum += (double)wb[k] * A->weights[(size_t)k * in + i];
+      w[(size_t)o * in + i] = (float)sum;
+    }
+  }
+  free(B->weights);
+  free(B->bias);
+  B->weights = w;
+  B->n_weights = (size_t)out * (size_t)in;
+  B->bias = bias;
+  B->n_bias = (size_t)out;
+  B->stride_h *= A->stride_h;
+  B->stride_w *= A->stride_w;
+  st->alias[a] = resolve(st, A->inputs[0]); /* B now reads A's input */
+  return true;
+}
+
 /* Renumbers inputs through the aliases and drops the replaced layers. */
 static void compact(fuse_state *st) {
   model *m = st->m;
@@ -182,6 +235,9 @@ err_code fuse_model(const model *src, model **out, err *e) {
         break;
     }
   }
+  /* After the folds, so that A and B carry their BNs and B its ReLU. */
+  for (int l = 0; l < m->n_layers; l++)
+    if (st.alias[l] == l) merge_pointwise_pair(&st, l);
   compact(&st);
   free(st.consumers);
   free(st.alias);

@@ -12,7 +12,10 @@
  *    behind it (exact: such a scale and shift commute with max), where it
  *    may fold into the next 1x1 convolution;
  *  - a ReLU whose producer (conv, fc, add, bn) feeds nothing else becomes
- *    that producer's `relu` flag.
+ *    that producer's `relu` flag;
+ *  - a 1x1 unpadded convolution without ReLU whose only reader is another
+ *    becomes part of it (weights multiplied), when that does fewer
+ *    multiply-adds: the compact ResNets' t -> C -> t pairs become t -> t.
  * Layer names of the surviving layers are kept. Results agree with the
  * original to float rounding.
  */

@@ -384,19 +384,25 @@ static void test_database_has_history_and_cost_models(void **state) {
   store_device *devs = NULL;
   check_ok(store_device_list(st, &devs, &n, &e), &e);
   assert_int_equal(n, N_AGENTS);
+  size_t tiles_seen = 0;
   for (size_t i = 0; i < n; i++) {
     assert_true(devs[i].has_cost);
     assert_true(devs[i].cost.samples > 0);
     store_tile *tiles = NULL;
     size_t nt = 0;
     check_ok(store_tiles_recent(st, devs[i].id, 5, &tiles, &nt, &e), &e);
-    if (nt == 0) fail_msg("device %s has no tiles in the history", devs[i].name);
+    /* The exact planner may leave a 0.05 agent out of every small model
+     * (it does not pay for its transfers); the fast ones always compute. */
+    if (nt == 0 && strncmp(devs[i].name, "fast", 4) == 0)
+      fail_msg("device %s has no tiles in the history", devs[i].name);
+    tiles_seen += nt;
     store_free(tiles);
     store_profile_sample *ps = NULL;
     check_ok(store_profile_recent(st, devs[i].id, 5, &ps, &nt, &e), &e);
     assert_true(nt > 0);
     store_free(ps);
   }
+  assert_true(tiles_seen >= 2 * 5); /* both fast agents, 5 recent tiles each */
   store_free(devs);
   store_close(st);
 }
