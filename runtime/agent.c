@@ -307,7 +307,8 @@ static void *engine_main(void *arg) {
     double speed = agent_speed(a);
     pthread_mutex_lock(&a->compute_mu);
     err_code rc = tile_engine_set_speed(s->eng, speed, &e); /* valid: agent_set_speed checked it */
-    if (rc == ERR_OK) rc = tile_engine_handle(s->eng, it->msg, &box, &e);
+    /* at_ms: link_now_ms's clock, CLOCK_MONOTONIC like tile_now_ms's. */
+    if (rc == ERR_OK) rc = tile_engine_handle_at(s->eng, it->msg, it->at_ms, &box, &e);
     pthread_mutex_unlock(&a->compute_mu);
     rpc_free(&it->msg->base);
     free(it);

@@ -524,7 +524,7 @@ static void job_free(tile_job *job) {
 }
 
 static err_code handle_job(tile_engine *t, const Edgedi__V1__TileJob *jm,
-                           tile_outbox *out, err *e) {
+                           double queued_ms, tile_outbox *out, err *e) {
   uint64_t id = jm->request_id;
   if (request_dropped(t, id)) return ERR_OK;
   err pe = {0};
@@ -567,6 +567,7 @@ static err_code handle_job(tile_engine *t, const Edgedi__V1__TileJob *jm,
     return tile_fail(t, id, jm->segment, rc, pe.msg, out, e);
   }
   job.t_arrive_ms = tile_now_ms();
+  job.queued_ms = queued_ms;
   r->jobs[r->n_jobs++] = job;
   rc = take_blocks(r, &r->jobs[r->n_jobs - 1], &pe);
   if (rc != ERR_OK) return tile_fail(t, id, jm->segment, rc, pe.msg, out, e);
@@ -674,8 +675,14 @@ static err_code run_ready(tile_engine *t, tile_outbox *out, err *e) {
 
 err_code tile_engine_handle(tile_engine *t, const Edgedi__V1__ExecuteIn *in,
                             tile_outbox *out, err *e) {
+  return tile_engine_handle_at(t, in, tile_now_ms(), out, e);
+}
+
+err_code tile_engine_handle_at(tile_engine *t, const Edgedi__V1__ExecuteIn *in,
+                               double arrived_ms, tile_outbox *out, err *e) {
   if (!t || !in || !out)
     return err_set(e, ERR_INVALID, "tile_engine_handle needs an engine, a message and an outbox");
+  double taken_ms = tile_now_ms();
   err_code rc = ERR_OK;
   switch (in->msg_case) {
     case EDGEDI__V1__EXECUTE_IN__MSG_HELLO:
@@ -683,7 +690,7 @@ err_code tile_engine_handle(tile_engine *t, const Edgedi__V1__ExecuteIn *in,
     case EDGEDI__V1__EXECUTE_IN__MSG_PING:
       return handle_ping(in->ping, out, e);
     case EDGEDI__V1__EXECUTE_IN__MSG_JOB:
-      rc = handle_job(t, in->job, out, e);
+      rc = handle_job(t, in->job, taken_ms > arrived_ms ? taken_ms - arrived_ms : 0, out, e);
       break;
     case EDGEDI__V1__EXECUTE_IN__MSG_ROWS:
       rc = handle_rows(t, in->rows, out, e);

@@ -133,6 +133,13 @@ err_code tile_engine_add_model(tile_engine *t, const char *digest,
  * ignored; Ping is answered with a Pong of ping.reply_bytes bytes. */
 err_code tile_engine_handle(tile_engine *t, const Edgedi__V1__ExecuteIn *in,
                             tile_outbox *out, err *e);
+/* CLOCK_MONOTONIC in ms: the clock of tile_engine_handle_at. */
+double tile_now_ms(void);
+/* The same for a message that arrived at arrived_ms (tile_now_ms's clock)
+ * and waited for the engine since: a job reports that wait as its
+ * TileResult.queued_ms, which the scheduler cannot see (infer.h). */
+err_code tile_engine_handle_at(tile_engine *t, const Edgedi__V1__ExecuteIn *in,
+                               double arrived_ms, tile_outbox *out, err *e);
 
 /* What the engine holds, for status pages and tests. */
 typedef struct tile_stats {

@@ -69,6 +69,7 @@ typedef struct tile_job {
   int fe_layer;        /* paused at */
   int fe_channels;
   double t_arrive_ms, t_pause_ms;
+  double queued_ms; /* its message waited for the engine this long */
   double wait_ms, compute_ms, cpu_ms, gflop;
   uint64_t bytes_in, bytes_out;
 } tile_job;
@@ -99,7 +100,6 @@ struct tile_engine {
 
 /* ---- tile.c --------------------------------------------------------------- */
 
-double tile_now_ms(void);
 double tile_cpu_ms(void);
 
 /* Packs `m` and appends it to the outbox. */

@@ -212,6 +212,7 @@ static err_code send_result(const tile_job *job, uint64_t id, tile_outbox *out, 
   tr.compute_ms = job->compute_ms;
   tr.cpu_ms = job->cpu_ms;
   tr.wait_ms = job->wait_ms;
+  tr.queued_ms = job->queued_ms;
   tr.gflop = job->gflop;
   tr.bytes_in = job->bytes_in;
   tr.bytes_out = job->bytes_out;

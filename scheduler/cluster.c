@@ -524,8 +524,11 @@ int cluster_acquire_up(cluster *c, const char *model, cluster_member *out, int m
       int k = model_cost_locked(a, model);
       cluster_member m = {.agent = a, .device_id = a->device_id, .session = a->session,
                           .dev = k >= 0 ? a->model_costs[k].cost : a->cost};
-      /* An FE exchange costs the link's round trip as probed (plan.h). */
-      m.dev.fe_rtt_ms = fmin(m.dev.rtt_ms, a->profiled.rtt_ms + REFIT_LINK_RTT_SLACK_MS);
+      /* An FE exchange costs the link's round trip as probed (plan.h): the
+       * refitted one, kept within [probe, probe + slack]. */
+      double probe = a->profiled.rtt_ms;
+      m.dev.fe_rtt_ms = probe > 0 ? fmax(probe, fmin(m.dev.rtt_ms, probe + REFIT_LINK_RTT_SLACK_MS))
+                                  : m.dev.rtt_ms;
       out[n++] = m;
     }
     pthread_mutex_unlock(&a->mu);

@@ -84,7 +84,9 @@
  * been taken up (result - compute - wait - the result's own way up at the
  * agent's measured link): the compute of tiles whose results arrived in
  * between, and the arrival of its last message of any kind (less half a
- * round trip), whichever says longer. It records
+ * round trip), whichever says longer, or by what the agent itself reports
+ * (TileResult.queued_ms: from the job message's arrival to its take-up),
+ * when that is longer still. It records
  *     transfer = result - sent - compute - wait - queued  (at least 0):
  * the job's bytes down, its exports, output and result up, and per-message
  * overheads. FE exchanges and halo waits count as wait, not transfer.

@@ -176,7 +176,10 @@ static double tile_transfer_ms(const infer_req *r, const infer_tile *t) {
   double busy_ms, last_ms;
   cluster_agent_activity(r->ip.members[t->device].agent, t->sent_ms, taken_up_by, &busy_ms,
                          &last_ms);
-  double queued_ms = fmax(busy_ms, last_ms - one_way_ms - t->sent_ms);
+  /* The agent's own count wins where it has one: a model without FE sends
+   * nothing while it computes, and its last result comes up behind its
+   * exports, so the bound above misses a whole segment's compute. */
+  double queued_ms = fmax(fmax(busy_ms, last_ms - one_way_ms - t->sent_ms), t->r.queued_ms);
   return profile_tile_transfer_ms(t->sent_ms, t->at_ms, t->r.compute_ms, t->r.wait_ms,
                                   queued_ms);
 }

@@ -570,8 +570,9 @@ void refit_link_bound(refit_link_fit *f, double probe_mbps, double probe_rtt_ms)
     f->bandwidth_mbps = fmin(fmax(f->bandwidth_mbps, probe_mbps / REFIT_LINK_MAX_DRIFT),
                              probe_mbps * REFIT_LINK_MAX_DRIFT);
   if (probe_rtt_ms >= 0 && isfinite(probe_rtt_ms))
-    f->rtt_ms = fmin(f->rtt_ms, fmax(probe_rtt_ms * REFIT_LINK_MAX_DRIFT,
-                                     probe_rtt_ms + REFIT_LINK_RTT_SLACK_MS));
+    f->rtt_ms = fmin(fmax(f->rtt_ms, probe_rtt_ms / REFIT_LINK_MAX_DRIFT),
+                     fmax(probe_rtt_ms * REFIT_LINK_MAX_DRIFT,
+                          probe_rtt_ms + REFIT_LINK_RTT_SLACK_MS));
 }
 
 err_code refit_check_device(const plan_device *d, err *e) {

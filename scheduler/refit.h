@@ -171,8 +171,10 @@ err_code refit_link(const refit_sample *s, size_t n, double prior_mbps,
                     refit_link_fit *out, err *e);
 
 /* Keeps f within REFIT_LINK_MAX_DRIFT of the probed link: bandwidth in
- * [probe / drift, probe * drift], round trip at most max(probe * drift,
- * probe + REFIT_LINK_RTT_SLACK_MS). A probe <= 0 bounds nothing. */
+ * [probe / drift, probe * drift], round trip in [probe / drift,
+ * max(probe * drift, probe + REFIT_LINK_RTT_SLACK_MS)] (a transfer takes
+ * at least a round trip: an intercept near 0 is the fit's, not the
+ * link's). A probe <= 0 bounds nothing. */
 void refit_link_bound(refit_link_fit *f, double probe_mbps, double probe_rtt_ms);
 
 /* ERR_INVALID, naming the coefficient, for a cost model the planner must

@@ -133,6 +133,12 @@ void cs_step(cs_sim *s) {
   if (m.to < 0) {
     Edgedi__V1__ExecuteOut *o = edgedi__v1__execute_out__unpack(NULL, m.len, m.data);
     assert_non_null(o);
+    if (o->msg_case == EDGEDI__V1__EXECUTE_OUT__MSG_RESULT) {
+      double q = o->result->queued_ms;
+      if (s->results_seen == 0 || q < s->result_queued_min) s->result_queued_min = q;
+      if (s->results_seen == 0 || q > s->result_queued_max) s->result_queued_max = q;
+      s->results_seen++;
+    }
     dispatch *d = route(s, m.request);
     if (d) {
       dispatch_outbox dout = {0};
@@ -151,7 +157,9 @@ void cs_step(cs_sim *s) {
     }
     tile_outbox tout = {0};
     err e = {0};
-    cs_check_ok(tile_engine_handle(s->eng[m.to], in, &tout, &e), &e);
+    double arrived = tile_now_ms();
+    if (in->msg_case == EDGEDI__V1__EXECUTE_IN__MSG_JOB) arrived -= s->job_queued_ms;
+    cs_check_ok(tile_engine_handle_at(s->eng[m.to], in, arrived, &tout, &e), &e);
     take_tile(s, m.to, &tout);
     tile_outbox_free(&tout);
     edgedi__v1__execute_in__free_unpacked(in, NULL);

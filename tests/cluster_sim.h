@@ -57,6 +57,10 @@ typedef struct cs_sim {
     uint64_t req;
   } known[CS_MAX_KNOWN]; /* devices that got a job of the request */
   int n_known;
+  /* Jobs are handed over as if they had arrived this long before (an
+   * agent busy elsewhere); the queued_ms its TileResults report, range. */
+  double job_queued_ms, result_queued_min, result_queued_max;
+  int results_seen;
   dispatch *ds[CS_MAX_DISPATCHES];
   uint64_t ds_id[CS_MAX_DISPATCHES];
   int n_ds;

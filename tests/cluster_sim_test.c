@@ -219,6 +219,40 @@ static void test_speed_emulation(void **state) {
   model_destroy(m);
 }
 
+/* A job's TileResult says how long its message waited for the engine: about
+ * nothing when handed over on arrival, at least the wait when it sat
+ * (what the scheduler cannot see, scheduler/infer.h). */
+static void test_results_report_queued_time(void **state) {
+  (void)state;
+  cs_fixture f;
+  cs_fixture_init(&f, "resnet18c");
+  tile_options o = tile_default_options();
+  const double waits[] = {0, 40};
+  for (int k = 0; k < 2; k++) {
+    cs_sim s;
+    cs_init(&s, 3, &o, 5);
+    cs_add_model(&s, "digest", f.m);
+    s.job_queued_ms = waits[k];
+    uint64_t id = cs_new_request_id();
+    dispatch *d = NULL;
+    err e = {0};
+    cs_check_ok(dispatch_create(f.m, "digest", &f.p, 3, &f.t.img, id, f.x, &d, &e), &e);
+    cs_start(&s, d, id);
+    cs_run(&s);
+    dispatch_result res;
+    dispatch_get_result(d, &res);
+    assert_int_equal(res.state, DISPATCH_DONE);
+    assert_true(s.results_seen > 0);
+    assert_true(s.result_queued_min >= waits[k]);
+    /* Handled at once: only the clock between two calls in one thread. */
+    if (waits[k] == 0) assert_true(s.result_queued_max < 5);
+    else assert_true(s.result_queued_max < waits[k] + 5000);
+    dispatch_destroy(d);
+    cs_free(&s);
+  }
+  cs_fixture_free(&f);
+}
+
 /* ---- failures --------------------------------------------------------------------- */
 
 static void test_unknown_digest(void **state) {
@@ -718,6 +752,7 @@ int main(void) {
       cmocka_unit_test(test_every_model_matches_single_device),
       cmocka_unit_test(test_repeats_and_concurrent_requests),
       cmocka_unit_test(test_speed_emulation),
+      cmocka_unit_test(test_results_report_queued_time),
       cmocka_unit_test(test_unknown_digest),
       cmocka_unit_test(test_model_provider),
       cmocka_unit_test(test_engine_error_fails_request),

@@ -335,6 +335,9 @@ static void test_link_bound(void **state) {
   f = (refit_link_fit){.bandwidth_mbps = 80, .rtt_ms = 1.2};
   refit_link_bound(&f, 100, 1); /* within: untouched */
   assert_true(f.bandwidth_mbps == 80 && f.rtt_ms == 1.2);
+  f = (refit_link_fit){.bandwidth_mbps = 80, .rtt_ms = 0.05};
+  refit_link_bound(&f, 100, 1.5); /* an intercept near 0: the probe's quarter */
+  assert_true(fabs(f.rtt_ms - 1.5 / REFIT_LINK_MAX_DRIFT) < 1e-12);
 }
 
 static void test_link_refuses_nonsense(void **state) {
