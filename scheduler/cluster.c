@@ -516,6 +516,7 @@ static int model_cost_locked(const cluster_agent *a, const char *model) {
 int cluster_acquire_up(cluster *c, const char *model, cluster_member *out, int max) {
   int n = 0;
   pthread_mutex_lock(&c->mu);
+  double extra = handoff_ms(&c->handoff, model);
   for (int i = 0; i < c->n && n < max; i++) {
     cluster_agent *a = c->v[i];
     pthread_mutex_lock(&a->mu);
@@ -529,6 +530,9 @@ int cluster_acquire_up(cluster *c, const char *model, cluster_member *out, int m
       double probe = a->profiled.rtt_ms;
       m.dev.fe_rtt_ms = probe > 0 ? fmax(probe, fmin(m.dev.rtt_ms, probe + REFIT_LINK_RTT_SLACK_MS))
                                   : m.dev.rtt_ms;
+      /* What the model's exchanges were seen to cost beyond (handoff.h). */
+      m.dev.rtt_ms += extra;
+      m.dev.fe_rtt_ms += extra;
       out[n++] = m;
     }
     pthread_mutex_unlock(&a->mu);
@@ -721,4 +725,20 @@ double cluster__ping(cluster_agent *a, uint64_t seq, size_t payload, size_t repl
   if (rtt < 0) err_set(e, ERR_DEADLINE, "agent '%s' did not answer a %zu-byte Ping within %d ms",
                        a->name, payload, timeout_ms);
   return rtt;
+}
+
+void cluster_note_request(cluster *c, const char *model, double predicted_ms,
+                          double measured_ms, int round_trips) {
+  if (!c) return;
+  pthread_mutex_lock(&c->mu);
+  handoff_note(&c->handoff, model, predicted_ms, measured_ms, round_trips);
+  pthread_mutex_unlock(&c->mu);
+}
+
+double cluster_handoff_ms(cluster *c, const char *model) {
+  if (!c) return 0;
+  pthread_mutex_lock(&c->mu);
+  double ms = handoff_ms(&c->handoff, model);
+  pthread_mutex_unlock(&c->mu);
+  return ms;
 }

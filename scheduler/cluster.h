@@ -132,6 +132,15 @@ typedef struct cluster_member {
  * the agent's cost model for `model` when it has one of its own, else its
  * general one (model NULL: always the general one). */
 int cluster_acquire_up(cluster *c, const char *model, cluster_member *out, int max);
+
+/* A request of `model` that ran alone on the cluster: its plan's price,
+ * its measured latency and plan_round_trips, for the overhead per round
+ * trip that cluster_acquire_up adds to the members' round trips
+ * (handoff.h). */
+void cluster_note_request(cluster *c, const char *model, double predicted_ms,
+                          double measured_ms, int round_trips);
+/* That overhead now, ms (0: none learned). */
+double cluster_handoff_ms(cluster *c, const char *model);
 void cluster_release(cluster_agent *a);
 /* One more reference to a session already held (given back with
  * cluster_release), e.g. to remember it after a plan is freed. */

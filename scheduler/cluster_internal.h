@@ -17,6 +17,7 @@
 
 #include "runtime/modelspec.h"
 #include "scheduler/cluster.h"
+#include "scheduler/handoff.h"
 
 /* A per-model cost model of a session. */
 typedef struct cluster_model_cost {
@@ -75,6 +76,7 @@ struct cluster {
   bool stopped;
   cluster_agent **v; /* the current session of each name, live or down */
   int n, cap;
+  handoff handoff; /* under mu */
 };
 
 /* Tells the log callback, if any (printf-style). */

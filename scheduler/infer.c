@@ -237,6 +237,7 @@ grpc_status_code infer_run(const infer_ctx *c, const Edgedi__V1__InferRequest *r
   edgedi__v1__infer_reply__init(&out->msg);
   infer_req r = {.c = c, .t0_ms = inflight_now_ms(), .error_device = -1,
                  .model_name = req->model, .planner_name = req->planner};
+  bool alone = inflight_count(c->inf) == 0; /* for the learned overhead (handoff.h) */
   r.po = plan_default_options();
   grpc_status_code st = check_request(&r, req, &r.po, e);
   if (st != GRPC_STATUS_OK) return st;
@@ -265,6 +266,11 @@ grpc_status_code infer_run(const infer_ctx *c, const Edgedi__V1__InferRequest *r
                               .bytes_moved = r.bytes_moved,
                               .error = st == GRPC_STATUS_OK ? NULL : e->msg};
   store_request_finish(c->st, r.id, &fin, NULL);
+  /* Only what the plan alone explains: no other request shared the agents
+   * (inflight counts this one) and none was lost or replaced. */
+  if (st == GRPC_STATUS_OK && alone && inflight_count(c->inf) <= 1 && r.n_excluded == 0)
+    cluster_note_request(c->cl, r.ip.model->name, r.ip.p.predicted_ms, fin.measured_ms,
+                         plan_round_trips(&r.ip.p));
 
   infer__attempt_clear(&r);
   dispatch_outbox_free(&r.ob);

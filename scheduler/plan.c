@@ -302,3 +302,10 @@ plan_fn plan_find(const char *name) {
 const char *const *plan_names(void) { return names; }
 
 const char *plan_default_name(void) { return names[0]; }
+
+int plan_round_trips(const plan *p) {
+  int n = 0;
+  for (int s = 0; p && s < p->n_segments; s++)
+    n += 1 + plan_fe_trips(p->segments[s].fe_exchanges, p->segments[s].n_parts);
+  return n;
+}

@@ -130,6 +130,10 @@ static inline double plan_trips_ms(const plan_device *d, int fe_exchanges, int n
   return d->rtt_ms + plan_fe_rtt(d) * plan_fe_trips(fe_exchanges, n_parts);
 }
 
+/* Round trips on a priced plan's path: per segment, a job's own and its FE
+ * exchanges' (what plan_trips_ms prices; handoff.h adds to each). */
+int plan_round_trips(const plan *p);
+
 /* Prices `p` (segments and parts filled, numbers not) with the cost model:
  * fills rows in, GFLOP, bytes, predicted times. With o->tables of m's
  * geometry it reads the receptive fields from them (the same rows, to the
