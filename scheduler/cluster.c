@@ -734,11 +734,3 @@ void cluster_note_request(cluster *c, const char *model, double predicted_ms,
   handoff_note(&c->handoff, model, predicted_ms, measured_ms, round_trips);
   pthread_mutex_unlock(&c->mu);
 }
-
-double cluster_handoff_ms(cluster *c, const char *model) {
-  if (!c) return 0;
-  pthread_mutex_lock(&c->mu);
-  double ms = handoff_ms(&c->handoff, model);
-  pthread_mutex_unlock(&c->mu);
-  return ms;
-}

@@ -139,8 +139,6 @@ int cluster_acquire_up(cluster *c, const char *model, cluster_member *out, int m
  * (handoff.h). */
 void cluster_note_request(cluster *c, const char *model, double predicted_ms,
                           double measured_ms, int round_trips);
-/* That overhead now, ms (0: none learned). */
-double cluster_handoff_ms(cluster *c, const char *model);
 void cluster_release(cluster_agent *a);
 /* One more reference to a session already held (given back with
  * cluster_release), e.g. to remember it after a plan is freed. */

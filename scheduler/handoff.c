@@ -32,5 +32,4 @@ void handoff_note(handoff *h, const char *model, double predicted_ms, double mea
   handoff_entry *x = &h->v[i];
   double step = HANDOFF_GAIN * (measured_ms - predicted_ms) / round_trips;
   x->ms = fmin(fmax(x->ms + step, 0.0), HANDOFF_MAX_MS);
-  x->requests++;
 }

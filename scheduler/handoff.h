@@ -27,8 +27,7 @@ enum { HANDOFF_MODELS = 32, HANDOFF_NAME_BYTES = 64 };
 
 typedef struct handoff_entry {
   char model[HANDOFF_NAME_BYTES];
-  double ms;    /* per round trip, added to the priced one */
-  int requests; /* noted so far */
+  double ms; /* per round trip, added to the priced one */
 } handoff_entry;
 
 typedef struct handoff {

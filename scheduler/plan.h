@@ -47,10 +47,9 @@ typedef struct plan_device {
   double fixed_ms;       /* b, per job */
   double bandwidth_mbps; /* its link */
   double rtt_ms;         /* its link's round trip, per job */
-  /* The round trip of one FE exchange (0: rtt_ms). Apart because a job's
-   * transfers, whence rtt_ms is refitted, also take in the waits for its
-   * neighbours' rows, which an exchange repeated at every FE should not
-   * pay again and again: the scheduler sets the probed round trip here. */
+  /* The round trip of one FE exchange (0: rtt_ms). Apart from rtt_ms, which
+   * is refitted from a job's transfers: an FE exchange is a ping through
+   * the scheduler, so it gets the probed round trip (cluster.c). */
   double fe_rtt_ms;
 } plan_device;
 

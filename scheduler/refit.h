@@ -80,11 +80,9 @@
  * data supports it); otherwise the prior bandwidth stays. The round trip is
  * the intercept (what a transfer costs beyond its bytes), at least 0.
  *
- * Transfer estimates also absorb time the scheduler cannot see (a job
- * queued behind a slow device's earlier work shows up as transfer, and
- * grows with the tile), while the session's Ping probe (cluster.h)
- * measures the link itself. So refit_link_bound() keeps a refitted link
- * within REFIT_LINK_MAX_DRIFT of the probe: a link that degrades by more
+ * Transfer estimates are estimates (infer.h), while the session's Ping
+ * probe (cluster.h) measures the link itself. So refit_link_bound() keeps
+ * a refitted link within REFIT_LINK_MAX_DRIFT of the probe: a link that degrades by more
  * than that needs the agent to register again (and be probed again).
  *
  * What may reach the planner: refit_check_device() — every coefficient
