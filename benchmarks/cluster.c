@@ -20,8 +20,9 @@
  *
  * Per point and model: median end-to-end latency (and min, max), the
  * scheduler's predicted makespan, the speedup over the slowest device
- * running the model whole (baseline.h: thread CPU time here / its speed),
- * the bound sum(speeds) / slowest and their ratio; for a compact model
+ * running the model whole (baseline.h: thread CPU time here / its speed;
+ * the mean of measurements just before and just after the point's
+ * requests, finish_rows), the bound sum(speeds) / slowest and their ratio; for a compact model
  * also the speedup over its original model whole on the slowest device
  * (compression x partitioning). The logits of the last reply are checked
  * against the single-device run's.
@@ -242,6 +243,7 @@ typedef struct model_base {
   char name[BENCH_ITEM_BYTES];
   baseline whole;
   double original_cpu_ms; /* compact: its original whole; else 0 */
+  double last_cpu_ms;     /* the latest whole-model measurement (see run_point) */
 } model_base;
 
 static err_code measure_bases(const opts *o, const bench_list *models,
@@ -251,6 +253,7 @@ static err_code measure_bases(const opts *o, const bench_list *models,
     err_code rc =
         baseline_measure(mb[i].name, img, o->baseline_runs, !o->real_cores, &mb[i].whole, e);
     if (rc != ERR_OK) return rc;
+    mb[i].last_cpu_ms = mb[i].whole.cpu_ms;
     if (!bench_is_compact(mb[i].name)) continue;
     char orig[BENCH_ITEM_BYTES];
     snprintf(orig, sizeof orig, "%s", mb[i].name);
@@ -278,6 +281,7 @@ typedef struct row {
   char planner[BENCH_ITEM_BYTES];
   workload_result w;
   double slowest_whole_ms, speedup, bound, speedup_vs_original, rel_diff;
+  double whole_before_ms, whole_after_ms; /* the bracket slowest_whole_ms is the mean of */
   int64_t last_request;
 } row;
 
@@ -290,10 +294,12 @@ static void print_row(const opts *o, const row *r) {
            "\"devices\":%d,\"ratio\":%.2f,\"sum_speed\":%.3f,\"slowest_speed\":%.3f,"
            "\"link_mbps\":%.1f,\"rtt_ms\":%.2f,\"requests\":%d,\"median_ms\":%.2f,"
            "\"min_ms\":%.2f,\"max_ms\":%.2f,\"predicted_ms\":%.2f,\"slowest_whole_ms\":%.2f,"
+           "\"whole_before_ms\":%.2f,\"whole_after_ms\":%.2f,"
            "\"speedup\":%.3f,\"bound\":%.3f,\"ratio_to_bound\":%.3f,",
            p->sweep, r->mb->name, r->planner, p->n, p->ratio, p->sum, p->slowest, p->mbps,
            p->rtt_ms, w->n, w->median_ms, w->min_ms, w->max_ms, w->predicted_ms,
-           r->slowest_whole_ms, r->speedup, r->bound, r->speedup / r->bound);
+           r->slowest_whole_ms, r->whole_before_ms, r->whole_after_ms, r->speedup, r->bound,
+           r->speedup / r->bound);
     if (r->speedup_vs_original > 0)
       printf("\"speedup_vs_original\":%.3f,", r->speedup_vs_original);
     printf("\"bytes_moved\":%llu,\"max_rel_diff\":%.3e,\"exact\":%s,\"real_cores\":%s}\n",
@@ -318,9 +324,43 @@ static void print_header(void) {
          "pred_ms", "slow_ms", "speedup", "bound", "s/b", "vs_orig", "exact");
 }
 
+/* The model's rows of one point, priced against the slowest board running
+ * it whole, measured before and after them: this VM's speed drifts by
+ * several percent over minutes (docs/planners.md), and a baseline taken
+ * once at the start divides every later point by a speed it no longer
+ * has. The mean of the two measurements that bracket the rows' requests
+ * sees the same drift they saw. */
+static err_code finish_rows(const opts *o, model_base *b, row *rows, int n, int *failures,
+                            const Edgedi__V1__Image *img, err *e) {
+  baseline after;
+  err_code rc = baseline_measure(b->name, img, o->baseline_runs, !o->real_cores, &after, e);
+  double before_ms = b->last_cpu_ms, after_ms = rc == ERR_OK ? after.cpu_ms : before_ms;
+  if (rc == ERR_OK) baseline_free(&after);
+  b->last_cpu_ms = after_ms;
+  for (int k = 0; k < n; k++) {
+    row *r = &rows[k];
+    const point *p = r->p;
+    r->whole_before_ms = before_ms / p->slowest;
+    r->whole_after_ms = after_ms / p->slowest;
+    r->slowest_whole_ms = (before_ms + after_ms) / 2 / p->slowest;
+    r->speedup = r->slowest_whole_ms / r->w.median_ms;
+    r->bound = p->sum / p->slowest;
+    if (b->original_cpu_ms > 0)
+      r->speedup_vs_original = b->original_cpu_ms / p->slowest / r->w.median_ms;
+    const Edgedi__V1__InferReply *last = r->w.last;
+    r->rel_diff = last->n_logits == b->whole.n_logits
+                      ? stats_max_rel_diff(last->logits, b->whole.logits, last->n_logits)
+                      : INFINITY;
+    if (r->rel_diff > EXACT_REL_TOLERANCE) (*failures)++;
+    print_row(o, r);
+    workload_free(&r->w);
+  }
+  return rc;
+}
+
 /* A fresh cluster for p, every model and planner asked; rows printed. */
 static err_code run_point(const opts *o, const point *p, int idx, const char *dir,
-                          const model_base *mb, int n_models, const Edgedi__V1__Image *img,
+                          model_base *mb, int n_models, const Edgedi__V1__Image *img,
                           bool gantt_here, int *failures, err *e) {
   char pdir[600], models[1024] = "";
   snprintf(pdir, sizeof pdir, "%s/p%02d-%s-%d", dir, idx, p->sweep, p->n);
@@ -353,6 +393,8 @@ static err_code run_point(const opts *o, const point *p, int idx, const char *di
         rc = localcluster_check_alive(bc.lc, e); /* the timed run below reports it */
       workload_free(&w);
     }
+    row rows[BENCH_MAX_LIST];
+    int n_rows = 0;
     for (int k = 0; k < o->planners.n && rc == ERR_OK; k++) {
       const char *pl = strcmp(o->planners.item[k], "default") == 0 ? "" : o->planners.item[k];
       Edgedi__V1__InferRequest req = EDGEDI__V1__INFER_REQUEST__INIT;
@@ -373,18 +415,12 @@ static err_code run_point(const opts *o, const point *p, int idx, const char *di
       const Edgedi__V1__InferReply *last = r.w.last;
       snprintf(r.planner, sizeof r.planner, "%s", last->planner && last->planner[0]
                                                       ? last->planner : (pl[0] ? pl : "default"));
-      r.slowest_whole_ms = mb[m].whole.cpu_ms / p->slowest;
-      r.speedup = r.slowest_whole_ms / r.w.median_ms;
-      r.bound = p->sum / p->slowest;
-      if (mb[m].original_cpu_ms > 0)
-        r.speedup_vs_original = mb[m].original_cpu_ms / p->slowest / r.w.median_ms;
-      r.rel_diff = last->n_logits == mb[m].whole.n_logits
-                       ? stats_max_rel_diff(last->logits, mb[m].whole.logits, last->n_logits)
-                       : INFINITY;
-      if (r.rel_diff > EXACT_REL_TOLERANCE) (*failures)++;
       if (gantt_here && m == 0 && k == 0) gantt_request = (int64_t)last->request_id;
-      print_row(o, &r);
-      workload_free(&r.w);
+      rows[n_rows++] = r;
+    }
+    if (n_rows > 0) {
+      err_code frc = finish_rows(o, &mb[m], rows, n_rows, failures, img, e);
+      if (rc == ERR_OK) rc = frc;
     }
   }
   benchcluster_stop(&bc);

@@ -15,6 +15,7 @@
 #include <time.h>
 
 #include "runtime/preprocess.h"
+#include "runtime/rowcodec.h"
 #include "runtime/stats.h"
 #include "runtime/tile_internal.h"
 
@@ -325,7 +326,7 @@ static err_code deposit(tile_job *job, const tile_block *b, err *pe) {
          (size_t)rows_count(r) * row_floats * sizeof(float));
   memset(job->have + (r.lo - job->in.lo), 1, (size_t)rows_count(r));
   job->n_have += rows_count(r);
-  if (!b->own) job->bytes_in += (uint64_t)rows_count(r) * row_floats * sizeof(float);
+  if (!b->own) job->bytes_in += b->wire_bytes; /* what the link carried */
   return ERR_OK;
 }
 
@@ -595,20 +596,23 @@ static err_code handle_rows(tile_engine *t, const Edgedi__V1__RowsData *rd,
       (uint64_t)rd->width * rd->channels > (uint64_t)tm->max_row_floats)
     return tile_fail(t, id, next, ERR_RANGE,
                      "rows data of a shape no tensor of the model has", out, e);
-  size_t bytes = (size_t)rd->rows * rd->width * rd->channels * sizeof(float);
-  if (rd->data.len != bytes) {
-    err_set(&pe, ERR_SHAPE, "rows data of %zu bytes for %u rows of %u x %u floats",
-            rd->data.len, rd->rows, rd->width, rd->channels);
-    return tile_fail(t, id, next, pe.code, pe.msg, out, e);
+  size_t n = (size_t)rd->rows * rd->width * rd->channels;
+  if (rowcodec_check((int)rd->encoding, rd->data.data, rd->data.len, n, &pe) != ERR_OK) {
+    err prefixed = {0};
+    err_set(&prefixed, pe.code, "rows data for %u rows of %u x %u floats: %s", rd->rows,
+            rd->width, rd->channels, pe.msg);
+    return tile_fail(t, id, next, prefixed.code, prefixed.msg, out, e);
   }
   tile_block b = {.segment = rd->segment,
                   .rows = {(int)rd->row_lo, (int)(rd->row_lo + rd->rows)},
                   .width = (int)rd->width,
-                  .channels = (int)rd->channels};
-  b.data = malloc(bytes);
+                  .channels = (int)rd->channels,
+                  .wire_bytes = rd->data.len};
+  b.data = malloc(n * sizeof(float));
   if (!b.data) return tile_fail(t, id, next, ERR_NOMEM, "tile: out of memory for rows", out, e);
-  memcpy(b.data, rd->data.data, bytes);
-  err_code rc = tile_deliver(t, r, &b, &pe);
+  err_code rc = rowcodec_unpack((int)rd->encoding, rd->data.data, rd->data.len, b.data, n, &pe);
+  if (rc == ERR_OK) rc = tile_deliver(t, r, &b, &pe);
+  else free(b.data);
   if (rc != ERR_OK) return tile_fail(t, id, next, rc, pe.msg, out, e);
   return ERR_OK;
 }

@@ -38,6 +38,7 @@ typedef struct tile_block {
   model_rows rows;
   int width, channels;
   float *data;
+  size_t wire_bytes; /* as they crossed the link (rowcodec.h); 0 for own rows */
 } tile_block;
 
 typedef struct tile_export {

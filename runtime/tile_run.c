@@ -15,6 +15,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "runtime/rowcodec.h"
 #include "runtime/tile_internal.h"
 
 /* Output rows travel as little-endian float32, sent straight from the
@@ -133,9 +134,22 @@ static void stretch_end(const tile_engine *t, double wall0, double cpu0, tile_jo
   job->cpu_ms += cpu;
 }
 
-static err_code send_rows(tile_job *job, uint64_t id, int dest, model_rows rows,
-                          const float *output, tile_outbox *out, err *e) {
+/* Sends rows [rows.lo, rows.hi) of the job's output, zero-masked when that
+ * is smaller (rowcodec.h). Packing is the device's work: stretched like a
+ * burst, so a slower board packs slower. */
+static err_code send_rows(const tile_engine *t, tile_job *job, uint64_t id, int dest,
+                          model_rows rows, const float *output, tile_outbox *out, err *e) {
   size_t row_floats = (size_t)job->out_w * (size_t)job->out_c;
+  const float *src = output + (size_t)(rows.lo - job->out.lo) * row_floats;
+  size_t n = (size_t)(rows.hi - rows.lo) * row_floats;
+  double wall0 = tile_now_ms(), cpu0 = tile_cpu_ms();
+  uint8_t *packed = NULL;
+  size_t packed_len = rowcodec_mask_size(src, n);
+  if (packed_len < n * sizeof(float)) {
+    packed = malloc(packed_len);
+    if (packed) rowcodec_mask_pack(src, n, packed); /* no memory: sent raw */
+  }
+  stretch_end(t, wall0, cpu0, job);
   Edgedi__V1__RowsData rd = EDGEDI__V1__ROWS_DATA__INIT;
   rd.request_id = id;
   rd.segment = job->segment;
@@ -144,13 +158,21 @@ static err_code send_rows(tile_job *job, uint64_t id, int dest, model_rows rows,
   rd.rows = (uint32_t)(rows.hi - rows.lo);
   rd.width = (uint32_t)job->out_w;
   rd.channels = (uint32_t)job->out_c;
-  rd.data.data = (uint8_t *)(output + (size_t)(rows.lo - job->out.lo) * row_floats);
-  rd.data.len = (size_t)(rows.hi - rows.lo) * row_floats * sizeof(float);
+  if (packed) {
+    rd.encoding = EDGEDI__V1__ROWS_ENCODING__ROWS_ZERO_MASK;
+    rd.data.data = packed;
+    rd.data.len = packed_len;
+  } else {
+    rd.data.data = (uint8_t *)src;
+    rd.data.len = n * sizeof(float);
+  }
   Edgedi__V1__ExecuteOut o = EDGEDI__V1__EXECUTE_OUT__INIT;
   o.msg_case = EDGEDI__V1__EXECUTE_OUT__MSG_ROWS;
   o.rows = &rd;
   job->bytes_out += rd.data.len;
-  return tile_push(out, &o, e);
+  err_code rc = tile_push(out, &o, e);
+  free(packed);
+  return rc;
 }
 
 static err_code send_fe_sums(const tile_job *job, uint64_t id, const xexec_fe_sums *fe,
@@ -228,12 +250,12 @@ static err_code finish_job(tile_engine *t, tile_request *r, tile_job *job,
                            tile_outbox *out, err *e) {
   const float *output = xexec_strip_output(job->slot->strip);
   for (int i = 0; i < job->n_exports; i++) {
-    err_code rc = send_rows(job, r->id, job->exports[i].dest, job->exports[i].rows,
+    err_code rc = send_rows(t, job, r->id, job->exports[i].dest, job->exports[i].rows,
                             output, out, e);
     if (rc != ERR_OK) return rc;
   }
   if (job->send_output) {
-    err_code rc = send_rows(job, r->id, -1, job->out, output, out, e);
+    err_code rc = send_rows(t, job, r->id, -1, job->out, output, out, e);
     if (rc != ERR_OK) return rc;
   }
   if (job->keep_output) {

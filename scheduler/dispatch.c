@@ -19,6 +19,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "runtime/rowcodec.h"
+
 /* Rows one device sends another between segments `segment` and + 1. */
 typedef struct dispatch_relay {
   uint32_t segment;
@@ -71,6 +73,8 @@ struct dispatch {
   uint32_t status;
   char message[ERR_MSG_BYTES];
   uint64_t bytes_image, bytes_relayed, bytes_output, bytes_gather_all;
+  uint64_t floats_relayed, floats_output; /* the same rows as raw floats */
+  dispatch_wire *wire; /* per segment: its output rows as floats and as sent */
   dispatch_device devices[PLAN_MAX_DEVICES];
 };
 
@@ -181,6 +185,7 @@ void dispatch_destroy(dispatch *d) {
   free(d->packed);
   free(d->jobs);
   free(d->segs);
+  free(d->wire);
   free(d->relays);
   for (int i = 0; i < d->n_fes; i++) {
     free(d->fes[i].sums);
@@ -403,6 +408,7 @@ err_code dispatch_create(const model *m, const char *digest, const plan *p,
   d->state = DISPATCH_RUNNING;
   d->status = GRPC_STATUS_OK;
   d->segs = malloc((size_t)p->n_segments * sizeof *d->segs);
+  d->wire = calloc((size_t)p->n_segments, sizeof *d->wire);
   int max_jobs = 0, max_relays = 0;
   for (int si = 0; si < p->n_segments; si++) {
     max_jobs += p->segments[si].n_parts;
@@ -415,7 +421,7 @@ err_code dispatch_create(const model *m, const char *digest, const plan *p,
   size_t last_elems = model_shape_elems(d->last);
   d->gathered = malloc(last_elems * sizeof *d->gathered);
   d->got_row = calloc((size_t)d->last.h, sizeof *d->got_row);
-  if (!d->segs || !d->packed || !d->jobs || !d->relays || !d->gathered || !d->got_row) {
+  if (!d->segs || !d->wire || !d->packed || !d->jobs || !d->relays || !d->gathered || !d->got_row) {
     dispatch_destroy(d);
     return err_set(e, ERR_NOMEM, "dispatch: out of memory");
   }
@@ -522,12 +528,18 @@ static dispatch_state on_rows(dispatch *d, int from, const Edgedi__V1__RowsData 
     return agent_bug(d, out, "device %d sent rows [%u, +%u) of segment %u; its strip is [%d, %d)",
                      from, rd->row_lo, rd->rows, rd->segment, pt->out.lo, pt->out.hi);
   model_rows r = {(int)rd->row_lo, (int)(rd->row_lo + rd->rows)};
-  size_t len = (size_t)rows_count(r) * (size_t)os.w * (size_t)os.c * sizeof(float);
-  if (rd->width != (uint32_t)os.w || rd->channels != (uint32_t)os.c || rd->data.len != len)
-    return agent_bug(d, out,
-                     "device %d sent rows of segment %u as %u x %u with %zu bytes; the "
-                     "tensor is %d x %d",
-                     from, rd->segment, rd->width, rd->channels, rd->data.len, os.w, os.c);
+  size_t n = (size_t)rows_count(r) * (size_t)os.w * (size_t)os.c;
+  if (rd->width != (uint32_t)os.w || rd->channels != (uint32_t)os.c)
+    return agent_bug(d, out, "device %d sent rows of segment %u as %u x %u; the tensor is "
+                     "%d x %d",
+                     from, rd->segment, rd->width, rd->channels, os.w, os.c);
+  err ce = {0};
+  if (rowcodec_check((int)rd->encoding, rd->data.data, rd->data.len, n, &ce) != ERR_OK)
+    return agent_bug(d, out, "device %d sent rows of segment %u: %s", from, rd->segment,
+                     ce.msg);
+  size_t len = rd->data.len; /* as it crosses the links */
+  d->wire[rd->segment].raw += n * sizeof(float);
+  d->wire[rd->segment].sent += len;
   if (rd->dest >= 0) {
     dispatch_relay *rel = NULL;
     for (int i = 0; i < d->n_relays && !rel; i++) {
@@ -549,6 +561,7 @@ static dispatch_state on_rows(dispatch *d, int from, const Edgedi__V1__RowsData 
       return d->state;
     }
     d->bytes_relayed += len;
+    d->floats_relayed += n * sizeof(float);
     d->devices[from].bytes_out += len;
     d->devices[rel->dest].bytes_in += len;
     return d->state;
@@ -560,10 +573,13 @@ static dispatch_state on_rows(dispatch *d, int from, const Edgedi__V1__RowsData 
   for (int y = r.lo; y < r.hi; y++)
     if (d->got_row[y]) return agent_bug(d, out, "device %d sent output row %d twice", from, y);
   size_t row_floats = (size_t)os.w * (size_t)os.c;
-  memcpy(d->gathered + (size_t)r.lo * row_floats, rd->data.data, len);
+  if (rowcodec_unpack((int)rd->encoding, rd->data.data, len,
+                      d->gathered + (size_t)r.lo * row_floats, n, &ce) != ERR_OK)
+    return agent_bug(d, out, "device %d sent output rows: %s", from, ce.msg); /* checked above */
   memset(d->got_row + r.lo, 1, (size_t)rows_count(r));
   d->n_got_rows += rows_count(r);
   d->bytes_output += len;
+  d->floats_output += n * sizeof(float);
   d->devices[from].bytes_out += len;
   if (d->n_got_rows == d->last.h) run_head(d, out);
   return d->state;
@@ -705,8 +721,11 @@ void dispatch_get_result(const dispatch *d, dispatch_result *r) {
   r->bytes_output = d->bytes_output;
   r->bytes_moved = d->bytes_image + 2 * d->bytes_relayed + d->bytes_output;
   r->bytes_gather_all = d->bytes_gather_all;
+  r->bytes_moved_raw = d->bytes_image + 2 * d->floats_relayed + d->floats_output;
   r->n_devices = d->n_devices;
   r->devices = d->devices;
+  r->n_segments = d->n_segments;
+  r->wire = d->wire;
 }
 
 bool dispatch_request_of(const Edgedi__V1__ExecuteOut *msg, uint64_t *request_id) {

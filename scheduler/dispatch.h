@@ -28,9 +28,12 @@
  * job reads, as sent (uint8 or float); the rows a device of the next
  * segment needs from another device's strip (its halo, or rows that change
  * owner), relayed, so they cross two links; the last segment's output, once.
- * Each device keeps its own strip for its next job (keep_output). The
- * result counts these bytes (payloads, as plan_evaluate() prices them) and
- * what gathering and re-scattering whole maps at every segment would move.
+ * Each device keeps its own strip for its next job (keep_output). Rows
+ * travel zero-masked where that is smaller (runtime/rowcodec.h): relayed
+ * as they came, unpacked when gathered. The result counts these bytes as
+ * sent, and as raw floats (as plan_evaluate() prices them without wire
+ * densities), and what gathering and re-scattering whole maps at every
+ * segment would move.
  *
  * Threads: none inside; the caller serializes calls on one dispatch, and on
  * all dispatches that share a head executor (the head runs inside
@@ -86,6 +89,12 @@ typedef struct dispatch_device {
   double busy_until_ms; /* its last TileResult, from dispatch_start() */
 } dispatch_device;
 
+/* One segment's output rows that agents sent (relayed and gathered): as
+ * floats and as they crossed the links (runtime/rowcodec.h). */
+typedef struct dispatch_wire {
+  uint64_t raw, sent;
+} dispatch_wire;
+
 typedef struct dispatch_result {
   dispatch_state state;
   uint32_t status;     /* a grpc_status_code: OK unless FAILED */
@@ -98,9 +107,12 @@ typedef struct dispatch_result {
   uint64_t bytes_relayed; /* rows relayed between devices (each crosses two links) */
   uint64_t bytes_output;  /* last segment's output gathered */
   uint64_t bytes_moved;   /* image + 2 * relayed + output */
+  uint64_t bytes_moved_raw; /* the same with every row as raw floats */
   uint64_t bytes_gather_all; /* what gathering whole maps at every segment would move */
   int n_devices;
   const dispatch_device *devices;
+  int n_segments;
+  const dispatch_wire *wire; /* per segment of the plan */
 } dispatch_result;
 
 /* Builds one request: `m` the finalized fused model (it and `head` outlive

@@ -202,6 +202,14 @@ static void remember_plan(const infer_req *r) {
                        r->ip.n_members, &r->ip.p);
 }
 
+/* How light each segment's rows travelled, for the next plans
+ * (wire_density.h). */
+static void note_wire(infer_req *r, const dispatch_result *res) {
+  for (int s = 0; s < res->n_segments && s < r->ip.p.n_segments; s++)
+    models_note_wire(r->ip.model, r->ip.p.segments[s].end - 1, res->wire[s].raw,
+                     res->wire[s].sent);
+}
+
 /* Attempts until one is done, one fails for good, no agent is left or
  * INFER_MAX_ATTEMPTS were made. */
 static grpc_status_code execute(infer_req *r, infer_reply *out, err *e) {
@@ -215,6 +223,7 @@ static grpc_status_code execute(infer_req *r, infer_reply *out, err *e) {
       st = GRPC_STATUS_RESOURCE_EXHAUSTED;
     record_tiles(r);
     refit_agents(r);
+    note_wire(r, &res);
     if (st == GRPC_STATUS_OK) remember_plan(r);
     if (st == GRPC_STATUS_OK || r->end == INFER_END_NONE) return st;
     exclude(r);

@@ -210,8 +210,15 @@ grpc_status_code infer_make_plan_excluding(const infer_ctx *c, const char *model
   /* The model's tables, built once at load: planning every request stays
    * well under a millisecond. */
   if (!po.tables) po.tables = out->model->tables;
+  /* Today's densities, copied: requests refine them while others plan. */
+  double *density = NULL;
+  if (!po.wire_density) {
+    density = malloc((size_t)out->model->m->n_layers * sizeof *density);
+    if (density && models_wire_density(out->model, density)) po.wire_density = density;
+  }
   err_code rc = fn(out->model->m, devs, out->n_members, &po, &out->p, e);
   if (rc != ERR_OK) {
+    free(density);
     err_wrap(e, "planning '%s' with %s", model_name, pn);
     infer_plan_free(out);
     return rpc_status_from_err(rc);
@@ -219,6 +226,7 @@ grpc_status_code infer_make_plan_excluding(const infer_ctx *c, const char *model
   if (c->recall)
     plan_recall_offer(c->recall, out->model->digest, out->planner, out->model->m, devs, sessions,
                       out->n_members, &po, &out->p);
+  free(density);
   out->plan_id = plan_id(out);
   return GRPC_STATUS_OK;
 }

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "scheduler/layer_cost.h"
+#include "scheduler/wire_density.h"
 
 enum { MODELS_INITIAL_CAP = 8 };
 
@@ -46,6 +47,8 @@ static void entry_free(models_entry *en) {
   model_destroy(en->m);
   if (en->spec) protobuf_c_message_free_unpacked(&en->spec->base, NULL);
   pthread_mutex_destroy(&en->head_mu);
+  pthread_mutex_destroy(&en->wire_mu);
+  free(en->wire_density);
   free(en);
 }
 
@@ -123,6 +126,7 @@ static err_code build_entry(models *ms, const Edgedi__V1__ModelSpec *spec,
   models_entry *en = calloc(1, sizeof *en);
   if (!en) return err_set(e, ERR_NOMEM, "models: out of memory");
   pthread_mutex_init(&en->head_mu, NULL);
+  pthread_mutex_init(&en->wire_mu, NULL);
   snprintf(en->name, sizeof en->name, "%s", name);
   err_code rc = modelspec_build(spec, &en->m, en->digest, e);
   if (rc != ERR_OK) {
@@ -162,6 +166,15 @@ static err_code build_entry(models *ms, const Edgedi__V1__ModelSpec *spec,
   err ignored = {0};
   if (plan_prepare_weighted(en->m, cost, &en->tables, &ignored) != ERR_OK) en->tables = NULL;
   free(cost);
+  /* The prior of how light each cut's rows travel; without it the
+   * planner prices raw floats (wire_density.h). */
+  if (en->tables) {
+    en->wire_density = malloc((size_t)en->m->n_layers * sizeof *en->wire_density);
+    if (en->wire_density && wire_density_measure(en->head, en->wire_density, &ignored) != ERR_OK) {
+      free(en->wire_density);
+      en->wire_density = NULL;
+    }
+  }
   en->gflop = model_flops(en->m) / 1e9;
   en->params = model_param_count(en->m);
   en->layers = en->m->n_layers;
@@ -296,4 +309,21 @@ err_code models_restore(models *ms, int *restored, int *skipped, err *problem,
   }
   store_free(rows);
   return ERR_OK;
+}
+
+/* The densities change after load, under their own lock (as the head's). */
+bool models_wire_density(const models_entry *en, double *out) {
+  if (!en) return false;
+  pthread_mutex_lock((pthread_mutex_t *)&en->wire_mu);
+  bool have = en->wire_density != NULL;
+  if (have) memcpy(out, en->wire_density, (size_t)en->m->n_layers * sizeof *out);
+  pthread_mutex_unlock((pthread_mutex_t *)&en->wire_mu);
+  return have;
+}
+
+void models_note_wire(const models_entry *en, int layer, uint64_t raw, uint64_t sent) {
+  if (!en || layer < 0 || layer >= en->m->n_layers) return;
+  pthread_mutex_lock((pthread_mutex_t *)&en->wire_mu);
+  if (en->wire_density) wire_density_note(&en->wire_density[layer], raw, sent);
+  pthread_mutex_unlock((pthread_mutex_t *)&en->wire_mu);
 }

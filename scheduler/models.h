@@ -54,6 +54,8 @@ typedef struct models_entry {
   plan_tables *tables;          /* planning tables of m, or NULL */
   pthread_mutex_t head_mu;      /* guards head */
   xexec *head;
+  pthread_mutex_t wire_mu;      /* guards wire_density */
+  double *wire_density;         /* per layer (wire_density.h), or NULL */
 } models_entry;
 
 typedef struct models models;
@@ -66,6 +68,13 @@ typedef struct models models;
 err_code models_create(store *st, int head_threads, bool measure_layer_costs, models **out,
                        err *e);
 void models_destroy(models *ms);
+
+/* The model's wire densities (wire_density.h) into out[0 .. layers):
+ * false, and out untouched, when it has none. */
+bool models_wire_density(const models_entry *en, double *out);
+/* What a request saw layer `layer`'s output rows take: raw bytes as
+ * floats, sent as they crossed the links. */
+void models_note_wire(const models_entry *en, int layer, uint64_t raw, uint64_t sent);
 
 /* Rebuilds every model the database holds. A model that no longer builds,
  * or builds to another digest than the one stored (the zoo changed), is

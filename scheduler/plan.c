@@ -52,7 +52,7 @@ static uint64_t row_bytes(const model *m, int l, const plan_options *o) {
   model_shape s = model_tensor_shape(m, l);
   if (l == MODEL_INPUT)
     return (uint64_t)s.w * o->input_channels * o->input_bytes_per_pixel;
-  return (uint64_t)s.w * s.c * sizeof(float);
+  return plan_out_row_bytes(o, l, s.w * s.c);
 }
 
 static int count_fe(const model *m, int first, int end) {
@@ -196,6 +196,11 @@ err_code plan_check_inputs(const model *m, const plan_device *devs, int n_devs,
                    "plan: the image as sent has %d bytes per sample and %d "
                    "channels",
                    o->input_bytes_per_pixel, o->input_channels);
+  if (o->wire_density)
+    for (int l = 0; l < m->n_layers; l++)
+      if (!(o->wire_density[l] >= PLAN_MIN_WIRE_DENSITY && o->wire_density[l] <= 1.0))
+        return err_set(e, ERR_INVALID, "plan: wire density %g of layer %d is not in [%g, 1]",
+                       o->wire_density[l], l, PLAN_MIN_WIRE_DENSITY);
   if (n_devs < 1) return err_set(e, ERR_UNAVAILABLE, "plan: no device is up");
   if (n_devs > PLAN_MAX_DEVICES)
     return err_set(e, ERR_INVALID, "plan: %d devices, at most %d", n_devs,

@@ -91,7 +91,14 @@ typedef struct plan_options {
   /* plan_prepare() of the model being planned (or of any model with the
    * same geometry), or NULL: the planner then builds them for the call. */
   const plan_tables *tables;
+  /* Bytes on the wire per byte of each layer's output, by layer index
+   * (rows travel zero-masked, runtime/rowcodec.h, so a ReLU's output moves
+   * about half its floats' bytes), each in [PLAN_MIN_WIRE_DENSITY, 1]; NULL:
+   * 1 each (raw floats). The graph input travels as the image is sent. */
+  const double *wire_density;
 } plan_options;
+
+#define PLAN_MIN_WIRE_DENSITY (1.0 / 32) /* the zero mask alone */
 
 plan_options plan_default_options(void);
 

@@ -20,6 +20,7 @@
 #ifndef EDGEDI_PLAN_INTERNAL_H
 #define EDGEDI_PLAN_INTERNAL_H
 
+#include <math.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -150,9 +151,18 @@ void plan_ctx_init(plan_ctx *c, const model *m, const plan_tables *t,
 err_code plan_ctx_begin(plan_ctx *c, const model *m, const plan_device *devs, int n_devs,
                         const plan_options *o, plan_tables **owned, err *e);
 
+/* Bytes one row of layer `layer`'s output (row_floats floats) takes on the
+ * wire (plan_options.wire_density); an integer, as plan_evaluate counts. */
+static inline uint64_t plan_out_row_bytes(const plan_options *o, int layer, int row_floats) {
+  uint64_t raw = (uint64_t)row_floats * sizeof(float);
+  if (!o->wire_density) return raw;
+  return (uint64_t)llround((double)raw * o->wire_density[layer]);
+}
+
 /* Bytes of one row of the tensor at cut k, as plan_evaluate counts them. */
 static inline double plan_row_bytes(const plan_ctx *c, int k) {
-  return k == 0 ? c->image_row_bytes : 4.0 * c->t->row_floats[k];
+  return k == 0 ? c->image_row_bytes
+                : (double)plan_out_row_bytes(c->o, c->t->cut[k] - 1, c->t->row_floats[k]);
 }
 
 static inline int plan_fe_count(const plan_tables *t, int i, int j) {

@@ -404,8 +404,8 @@ double plan_draft_time_exact(const plan_ctx *c, const plan_dseg *segs, int n) {
     const int32_t *hi_map = t->hi_map + t->map_off[s->j];
     uint64_t in_row = s->i == 0 ? (uint64_t)m->input.w * c->o->input_channels *
                                       c->o->input_bytes_per_pixel
-                                : (uint64_t)t->row_floats[s->i] * sizeof(float);
-    uint64_t out_row = (uint64_t)t->row_floats[s->j] * sizeof(float);
+                                : plan_out_row_bytes(c->o, first - 1, t->row_floats[s->i]);
+    uint64_t out_row = plan_out_row_bytes(c->o, end - 1, t->row_floats[s->j]);
     int fe = plan_fe_count(t, s->i, s->j);
     double seg = 0;
     for (int k = 0; k < s->n; k++) {

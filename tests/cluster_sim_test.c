@@ -497,6 +497,11 @@ static void test_bad_rows_and_scales(void **state) {
   BAD_ROWS(rd.data.len = row_bytes - 3, rd.data.len = row_bytes, GRPC_STATUS_INVALID_ARGUMENT,
            "bytes");
   BAD_ROWS(rd.rows = 0, rd.rows = 1, GRPC_STATUS_OUT_OF_RANGE, "shape");
+  /* Zero-masked rows (runtime/rowcodec.h) whose mask marks none of the
+   * floats they carry, and an encoding nobody knows. */
+  BAD_ROWS(rd.encoding = EDGEDI__V1__ROWS_ENCODING__ROWS_ZERO_MASK, rd.encoding = 0,
+           GRPC_STATUS_INVALID_ARGUMENT, "carry");
+  BAD_ROWS(rd.encoding = 7, rd.encoding = 0, GRPC_STATUS_INVALID_ARGUMENT, "encoding");
   /* Twice the same row. */
   BAD_ROWS(cs_expect_quiet(t, &in), (void)0, GRPC_STATUS_INVALID_ARGUMENT, "twice");
   /* A scale for a job that is not paused, one for an unknown request. */
