@@ -11,9 +11,10 @@
  *
  * The capacity bound: one request is work the whole model costs, so the
  * devices together serve at most sum(speed_i) / (cpu_ms of the model whole
- * on one thread here) requests per ms; partitioning only adds to the work
- * (halo rows, transfers), so the ratio rps / capacity says how much of the
- * devices' time goes to useful work.
+ * on one thread here, measured before and after each phase and averaged)
+ * requests per ms; partitioning only adds to the work (halo rows,
+ * transfers), so the ratio rps / capacity says how much of the devices'
+ * time goes to useful work.
  *
  * Agent memory: for each model of --rss-models, a cluster that serves only
  * it answers --rss-requests requests, then the peak resident set (VmHWM)
@@ -312,6 +313,7 @@ int main(int argc, char **argv) {
   if (status == 0 && !o.json)
     printf("%7s %8s %9s %9s %10s %10s %9s %10s %14s %8s\n", "clients", "requests", "wall_s",
            "req/s", "p50_ms", "p99_ms", "busy", "(min..max)", "capacity_rps", "ratio");
+  double before_ms = base.cpu_ms;
   for (int i = 0; status == 0 && i < o.n_clients; i++) {
     phase ph;
     if (run_phase(&bc, &req, o.clients[i], o.per_client, o.n_speeds, &ph, &e) != ERR_OK) {
@@ -319,6 +321,18 @@ int main(int argc, char **argv) {
       status = 1;
       break;
     }
+    /* The capacity of each phase from the model's whole-run CPU measured
+     * just before and just after it: this VM's speed drifts over minutes,
+     * and a process's by where its memory landed (cli/baseline.h). */
+    baseline after;
+    double after_ms = before_ms;
+    if (baseline_measure(o.model, &img, BASELINE_RUNS, true, &after, &e) == ERR_OK) {
+      after_ms = after.cpu_ms;
+      baseline_free(&after);
+    }
+    capacity_rps = sum_speed / ((before_ms + after_ms) / 2) * 1e3;
+    double model_cpu_ms = (before_ms + after_ms) / 2;
+    before_ms = after_ms;
     if (o.json) {
       printf("{\"bench\":\"throughput\",\"model\":\"%s\",\"clients\":%d,\"requests\":%d,"
              "\"wall_s\":%.3f,\"rps\":%.3f,\"p50_ms\":%.2f,\"p99_ms\":%.2f,\"busy_mean\":%.3f,"
@@ -326,7 +340,7 @@ int main(int argc, char **argv) {
              "\"sum_speed\":%.3f,\"model_cpu_ms\":%.3f}\n",
              o.model, ph.clients, ph.requests, ph.wall_ms / 1e3, ph.rps, ph.p50_ms, ph.p99_ms,
              ph.busy_mean, ph.busy_min, ph.busy_max, capacity_rps, ph.rps / capacity_rps,
-             sum_speed, base.cpu_ms);
+             sum_speed, model_cpu_ms);
     } else {
       char spread[32];
       snprintf(spread, sizeof spread, "(%.2f..%.2f)", ph.busy_min, ph.busy_max);
