@@ -71,6 +71,7 @@ typedef struct tile_job {
   int fe_channels;
   double t_arrive_ms, t_pause_ms;
   double queued_ms; /* its message waited for the engine this long */
+  bool fresh_strip; /* its strip was made for it, not taken from the cache */
   double wait_ms, compute_ms, cpu_ms, gflop;
   uint64_t bytes_in, bytes_out;
 } tile_job;

@@ -48,7 +48,7 @@ static void slots_trim(tile_engine *t) {
 }
 
 static tile_slot *slot_acquire(tile_engine *t, const tile_model *tm,
-                               const tile_job *job, err *pe) {
+                               tile_job *job, err *pe) {
   for (int i = 0; i < t->n_slots; i++) {
     tile_slot *s = t->slots[i];
     if (!s->busy && s->model == tm && s->first == job->first && s->end == job->end &&
@@ -79,6 +79,7 @@ static tile_slot *slot_acquire(tile_engine *t, const tile_model *tm,
   s->bytes = xexec_strip_bytes(s->strip);
   t->slots[t->n_slots++] = s;
   t->stats.strips_created++;
+  job->fresh_strip = true;
   return s;
 }
 
@@ -235,6 +236,7 @@ static err_code send_result(const tile_job *job, uint64_t id, tile_outbox *out, 
   tr.cpu_ms = job->cpu_ms;
   tr.wait_ms = job->wait_ms;
   tr.queued_ms = job->queued_ms;
+  tr.fresh_strip = job->fresh_strip;
   tr.gflop = job->gflop;
   tr.bytes_in = job->bytes_in;
   tr.bytes_out = job->bytes_out;

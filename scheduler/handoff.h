@@ -15,7 +15,9 @@
  * and FE round trips when it hands devices to the planner (cluster.h), so
  * a plan's price grows by ms * plan_round_trips and a plan with fewer
  * exchanges gains. A request sharing the cluster with others waits for
- * them, which is not an exchange's cost: callers note only lone requests.
+ * them, and one whose agents prepared a strip pays for that
+ * (TileResult.fresh_strip); neither is an exchange's cost: callers note
+ * only lone requests that ran on prepared strips.
  *
  * Plain data; the caller locks. */
 #ifndef EDGEDI_SCHEDULER_HANDOFF_H

@@ -192,9 +192,31 @@ static grpc_status_code replan(infer_req *r, err *e) {
   return GRPC_STATUS_OK;
 }
 
-/* A plan that ran to the end has its strips prepared on its agents. */
-static void remember_plan(const infer_req *r) {
+/* Whether an agent made a strip for this attempt rather than finding it
+ * cached: the attempt then paid for preparing it (a first run costs
+ * about twice a later one), which is neither the plan's price nor an
+ * exchange's cost. */
+static bool ran_fresh_strips(const infer_req *r) {
+  for (int i = 0; i < r->n_tiles; i++)
+    if (r->tiles[i].reported && r->tiles[i].r.fresh_strip) return true;
+  return false;
+}
+
+/* A plan that ran to the end has its strips prepared on its agents. A
+ * plan that ran alone is remembered only when it took within
+ * INFER_REMEMBER_TOLERANCE of its prediction: a model's first requests are
+ * planned from the boot profiles, before any refit or learned overhead per
+ * round trip, and the recall's gain then kept such a plan for good after
+ * the cost models had moved on (vgg16: a 12-segment plan re-priced at
+ * 2110 ms where a fresh one would have cost at most 2065, docs/planners.md).
+ * A plan's first run, preparing its strips, often misses too: the plan is
+ * then remembered the next time it is chosen, prepared and on time. */
+static void remember_plan(const infer_req *r, double measured_ms) {
   if (!r->c->recall) return;
+  double predicted = r->ip.p.predicted_ms;
+  if (r->alone && inflight_count(r->c->inf) <= 1 && r->attempt == 0 && r->n_excluded == 0 &&
+      !(fabs(measured_ms - predicted) <= INFER_REMEMBER_TOLERANCE * predicted))
+    return;
   plan_device devs[PLAN_MAX_DEVICES];
   uint64_t sessions[PLAN_MAX_DEVICES];
   infer_plan_devices(&r->ip, devs, sessions);
@@ -215,6 +237,7 @@ static void note_wire(infer_req *r, const dispatch_result *res) {
 static grpc_status_code execute(infer_req *r, infer_reply *out, err *e) {
   for (;;) {
     grpc_status_code st = infer__attempt(r, e);
+    double measured_ms = inflight_now_ms() - r->t0_ms;
     dispatch_result res;
     dispatch_get_result(r->d, &res);
     if (r->d) r->bytes_moved += res.bytes_moved;
@@ -224,7 +247,7 @@ static grpc_status_code execute(infer_req *r, infer_reply *out, err *e) {
     record_tiles(r);
     refit_agents(r);
     note_wire(r, &res);
-    if (st == GRPC_STATUS_OK) remember_plan(r);
+    if (st == GRPC_STATUS_OK) remember_plan(r, measured_ms);
     if (st == GRPC_STATUS_OK || r->end == INFER_END_NONE) return st;
     exclude(r);
     if (r->attempt + 1 >= INFER_MAX_ATTEMPTS) {
@@ -246,13 +269,15 @@ grpc_status_code infer_run(const infer_ctx *c, const Edgedi__V1__InferRequest *r
   edgedi__v1__infer_reply__init(&out->msg);
   infer_req r = {.c = c, .t0_ms = inflight_now_ms(), .error_device = -1,
                  .model_name = req->model, .planner_name = req->planner};
-  bool alone = inflight_count(c->inf) == 0; /* for the learned overhead (handoff.h) */
+  /* For the learned overhead (handoff.h) and remembered plans. */
+  bool alone = inflight_count(c->inf) == 0;
   r.po = plan_default_options();
   grpc_status_code st = check_request(&r, req, &r.po, e);
   if (st != GRPC_STATUS_OK) return st;
   st = infer_make_plan(c, req->model, req->planner, &r.po, &r.ip, e);
   if (st != GRPC_STATUS_OK) return st;
   infer_plan_hold(&r.ip);
+  r.alone = alone;
 
   char devices[PLAN_MAX_DEVICES * PLAN_NAME_BYTES];
   device_list(&r.ip, devices, sizeof devices);
@@ -276,8 +301,10 @@ grpc_status_code infer_run(const infer_ctx *c, const Edgedi__V1__InferRequest *r
                               .error = st == GRPC_STATUS_OK ? NULL : e->msg};
   store_request_finish(c->st, r.id, &fin, NULL);
   /* Only what the plan alone explains: no other request shared the agents
-   * (inflight counts this one) and none was lost or replaced. */
-  if (st == GRPC_STATUS_OK && alone && inflight_count(c->inf) <= 1 && r.n_excluded == 0)
+   * (inflight counts this one), none was lost or replaced, and no strip
+   * was being prepared. */
+  if (st == GRPC_STATUS_OK && alone && inflight_count(c->inf) <= 1 && r.n_excluded == 0 &&
+      !ran_fresh_strips(&r))
     cluster_note_request(c->cl, r.ip.model->name, r.ip.p.predicted_ms, fin.measured_ms,
                          plan_round_trips(&r.ip.p));
 

@@ -128,6 +128,9 @@ enum {
 };
 
 #define INFER_DEFAULT_PLANNER "exact"
+/* A lone request's plan is remembered for reuse (plan_recall.h) only when
+ * it ran within this fraction of its prediction (infer.c, remember_plan). */
+#define INFER_REMEMBER_TOLERANCE 0.10
 
 /* What a request runs against; all outlive every call. */
 typedef struct infer_ctx {

@@ -38,6 +38,7 @@ typedef struct infer_req {
   double t0_ms, deadline_at_ms;
   int deadline_ms;
   uint64_t bytes_moved; /* over every attempt */
+  bool alone;           /* nothing else was in flight when it came */
 
   /* Agents not to plan on again in this request, each with a reference
    * (so that a new session cannot take its address): lost ones, and

@@ -138,6 +138,7 @@ void cs_step(cs_sim *s) {
       if (s->results_seen == 0 || q < s->result_queued_min) s->result_queued_min = q;
       if (s->results_seen == 0 || q > s->result_queued_max) s->result_queued_max = q;
       s->results_seen++;
+      s->results_fresh += o->result->fresh_strip;
     }
     dispatch *d = route(s, m.request);
     if (d) {

@@ -60,7 +60,7 @@ typedef struct cs_sim {
   /* Jobs are handed over as if they had arrived this long before (an
    * agent busy elsewhere); the queued_ms its TileResults report, range. */
   double job_queued_ms, result_queued_min, result_queued_max;
-  int results_seen;
+  int results_seen, results_fresh; /* TileResults; of them, fresh_strip */
   dispatch *ds[CS_MAX_DISPATCHES];
   uint64_t ds_id[CS_MAX_DISPATCHES];
   int n_ds;

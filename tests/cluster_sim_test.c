@@ -253,6 +253,34 @@ static void test_results_report_queued_time(void **state) {
   cs_fixture_free(&f);
 }
 
+/* A job whose strip the agent made for it says so; the same plan again
+ * finds every strip cached. */
+static void test_results_say_fresh_strips(void **state) {
+  (void)state;
+  cs_fixture f;
+  cs_fixture_init(&f, "vgg16c");
+  cs_sim s;
+  cs_init(&s, 3, NULL, 7);
+  cs_add_model(&s, "digest", f.m);
+  for (int round = 0; round < 2; round++) {
+    s.results_seen = s.results_fresh = 0;
+    uint64_t id = cs_new_request_id();
+    dispatch *d = NULL;
+    err e = {0};
+    cs_check_ok(dispatch_create(f.m, "digest", &f.p, 3, &f.t.img, id, f.x, &d, &e), &e);
+    cs_start(&s, d, id);
+    cs_run(&s);
+    dispatch_result res;
+    dispatch_get_result(d, &res);
+    assert_int_equal(res.state, DISPATCH_DONE);
+    assert_true(s.results_seen > 0);
+    assert_int_equal(s.results_fresh, round == 0 ? s.results_seen : 0);
+    dispatch_destroy(d);
+  }
+  cs_free(&s);
+  cs_fixture_free(&f);
+}
+
 /* ---- failures --------------------------------------------------------------------- */
 
 static void test_unknown_digest(void **state) {
@@ -758,6 +786,7 @@ int main(void) {
       cmocka_unit_test(test_repeats_and_concurrent_requests),
       cmocka_unit_test(test_speed_emulation),
       cmocka_unit_test(test_results_report_queued_time),
+      cmocka_unit_test(test_results_say_fresh_strips),
       cmocka_unit_test(test_unknown_digest),
       cmocka_unit_test(test_model_provider),
       cmocka_unit_test(test_engine_error_fails_request),
