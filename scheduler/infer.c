@@ -202,26 +202,27 @@ static bool ran_fresh_strips(const infer_req *r) {
   return false;
 }
 
-/* A plan that ran to the end has its strips prepared on its agents. A
- * plan that ran alone is remembered only when it took within
- * INFER_REMEMBER_TOLERANCE of its prediction: a model's first requests are
- * planned from the boot profiles, before any refit or learned overhead per
- * round trip, and the recall's gain then kept such a plan for good after
- * the cost models had moved on (vgg16: a 12-segment plan re-priced at
- * 2110 ms where a fresh one would have cost at most 2065, docs/planners.md).
- * A plan's first run, preparing its strips, often misses too: the plan is
- * then remembered the next time it is chosen, prepared and on time. */
+/* A plan that ran to the end has its strips prepared on its agents. It is
+ * on time (plan_recall.h) unless the request ran alone (nothing else in
+ * flight, no agent lost) and took more than INFER_REMEMBER_TOLERANCE away
+ * from its prediction: a model's first requests are planned from the boot
+ * profiles, before any refit or learned overhead per round trip, and the
+ * recall used to keep such a plan for good after the cost models had
+ * moved on (vgg16: a 12-segment plan re-priced at 2110 ms where a fresh
+ * one would have cost at most 2065, docs/planners.md). A plan's first
+ * run, preparing its strips, often misses too; it is kept when chosen
+ * again and on time. */
 static void remember_plan(const infer_req *r, double measured_ms) {
   if (!r->c->recall) return;
   double predicted = r->ip.p.predicted_ms;
-  if (r->alone && inflight_count(r->c->inf) <= 1 && r->attempt == 0 && r->n_excluded == 0 &&
-      !(fabs(measured_ms - predicted) <= INFER_REMEMBER_TOLERANCE * predicted))
-    return;
+  bool lone = r->alone && inflight_count(r->c->inf) <= 1 && r->attempt == 0 &&
+              r->n_excluded == 0;
+  bool on_time = !lone || fabs(measured_ms - predicted) <= INFER_REMEMBER_TOLERANCE * predicted;
   plan_device devs[PLAN_MAX_DEVICES];
   uint64_t sessions[PLAN_MAX_DEVICES];
   infer_plan_devices(&r->ip, devs, sessions);
   plan_recall_remember(r->c->recall, r->ip.model->digest, r->ip.planner, devs, sessions,
-                       r->ip.n_members, &r->ip.p);
+                       r->ip.n_members, &r->ip.p, on_time);
 }
 
 /* How light each segment's rows travelled, for the next plans

@@ -19,6 +19,7 @@ typedef struct recall_key {
   char planner[PLAN_NAME_BYTES];
   recalled plans[PLAN_RECALL_PER_KEY]; /* most recent first */
   int n_plans;
+  int runs;                /* plans run, kept or not */
   unsigned long long used; /* LRU clock of the last remember */
 } recall_key;
 
@@ -93,7 +94,7 @@ static recall_key *find_key(plan_recall *r, const char *digest, const char *plan
 
 void plan_recall_remember(plan_recall *r, const char *digest, const char *planner,
                           const plan_device *devs, const uint64_t *sessions, int n_devs,
-                          const plan *p) {
+                          const plan *p, bool on_time) {
   if (!r || !digest || !planner || !p || n_devs > PLAN_MAX_DEVICES) return;
   pthread_mutex_lock(&r->mu);
   recall_key *k = find_key(r, digest, planner);
@@ -111,6 +112,10 @@ void plan_recall_remember(plan_recall *r, const char *digest, const char *planne
     snprintf(k->planner, sizeof k->planner, "%s", planner);
   }
   k->used = ++r->clock;
+  if (!on_time && ++k->runs <= PLAN_RECALL_SETTLE_RUNS) {
+    pthread_mutex_unlock(&r->mu);
+    return;
+  }
   int at = -1; /* already kept: moves to the front */
   for (int i = 0; i < k->n_plans && at < 0; i++)
     if (same_plan(&k->plans[i], p, devs, sessions, n_devs)) at = i;

@@ -31,6 +31,7 @@ typedef struct plan_recall plan_recall;
 enum {
   PLAN_RECALL_PER_KEY = 4, /* plans kept per model and planner */
   PLAN_RECALL_KEYS = 32,   /* models x planners kept, least recent dropped */
+  PLAN_RECALL_SETTLE_RUNS = 5, /* late runs not kept before this many */
 };
 
 /* A fresh plan replaces the recalled ones when predicted faster by more
@@ -43,10 +44,14 @@ void plan_recall_destroy(plan_recall *r);
 /* Remembers `p` (planned over devs, which name its parts' devices) as run
  * for (digest, planner). sessions[i] tells devs[i]'s incarnation (a
  * restarted agent keeps its name, not its prepared strips); NULL: names
- * alone. Out of memory only forgets. */
+ * alone. A plan that did not run on time (on_time false: its request took
+ * longer or shorter than predicted, the cost models not yet settled) is
+ * kept only after PLAN_RECALL_SETTLE_RUNS such runs of the key, so that a
+ * plan made from boot profiles is not kept for good, and the recall still
+ * settles where predictions stay off. Out of memory only forgets. */
 void plan_recall_remember(plan_recall *r, const char *digest, const char *planner,
                           const plan_device *devs, const uint64_t *sessions, int n_devs,
-                          const plan *p);
+                          const plan *p, bool on_time);
 
 /* With `fresh` planned just now over devs: the cheapest remembered plan
  * for (digest, planner) planned over the same devices (names and

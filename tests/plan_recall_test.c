@@ -55,7 +55,7 @@ static void test_recalled_within_the_gain(void **state) {
    * (device 0 5 % slower): it is offered instead of the fresh plan,
    * re-priced with the new models. */
   plan ran = planned(plan_exact, m, d, n);
-  plan_recall_remember(r, "digest", "exact", d, NULL, n, &ran);
+  plan_recall_remember(r, "digest", "exact", d, NULL, n, &ran, true);
   plan_device moved[4];
   memcpy(moved, d, sizeof moved);
   moved[0].ms_per_gflop *= 1.05;
@@ -73,7 +73,7 @@ static void test_recalled_within_the_gain(void **state) {
   plan_recall *rp = NULL;
   assert_int_equal(plan_recall_create(0.10, &rp, &e), ERR_OK);
   plan prop = planned(plan_proportional, m, d, n);
-  plan_recall_remember(rp, "digest", "exact", d, NULL, n, &prop);
+  plan_recall_remember(rp, "digest", "exact", d, NULL, n, &prop, true);
   plan fresh4 = planned(plan_exact, m, d, n);
   assert_true(prop.predicted_ms > fresh4.predicted_ms * 1.10);
   assert_false(plan_recall_offer(rp, "digest", "exact", m, d, NULL, n, &o, &fresh4));
@@ -85,7 +85,7 @@ static void test_recalled_within_the_gain(void **state) {
   /* Gain 0 with the plan that ran as the fresh one: it is its own equal. */
   plan_recall *r0 = NULL;
   assert_int_equal(plan_recall_create(0.0, &r0, &e), ERR_OK);
-  plan_recall_remember(r0, "digest", "exact", d, NULL, n, &fresh);
+  plan_recall_remember(r0, "digest", "exact", d, NULL, n, &fresh, true);
   plan again = planned(plan_exact, m, d, n);
   assert_true(plan_recall_offer(r0, "digest", "exact", m, d, NULL, n, &o, &again));
   assert_true(pt_same_split(&again, &fresh));
@@ -121,7 +121,7 @@ static void test_only_over_the_same_devices(void **state) {
   assert_int_equal(plan_recall_create(10.0, &r, &e), ERR_OK); /* accepts anything priced */
   plan_options o = plan_default_options();
   plan ran = planned(plan_equal, m, d, n); /* every device has rows */
-  plan_recall_remember(r, "digest", "exact", d, NULL, n, &ran);
+  plan_recall_remember(r, "digest", "exact", d, NULL, n, &ran, true);
 
   /* Device 1 is gone. */
   plan_device three[3] = {d[0], d[2], d[3]};
@@ -153,7 +153,7 @@ static void test_only_over_the_same_devices(void **state) {
   plan_recall *rs = NULL;
   assert_int_equal(plan_recall_create(10.0, &rs, &e), ERR_OK);
   uint64_t before[4] = {1, 2, 3, 4}, after[4] = {1, 2, 5, 4};
-  plan_recall_remember(rs, "digest", "exact", d, before, n, &ran);
+  plan_recall_remember(rs, "digest", "exact", d, before, n, &ran, true);
   fresh = planned(plan_exact, m, d, n);
   assert_false(plan_recall_offer(rs, "digest", "exact", m, d, after, n, &o, &fresh));
   assert_true(plan_recall_offer(rs, "digest", "exact", m, d, before, n, &o, &fresh));
@@ -182,7 +182,7 @@ static void test_least_recent_goes_first(void **state) {
   /* The first remembered plan is the only one on a lone device 0; then
    * PLAN_RECALL_PER_KEY plans that all use device 3 push it out. */
   plan lone = planned(plan_exact, m, d, 1);
-  plan_recall_remember(r, "digest", "exact", d, NULL, 1, &lone);
+  plan_recall_remember(r, "digest", "exact", d, NULL, 1, &lone, true);
   plan fresh = planned(plan_exact, m, d, 1);
   assert_true(plan_recall_offer(r, "digest", "exact", m, d, NULL, 1, &o, &fresh));
   plan_free(&fresh);
@@ -190,7 +190,7 @@ static void test_least_recent_goes_first(void **state) {
     plan_device pair[2] = {d[3], d[i % 3]};
     snprintf(pair[1].name, sizeof pair[1].name, "board-%d", i); /* a distinct plan each */
     plan p = planned(plan_equal, m, pair, 2);
-    plan_recall_remember(r, "digest", "exact", pair, NULL, 2, &p);
+    plan_recall_remember(r, "digest", "exact", pair, NULL, 2, &p, true);
     plan_free(&p);
   }
   fresh = planned(plan_exact, m, d, 1);
@@ -204,15 +204,47 @@ static void test_least_recent_goes_first(void **state) {
   assert_int_equal(plan_recall_create(-0.1, &bad, &e), ERR_INVALID);
   assert_int_equal(plan_recall_create(NAN, &bad, &e), ERR_INVALID);
   assert_null(bad);
-  plan_recall_remember(NULL, "digest", "exact", d, NULL, n, &lone);
+  plan_recall_remember(NULL, "digest", "exact", d, NULL, n, &lone, true);
   assert_false(plan_recall_offer(NULL, "digest", "exact", m, d, NULL, n, &o, &lone));
   plan_free(&lone);
+  model_destroy(m);
+}
+
+/* Plans that ran late are kept only after PLAN_RECALL_SETTLE_RUNS of
+ * them; one that ran on time is kept at once. */
+static void test_late_plans_kept_once_settled(void **state) {
+  (void)state;
+  model *m = pt_build_fused("vgg16c", 0);
+  plan_device d[4];
+  int n = pt_demo_cluster(d);
+  plan_recall *r = NULL;
+  err e = {0};
+  assert_int_equal(plan_recall_create(10.0, &r, &e), ERR_OK);
+  plan_options o = plan_default_options();
+  plan ran = planned(plan_exact, m, d, n);
+  for (int i = 0; i <= PLAN_RECALL_SETTLE_RUNS; i++) {
+    plan_recall_remember(r, "digest", "exact", d, NULL, n, &ran, false);
+    plan fresh = planned(plan_exact, m, d, n);
+    bool offered = plan_recall_offer(r, "digest", "exact", m, d, NULL, n, &o, &fresh);
+    assert_true(offered == (i == PLAN_RECALL_SETTLE_RUNS));
+    plan_free(&fresh);
+  }
+  /* Another planner's key has not settled, but an on-time run keeps. */
+  plan_recall_remember(r, "digest", "heuristic", d, NULL, n, &ran, false);
+  plan fresh = planned(plan_exact, m, d, n);
+  assert_false(plan_recall_offer(r, "digest", "heuristic", m, d, NULL, n, &o, &fresh));
+  plan_recall_remember(r, "digest", "heuristic", d, NULL, n, &ran, true);
+  assert_true(plan_recall_offer(r, "digest", "heuristic", m, d, NULL, n, &o, &fresh));
+  plan_free(&fresh);
+  plan_free(&ran);
+  plan_recall_destroy(r);
   model_destroy(m);
 }
 
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_recalled_within_the_gain),
+      cmocka_unit_test(test_late_plans_kept_once_settled),
       cmocka_unit_test(test_only_over_the_same_devices),
       cmocka_unit_test(test_least_recent_goes_first),
   };
