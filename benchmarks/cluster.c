@@ -332,10 +332,9 @@ static void print_header(void) {
  * sees the same drift they saw. */
 static err_code finish_rows(const opts *o, model_base *b, row *rows, int n, int *failures,
                             const Edgedi__V1__Image *img, err *e) {
-  baseline after;
-  err_code rc = baseline_measure(b->name, img, o->baseline_runs, !o->real_cores, &after, e);
-  double before_ms = b->last_cpu_ms, after_ms = rc == ERR_OK ? after.cpu_ms : before_ms;
-  if (rc == ERR_OK) baseline_free(&after);
+  double before_ms = b->last_cpu_ms, after_ms = before_ms;
+  err_code rc =
+      baseline_measure_cpu(b->name, img, o->baseline_runs, !o->real_cores, &after_ms, e);
   b->last_cpu_ms = after_ms;
   for (int k = 0; k < n; k++) {
     row *r = &rows[k];

@@ -324,14 +324,11 @@ int main(int argc, char **argv) {
     /* The capacity of each phase from the model's whole-run CPU measured
      * just before and just after it: this VM's speed drifts over minutes,
      * and a process's by where its memory landed (cli/baseline.h). */
-    baseline after;
     double after_ms = before_ms;
-    if (baseline_measure(o.model, &img, BASELINE_RUNS, true, &after, &e) == ERR_OK) {
-      after_ms = after.cpu_ms;
-      baseline_free(&after);
-    }
-    capacity_rps = sum_speed / ((before_ms + after_ms) / 2) * 1e3;
+    err ignored = {0}; /* keeps the last figure */
+    baseline_measure_cpu(o.model, &img, BASELINE_RUNS, true, &after_ms, &ignored);
     double model_cpu_ms = (before_ms + after_ms) / 2;
+    capacity_rps = sum_speed / model_cpu_ms * 1e3;
     before_ms = after_ms;
     if (o.json) {
       printf("{\"bench\":\"throughput\",\"model\":\"%s\",\"clients\":%d,\"requests\":%d,"

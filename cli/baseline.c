@@ -115,3 +115,13 @@ void baseline_free(baseline *b) {
   free(b->logits);
   b->logits = NULL;
 }
+
+err_code baseline_measure_cpu(const char *model, const Edgedi__V1__Image *img, int runs,
+                              bool emulated, double *cpu_ms, err *e) {
+  baseline b;
+  err_code rc = baseline_measure(model, img, runs, emulated, &b, e);
+  if (rc != ERR_OK) return rc;
+  *cpu_ms = b.cpu_ms;
+  baseline_free(&b);
+  return ERR_OK;
+}

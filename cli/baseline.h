@@ -45,4 +45,10 @@ err_code baseline_measure(const char *model, const Edgedi__V1__Image *img, int r
                           bool emulated, baseline *b, err *e);
 void baseline_free(baseline *b);
 
+/* baseline_measure's cpu_ms alone, into *cpu_ms, which keeps its value
+ * when the measurement fails: the benchmarks measure again around each
+ * point to follow this VM's drift, and keep the last figure otherwise. */
+err_code baseline_measure_cpu(const char *model, const Edgedi__V1__Image *img, int runs,
+                              bool emulated, double *cpu_ms, err *e);
+
 #endif

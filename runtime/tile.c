@@ -596,13 +596,7 @@ static err_code handle_rows(tile_engine *t, const Edgedi__V1__RowsData *rd,
       (uint64_t)rd->width * rd->channels > (uint64_t)tm->max_row_floats)
     return tile_fail(t, id, next, ERR_RANGE,
                      "rows data of a shape no tensor of the model has", out, e);
-  size_t n = (size_t)rd->rows * rd->width * rd->channels;
-  if (rowcodec_check((int)rd->encoding, rd->data.data, rd->data.len, n, &pe) != ERR_OK) {
-    err prefixed = {0};
-    err_set(&prefixed, pe.code, "rows data for %u rows of %u x %u floats: %s", rd->rows,
-            rd->width, rd->channels, pe.msg);
-    return tile_fail(t, id, next, prefixed.code, prefixed.msg, out, e);
-  }
+  size_t n = (size_t)rd->rows * rd->width * rd->channels; /* bounded just above */
   tile_block b = {.segment = rd->segment,
                   .rows = {(int)rd->row_lo, (int)(rd->row_lo + rd->rows)},
                   .width = (int)rd->width,
@@ -610,9 +604,14 @@ static err_code handle_rows(tile_engine *t, const Edgedi__V1__RowsData *rd,
                   .wire_bytes = rd->data.len};
   b.data = malloc(n * sizeof(float));
   if (!b.data) return tile_fail(t, id, next, ERR_NOMEM, "tile: out of memory for rows", out, e);
+  /* Unpacking checks the packing first (rowcodec.h). */
   err_code rc = rowcodec_unpack((int)rd->encoding, rd->data.data, rd->data.len, b.data, n, &pe);
-  if (rc == ERR_OK) rc = tile_deliver(t, r, &b, &pe);
-  else free(b.data);
+  if (rc != ERR_OK) {
+    free(b.data);
+    err_wrap(&pe, "rows data for %u rows of %u x %u floats", rd->rows, rd->width, rd->channels);
+    return tile_fail(t, id, next, rc, pe.msg, out, e);
+  }
+  rc = tile_deliver(t, r, &b, &pe);
   if (rc != ERR_OK) return tile_fail(t, id, next, rc, pe.msg, out, e);
   return ERR_OK;
 }

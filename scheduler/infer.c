@@ -192,6 +192,13 @@ static grpc_status_code replan(infer_req *r, err *e) {
   return GRPC_STATUS_OK;
 }
 
+/* Whether the request had the cluster to itself: nothing else in flight
+ * when it came or when it ended (inflight counts this one), no agent lost
+ * or replaced. Only then does its latency say what its plans cost. */
+static bool ran_alone(const infer_req *r) {
+  return r->alone && inflight_count(r->c->inf) <= 1 && r->n_excluded == 0;
+}
+
 /* Whether an agent made a strip for this attempt rather than finding it
  * cached: the attempt then paid for preparing it (a first run costs
  * about twice a later one), which is neither the plan's price nor an
@@ -215,9 +222,8 @@ static bool ran_fresh_strips(const infer_req *r) {
 static void remember_plan(const infer_req *r, double measured_ms) {
   if (!r->c->recall) return;
   double predicted = r->ip.p.predicted_ms;
-  bool lone = r->alone && inflight_count(r->c->inf) <= 1 && r->attempt == 0 &&
-              r->n_excluded == 0;
-  bool on_time = !lone || fabs(measured_ms - predicted) <= INFER_REMEMBER_TOLERANCE * predicted;
+  bool on_time = !(ran_alone(r) && r->attempt == 0) ||
+                 fabs(measured_ms - predicted) <= INFER_REMEMBER_TOLERANCE * predicted;
   plan_device devs[PLAN_MAX_DEVICES];
   uint64_t sessions[PLAN_MAX_DEVICES];
   infer_plan_devices(&r->ip, devs, sessions);
@@ -269,16 +275,14 @@ grpc_status_code infer_run(const infer_ctx *c, const Edgedi__V1__InferRequest *r
   memset(out, 0, sizeof *out);
   edgedi__v1__infer_reply__init(&out->msg);
   infer_req r = {.c = c, .t0_ms = inflight_now_ms(), .error_device = -1,
-                 .model_name = req->model, .planner_name = req->planner};
-  /* For the learned overhead (handoff.h) and remembered plans. */
-  bool alone = inflight_count(c->inf) == 0;
+                 .model_name = req->model, .planner_name = req->planner,
+                 .alone = inflight_count(c->inf) == 0};
   r.po = plan_default_options();
   grpc_status_code st = check_request(&r, req, &r.po, e);
   if (st != GRPC_STATUS_OK) return st;
   st = infer_make_plan(c, req->model, req->planner, &r.po, &r.ip, e);
   if (st != GRPC_STATUS_OK) return st;
   infer_plan_hold(&r.ip);
-  r.alone = alone;
 
   char devices[PLAN_MAX_DEVICES * PLAN_NAME_BYTES];
   device_list(&r.ip, devices, sizeof devices);
@@ -301,11 +305,9 @@ grpc_status_code infer_run(const infer_ctx *c, const Edgedi__V1__InferRequest *r
                               .bytes_moved = r.bytes_moved,
                               .error = st == GRPC_STATUS_OK ? NULL : e->msg};
   store_request_finish(c->st, r.id, &fin, NULL);
-  /* Only what the plan alone explains: no other request shared the agents
-   * (inflight counts this one), none was lost or replaced, and no strip
-   * was being prepared. */
-  if (st == GRPC_STATUS_OK && alone && inflight_count(c->inf) <= 1 && r.n_excluded == 0 &&
-      !ran_fresh_strips(&r))
+  /* Only what the plan alone explains: the cluster to itself, and no strip
+   * being prepared. */
+  if (st == GRPC_STATUS_OK && ran_alone(&r) && !ran_fresh_strips(&r))
     cluster_note_request(c->cl, r.ip.model->name, r.ip.p.predicted_ms, fin.measured_ms,
                          plan_round_trips(&r.ip.p));
 

@@ -17,6 +17,10 @@ static void fill_image(float *v, size_t n) {
   }
 }
 
+static double clamp_density(double d) {
+  return d < PLAN_MIN_WIRE_DENSITY ? PLAN_MIN_WIRE_DENSITY : d > 1.0 ? 1.0 : d;
+}
+
 err_code wire_density_measure(xexec *x, double *density, err *e) {
   const model *m = xexec_model(x);
   for (int l = 0; l < m->n_layers; l++) density[l] = 1.0;
@@ -42,7 +46,7 @@ err_code wire_density_measure(xexec *x, double *density, err *e) {
       const float *o = xexec_strip_output(s);
       double d = n_out ? (double)rowcodec_mask_size(o, n_out) / ((double)n_out * sizeof(float))
                        : 1.0;
-      density[b - 1] = d < PLAN_MIN_WIRE_DENSITY ? PLAN_MIN_WIRE_DENSITY : d > 1.0 ? 1.0 : d;
+      density[b - 1] = clamp_density(d);
       free(prev);
       prev = malloc(n_out * sizeof *prev);
       if (!prev) rc = err_set(e, ERR_NOMEM, "wire density: out of memory");
@@ -61,6 +65,5 @@ err_code wire_density_measure(xexec *x, double *density, err *e) {
 
 void wire_density_note(double *density, uint64_t raw, uint64_t sent) {
   if (!density || raw == 0 || sent > raw) return;
-  double d = *density + WIRE_DENSITY_GAIN * ((double)sent / (double)raw - *density);
-  *density = d < PLAN_MIN_WIRE_DENSITY ? PLAN_MIN_WIRE_DENSITY : d > 1.0 ? 1.0 : d;
+  *density = clamp_density(*density + WIRE_DENSITY_GAIN * ((double)sent / (double)raw - *density));
 }

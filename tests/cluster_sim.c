@@ -409,6 +409,20 @@ void cs_fixture_free(cs_fixture *f) {
   model_destroy(f->m);
 }
 
+/* Runs the fixture's plan as a request that must succeed. */
+void cs_run_ok(cs_sim *s, cs_fixture *f) {
+  err e = {0};
+  uint64_t id = cs_new_request_id();
+  dispatch *d = NULL;
+  cs_check_ok(dispatch_create(f->m, "digest", &f->p, 3, &f->t.img, id, f->x, &d, &e), &e);
+  cs_start(s, d, id);
+  cs_run(s);
+  dispatch_result res;
+  dispatch_get_result(d, &res);
+  assert_int_equal(res.state, DISPATCH_DONE);
+  dispatch_destroy(d);
+}
+
 /* Runs a request that must fail; returns its result's status. */
 uint32_t cs_run_failing(cs_sim *s, cs_fixture *f, const char *digest, dispatch_result *res,
                         dispatch **dp) {

@@ -127,6 +127,8 @@ void cs_fixture_init(cs_fixture *f, const char *name);
 void cs_fixture_free(cs_fixture *f);
 /* Runs the fixture's request under `digest`; it must fail. Returns its
  * status; *dp is the dispatch (the caller destroys it). */
+/* Runs f's plan under digest "digest"; it must end DISPATCH_DONE. */
+void cs_run_ok(cs_sim *s, cs_fixture *f);
 uint32_t cs_run_failing(cs_sim *s, cs_fixture *f, const char *digest, dispatch_result *res,
                         dispatch **dp);
 /* The jobs a dispatch of the fixture sends, unpacked. */

@@ -233,21 +233,12 @@ static void test_results_report_queued_time(void **state) {
     cs_init(&s, 3, &o, 5);
     cs_add_model(&s, "digest", f.m);
     s.job_queued_ms = waits[k];
-    uint64_t id = cs_new_request_id();
-    dispatch *d = NULL;
-    err e = {0};
-    cs_check_ok(dispatch_create(f.m, "digest", &f.p, 3, &f.t.img, id, f.x, &d, &e), &e);
-    cs_start(&s, d, id);
-    cs_run(&s);
-    dispatch_result res;
-    dispatch_get_result(d, &res);
-    assert_int_equal(res.state, DISPATCH_DONE);
+    cs_run_ok(&s, &f);
     assert_true(s.results_seen > 0);
     assert_true(s.result_queued_min >= waits[k]);
     /* Handled at once: only the clock between two calls in one thread. */
     if (waits[k] == 0) assert_true(s.result_queued_max < 5);
     else assert_true(s.result_queued_max < waits[k] + 5000);
-    dispatch_destroy(d);
     cs_free(&s);
   }
   cs_fixture_free(&f);
@@ -264,18 +255,9 @@ static void test_results_say_fresh_strips(void **state) {
   cs_add_model(&s, "digest", f.m);
   for (int round = 0; round < 2; round++) {
     s.results_seen = s.results_fresh = 0;
-    uint64_t id = cs_new_request_id();
-    dispatch *d = NULL;
-    err e = {0};
-    cs_check_ok(dispatch_create(f.m, "digest", &f.p, 3, &f.t.img, id, f.x, &d, &e), &e);
-    cs_start(&s, d, id);
-    cs_run(&s);
-    dispatch_result res;
-    dispatch_get_result(d, &res);
-    assert_int_equal(res.state, DISPATCH_DONE);
+    cs_run_ok(&s, &f);
     assert_true(s.results_seen > 0);
     assert_int_equal(s.results_fresh, round == 0 ? s.results_seen : 0);
-    dispatch_destroy(d);
   }
   cs_free(&s);
   cs_fixture_free(&f);
