@@ -82,8 +82,9 @@ void show_plan(FILE *f, const Edgedi__V1__PlanReply *p, bool detail) {
               out, in, a->gflop, a->predicted_compute_ms, a->predicted_transfer_ms,
               cli_bytes(a->bytes_in, bi, sizeof bi), cli_bytes(a->bytes_out, bo, sizeof bo));
     }
-    if (sg->fe_exchanges)
-      fprintf(f, "  %-4zu %u feature-enhancement sum exchanges\n", s, sg->fe_exchanges);
+    if (sg->fe_exchanges || sg->fe_early)
+      fprintf(f, "  %-4zu %u feature-enhancement sum exchanges waited for, %u sent early\n", s,
+              sg->fe_exchanges, sg->fe_early);
   }
 }
 
@@ -98,8 +99,9 @@ void show_plan_json(FILE *f, const Edgedi__V1__PlanReply *p) {
   for (size_t s = 0; s < p->n_segments; s++) {
     const Edgedi__V1__Segment *sg = p->segments[s];
     fprintf(f, "%s{\"first_layer\":%u,\"end_layer\":%u,\"predicted_ms\":%.3f,"
-               "\"fe_exchanges\":%u,\"parts\":[",
-            s ? "," : "", sg->first_layer, sg->end_layer, sg->predicted_ms, sg->fe_exchanges);
+               "\"fe_exchanges\":%u,\"fe_early\":%u,\"parts\":[",
+            s ? "," : "", sg->first_layer, sg->end_layer, sg->predicted_ms, sg->fe_exchanges,
+            sg->fe_early);
     for (size_t k = 0; k < sg->n_parts; k++) {
       const Edgedi__V1__Assignment *a = sg->parts[k];
       fprintf(f, "%s{\"device\":", k ? "," : "");

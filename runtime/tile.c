@@ -486,6 +486,7 @@ static err_code job_check(const model *m, const Edgedi__V1__TileJob *jm,
   job->keep_output = jm->keep_output;
   job->last_job = jm->last_job;
   job->fe_local = jm->fe_local;
+  job->fe_late = jm->fe_late;
   job->gflop = flops / 1e9;
   job->state = TILE_JOB_WAITING;
   return ERR_OK;
@@ -623,7 +624,9 @@ static err_code handle_fe_scale(tile_engine *t, const Edgedi__V1__FeScale *fs,
   err pe = {0};
   tile_request *r = request_find(t, id);
   tile_job *job = r ? job_of_segment(r, fs->segment) : NULL;
-  if (!job || job->state != TILE_JOB_PAUSED || (uint32_t)job->fe_layer != fs->layer) {
+  bool paused = job && job->state == TILE_JOB_PAUSED;
+  if (!job || !(paused || job->state == TILE_JOB_SUMS_OUT) ||
+      (uint32_t)job->fe_layer != fs->layer) {
     err_set(&pe, ERR_INVALID,
             "a scale for layer %u of segment %u of request %llu, which is not "
             "waiting for one",
@@ -637,6 +640,23 @@ static err_code handle_fe_scale(tile_engine *t, const Edgedi__V1__FeScale *fs,
   }
   err_code rc = xexec_strip_set_fe_scale(job->slot->strip, fs->scale, &pe);
   if (rc != ERR_OK) return tile_fail(t, id, fs->segment, rc, pe.msg, out, e);
+  /* Early sums: the job goes on at its FeContinue, scale in hand. */
+  return paused ? tile_run_job(t, r, (int)(job - r->jobs), out, e) : ERR_OK;
+}
+
+static err_code handle_fe_continue(tile_engine *t, const Edgedi__V1__FeContinue *fc,
+                                   tile_outbox *out, err *e) {
+  uint64_t id = fc->request_id;
+  if (request_dropped(t, id)) return ERR_OK;
+  tile_request *r = request_find(t, id);
+  tile_job *job = r ? job_of_segment(r, fc->segment) : NULL;
+  if (!job || job->state != TILE_JOB_SUMS_OUT) {
+    err pe = {0};
+    err_set(&pe, ERR_INVALID,
+            "a continue for segment %u of request %llu, which has sent no early sums",
+            fc->segment, (unsigned long long)id);
+    return tile_fail(t, id, fc->segment, pe.code, pe.msg, out, e);
+  }
   return tile_run_job(t, r, (int)(job - r->jobs), out, e);
 }
 
@@ -700,6 +720,9 @@ err_code tile_engine_handle_at(tile_engine *t, const Edgedi__V1__ExecuteIn *in,
       break;
     case EDGEDI__V1__EXECUTE_IN__MSG_FE_SCALE:
       rc = handle_fe_scale(t, in->fe_scale, out, e);
+      break;
+    case EDGEDI__V1__EXECUTE_IN__MSG_FE_CONTINUE:
+      rc = handle_fe_continue(t, in->fe_continue, out, e);
       break;
     case EDGEDI__V1__EXECUTE_IN__MSG_RELEASE: {
       tile_request *r = request_find(t, in->release->request_id);

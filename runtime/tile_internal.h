@@ -49,6 +49,7 @@ typedef struct tile_export {
 typedef enum tile_job_state {
   TILE_JOB_WAITING, /* for input rows */
   TILE_JOB_PAUSED,  /* at an FE layer, for its scale */
+  TILE_JOB_SUMS_OUT, /* sent early FE sums; goes on at its FeContinue */
   TILE_JOB_DONE
 } tile_job_state;
 
@@ -65,9 +66,10 @@ typedef struct tile_job {
   int n_exports;
   bool send_output, keep_output, last_job;
   bool fe_local;       /* alone in its segment: FE scales from its own sums */
+  bool fe_late;        /* FE sums at the FE, not early (TileJob.fe_late) */
   tile_job_state state;
   tile_slot *slot;     /* while running or paused */
-  int fe_layer;        /* paused at */
+  int fe_layer;        /* paused at, or whose early sums are out */
   int fe_channels;
   double t_arrive_ms, t_pause_ms;
   double queued_ms; /* its message waited for the engine this long */

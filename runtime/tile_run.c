@@ -89,7 +89,7 @@ void tile_slot_release(tile_engine *t, tile_job *job) {
   job->slot = NULL;
   for (int i = 0; i < t->n_slots; i++) {
     if (t->slots[i] != s) continue;
-    if (job->state == TILE_JOB_PAUSED) {
+    if (job->state == TILE_JOB_PAUSED || job->state == TILE_JOB_SUMS_OUT) {
       /* Abandoned mid-run: the strip would refuse to run again until it got
        * the scale it waits for. */
       slot_remove(t, i);
@@ -185,13 +185,27 @@ static err_code send_fe_sums(const tile_job *job, uint64_t id, const xexec_fe_su
   fs.request_id = id;
   fs.segment = job->segment;
   fs.layer = (uint32_t)fe->layer;
-  fs.n_sums = (size_t)fe->channels;
+  fs.n_sums = fe->n_sums;
   fs.sums = (double *)fe->sums;
   fs.owned = &owned;
+  fs.chain = (uint32_t)fe->chain;
   Edgedi__V1__ExecuteOut o = EDGEDI__V1__EXECUTE_OUT__INIT;
   o.msg_case = EDGEDI__V1__EXECUTE_OUT__MSG_FE_SUMS;
   o.fe_sums = &fs;
   return tile_push(out, &o, e);
+}
+
+/* The job's FeContinue, queued behind what waits for the engine: its early
+ * sums leave (the shell sends the outbox) before it computes on. */
+static err_code queue_continue(const tile_request *r, const tile_job *job, tile_outbox *out,
+                               err *e) {
+  Edgedi__V1__FeContinue fc = EDGEDI__V1__FE_CONTINUE__INIT;
+  fc.request_id = r->id;
+  fc.segment = job->segment;
+  Edgedi__V1__ExecuteIn in = EDGEDI__V1__EXECUTE_IN__INIT;
+  in.msg_case = EDGEDI__V1__EXECUTE_IN__MSG_FE_CONTINUE;
+  in.fe_continue = &fc;
+  return tile_push_loop(out, &in, e);
 }
 
 /* Whether the job makes the scale of the FE it is paused at itself: the
@@ -309,6 +323,8 @@ err_code tile_run_job(tile_engine *t, tile_request *r, int j, tile_outbox *out,
     }
     size_t n = (size_t)(job->in.hi - job->in.lo) * (size_t)job->in_w * (size_t)job->in_c;
     memcpy(xexec_strip_input(job->slot->strip), job->input, n * sizeof(float));
+    /* A job alone makes its scales itself, from plain sums. */
+    xexec_strip_set_early_fe(job->slot->strip, !job->fe_late && !job->fe_local);
     free(job->input);
     free(job->have);
     job->input = NULL;
@@ -327,12 +343,15 @@ err_code tile_run_job(tile_engine *t, tile_request *r, int j, tile_outbox *out,
     return tile_fail(t, r->id, job->segment, rc, pe.msg, out, e);
   }
   if (paused) {
-    job->state = TILE_JOB_PAUSED;
+    job->state = fe.needs_scale ? TILE_JOB_PAUSED : TILE_JOB_SUMS_OUT;
     job->fe_layer = fe.layer;
     job->fe_channels = fe.channels;
     job->t_pause_ms = tile_now_ms();
+    if (!fe.sums) return ERR_OK; /* its early sums are out: waits for the scale */
     if (fe_resolved_here(r->model->m, job, &fe)) return queue_own_scale(r, job, &fe, out, e);
-    return send_fe_sums(job, r->id, &fe, out, e);
+    err_code rc = send_fe_sums(job, r->id, &fe, out, e);
+    if (rc == ERR_OK && !fe.needs_scale) rc = queue_continue(r, job, out, e);
+    return rc;
   }
   return finish_job(t, r, job, out, e);
 }

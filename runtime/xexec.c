@@ -41,6 +41,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "runtime/fe_moments.h"
 #include "runtime/xexec_ops.h"
 
 struct xexec {
@@ -73,7 +74,10 @@ typedef struct xexec_zero {
   size_t floats;
 } xexec_zero;
 
-typedef enum { FE_IDLE, FE_WAITING, FE_READY } fe_state;
+/* Where the run stands with the FE `fe_layer`: no sums out (IDLE), early
+ * sums out and no scale yet (SUMS_OUT), at the FE without its scale
+ * (WAITING), scale given (READY). */
+typedef enum { FE_IDLE, FE_SUMS_OUT, FE_WAITING, FE_READY } fe_state;
 
 struct xexec_strip {
   xexec *x;
@@ -90,7 +94,10 @@ struct xexec_strip {
   int n_zeros;
   int *zero_from;     /* step i's zeros: [zero_from[i], zero_from[i + 1]) */
   int next;           /* the layer the run continues with */
-  fe_state fe;        /* of layer `next` when it is an FE */
+  fe_state fe;
+  int fe_layer;       /* the FE the sums out or the scale are for */
+  bool early_fe;      /* xexec_strip_set_early_fe */
+  int *mom_fe;        /* per slot: the FE whose early sums are its moments, or -1 */
   double *sums;       /* FE: partial sums handed out */
   float *scale;       /* FE: the scale applied */
 };
@@ -361,6 +368,9 @@ static err_code plan_steps(xexec_strip *s, const model_rows *rows, err *e) {
       if (rc != ERR_OK) return rc;
       if (!rows_within(owned, ib->comp))
         return broken(e, l, "it owns rows it does not compute");
+      for (int k = 0; k <= s->end - s->first; k++)
+        if (s->mom_fe[k] == l && !rows_within(owned, s->bufs[k].comp))
+          return broken(e, l, "its early sums' tensor lacks rows it owns");
       if (rows_empty(owned)) owned.lo = owned.hi = 0;
       st->owned = owned;
       st->owned_rows = owned.hi - owned.lo;
@@ -477,7 +487,8 @@ static err_code plan_chains(xexec_strip *s, err *e) {
     xexec_step *head = &s->steps[i];
     int k = 1, ratio[64];
     if (head->rows > 0 && chain_head(&s->x->ops[head->layer], &m->layers[head->layer]))
-      while (i + k < n && k < 64 &&
+      /* a tensor whose moments go out early ends its chain: the run pauses there */
+      while (i + k < n && k < 64 && s->mom_fe[i + k] < 0 &&
              chain_link(m, &s->x->ops[s->steps[i + k].layer], &s->steps[i + k - 1],
                         &s->steps[i + k], &ratio[k]))
         k++;
@@ -701,25 +712,41 @@ static err_code run_chain(xexec_strip *s, const xexec_step *head, err *e) {
   return ERR_OK;
 }
 
-/* Channels of the widest FE input in the range (0 when there is none). */
-static int fe_channels(const model *m, int first, int end) {
-  int c = 0;
+/* Doubles of the largest FE sums the range hands out, plain or early, and
+ * floats of its widest scale (0 when it has no FE). */
+static void fe_sizes(const model *m, int first, int end, size_t *sums, size_t *scale) {
+  *sums = *scale = 0;
   for (int l = first; l < end; l++)
     if (m->layers[l].op == MODEL_OP_FE) {
-      int k = model_tensor_shape(m, m->layers[l].inputs[0]).c;
-      if (k > c) c = k;
+      size_t c = (size_t)model_tensor_shape(m, m->layers[l].inputs[0]).c;
+      size_t k = fe_moments_size(m, l, fe_moments_chain(m, l, first));
+      if (c > *scale) *scale = c;
+      if (c > *sums) *sums = c;
+      if (k > *sums) *sums = k;
     }
-  return c;
 }
 
-err_code xexec_strip_create(xexec *x, int first, int end, model_rows out,
-                            xexec_strip **strip, err *e) {
+/* Which tensor of the strip each FE's early sums are the moments of
+ * (mom_fe, by slot): the start of its chain within the range. */
+static void plan_moments(xexec_strip *s) {
+  const model *m = s->x->m;
+  for (int l = s->first; l < s->end; l++) {
+    int chain = m->layers[l].op == MODEL_OP_FE ? fe_moments_chain(m, l, s->first) : 0;
+    if (chain > 0) s->mom_fe[fe_moments_source(l, chain) - s->first + 1] = l;
+  }
+}
+
+/* moments: plan early FE sums (mom_fe); the whole model's strip, which
+ * only ever runs locally, does not, so its chains stay whole. */
+static err_code strip_create(xexec *x, int first, int end, model_rows out, bool moments,
+                             xexec_strip **strip, err *e) {
   if (!strip) return err_set(e, ERR_INVALID, "xexec_strip_create without output");
   *strip = NULL;
   if (!x) return err_set(e, ERR_INVALID, "strip of no executor");
   const model *m = x->m;
   err_code rc = model_check_range(m, first, end, e);
   if (rc != ERR_OK) return rc;
+  if (end <= first) return err_set(e, ERR_INTERNAL, "empty range passed its check"); /* for gcc */
   model_rows *rows = calloc((size_t)m->n_layers, sizeof *rows);
   xexec_strip *s = calloc(1, sizeof *s);
   if (!rows || !s) {
@@ -734,15 +761,19 @@ err_code xexec_strip_create(xexec *x, int first, int end, model_rows out,
   s->out = out;
   rc = model_strip_rows(m, first, end, out, rows, &s->in, e);
   if (rc != ERR_OK) goto fail;
-  int n_fe = fe_channels(m, first, end);
+  size_t n_sums, n_scale;
+  fe_sizes(m, first, end, &n_sums, &n_scale);
   s->bufs = calloc((size_t)(end - first + 1), sizeof *s->bufs);
   s->steps = calloc((size_t)(end - first), sizeof *s->steps);
-  s->sums = calloc((size_t)n_fe + 1, sizeof *s->sums);
-  s->scale = calloc((size_t)n_fe + 1, sizeof *s->scale);
-  if (!s->bufs || !s->steps || !s->sums || !s->scale) {
+  s->mom_fe = calloc((size_t)(end - first + 1), sizeof *s->mom_fe);
+  s->sums = calloc(n_sums + 1, sizeof *s->sums);
+  s->scale = calloc(n_scale + 1, sizeof *s->scale);
+  if (!s->bufs || !s->steps || !s->mom_fe || !s->sums || !s->scale) {
     rc = err_set(e, ERR_NOMEM, "out of memory planning a strip");
     goto fail;
   }
+  for (int k = 0; k <= end - first; k++) s->mom_fe[k] = -1;
+  if (moments) plan_moments(s);
   if ((rc = plan_buffers(s, rows, e)) != ERR_OK ||
       (rc = plan_steps(s, rows, e)) != ERR_OK)
     goto fail;
@@ -764,6 +795,11 @@ fail:
   return rc;
 }
 
+err_code xexec_strip_create(xexec *x, int first, int end, model_rows out,
+                            xexec_strip **strip, err *e) {
+  return strip_create(x, first, end, out, true, strip, e);
+}
+
 void xexec_strip_destroy(xexec_strip *s) {
   if (!s) return;
   if (s->bufs)
@@ -777,6 +813,7 @@ void xexec_strip_destroy(xexec_strip *s) {
   if (s->steps)
     for (int i = 0; i < s->end - s->first; i++) free(s->steps[i].chain_out);
   free(s->steps);
+  free(s->mom_fe);
   free(s->sums);
   free(s->scale);
   free(s);
@@ -828,24 +865,55 @@ static err_code local_scale(xexec_strip *s, const xexec_step *st, err *e) {
   return model_fe_scale(m, st->layer, s->sums, (double)rows * is.w, s->scale, e);
 }
 
+/* Pauses the run with FE layer fe's early sums: the moments of slot k's
+ * tensor over the rows the strip owns of fe's input. */
+static void hand_out_moments(xexec_strip *s, int k, bool *paused, xexec_fe_sums *fe) {
+  const model *m = s->x->m;
+  int f = s->mom_fe[k], chain = fe_moments_chain(m, f, s->first);
+  const xexec_step *fst = &s->steps[f - s->first];
+  const xexec_buf *b = &s->bufs[k];
+  model_shape sh = model_tensor_shape(m, fe_moments_source(f, chain));
+  fe_moments_of(fst->owned_rows ? buf_row(b, fst->owned.lo) : NULL, fst->owned, sh, s->sums);
+  s->fe = FE_SUMS_OUT;
+  s->fe_layer = f;
+  *fe = (xexec_fe_sums){.layer = f,
+                        .channels = model_tensor_shape(m, f - 1).c,
+                        .chain = chain,
+                        .n_sums = fe_moments_size(m, f, chain),
+                        .owned = fst->owned,
+                        .sums = s->sums,
+                        .needs_scale = false};
+  *paused = true;
+}
+
 static err_code strip_run(xexec_strip *s, bool local, bool *paused,
                           xexec_fe_sums *fe, err *e) {
   const model *m = s->x->m;
+  bool early = s->early_fe && !local;
   *paused = false;
-  for (; s->next < s->end; s->next++) {
+  if (early && s->next == s->first && s->fe == FE_IDLE && s->mom_fe[0] >= 0) {
+    hand_out_moments(s, 0, paused, fe);
+    return ERR_OK;
+  }
+  while (s->next < s->end) {
     int l = s->next;
     const model_layer *L = &m->layers[l];
     xexec_step *st = &s->steps[l - s->first];
     err_code rc = ERR_OK;
     if (L->op == MODEL_OP_FE && s->fe != FE_READY) {
       model_shape is = model_tensor_shape(m, L->inputs[0]);
+      *fe = (xexec_fe_sums){.layer = l, .channels = is.c, .owned = st->owned, .needs_scale = true};
+      if (s->fe == FE_SUMS_OUT) { /* the early sums are out; the scale is not in */
+        s->fe = FE_WAITING;
+        *paused = true;
+        return ERR_OK;
+      }
       xexec_channel_sums(st->owned_in, (size_t)st->owned_rows * (size_t)is.w,
                          is.c, s->sums);
       if (!local) {
         s->fe = FE_WAITING;
-        fe->layer = l;
-        fe->channels = is.c;
-        fe->owned = st->owned;
+        s->fe_layer = l;
+        fe->n_sums = (size_t)is.c;
         fe->sums = s->sums;
         *paused = true;
         return ERR_OK;
@@ -856,11 +924,17 @@ static err_code strip_run(xexec_strip *s, bool local, bool *paused,
       clear_zero_rows(s, l - s->first);
       rc = st->chain > 1 ? run_chain(s, st, e) : run_step(s, st, e);
     }
-    if (rc == ERR_OK && st->chain > 1) s->next += st->chain - 1;
-    s->fe = FE_IDLE;
+    if (L->op == MODEL_OP_FE) s->fe = FE_IDLE;
     if (rc != ERR_OK) {
       s->next = s->first;
+      s->fe = FE_IDLE;
       return err_wrap(e, "%s layer %d", m->name, l);
+    }
+    s->next += st->chain > 1 ? st->chain : 1;
+    int k = s->next - s->first; /* the slot the step (or chain) wrote last */
+    if (early && s->next < s->end && s->mom_fe[k] >= 0) {
+      hand_out_moments(s, k, paused, fe);
+      return ERR_OK;
     }
   }
   s->next = s->first;
@@ -879,14 +953,18 @@ err_code xexec_strip_run(xexec_strip *s, bool *paused, xexec_fe_sums *fe,
   return strip_run(s, false, paused, fe, e);
 }
 
+void xexec_strip_set_early_fe(xexec_strip *s, bool on) {
+  if (s) s->early_fe = on;
+}
+
 err_code xexec_strip_set_fe_scale(xexec_strip *s, const float *scale, err *e) {
   if (!s || !scale)
     return err_set(e, ERR_INVALID, "xexec_strip_set_fe_scale needs a strip and a scale");
-  if (s->fe != FE_WAITING)
+  if (s->fe != FE_WAITING && s->fe != FE_SUMS_OUT)
     return err_set(e, ERR_INVALID,
-                   "strip is not paused at a feature enhancement layer");
+                   "strip has no feature enhancement sums out: no scale is due");
   const model *m = s->x->m;
-  int c = model_tensor_shape(m, m->layers[s->next].inputs[0]).c;
+  int c = model_tensor_shape(m, m->layers[s->fe_layer].inputs[0]).c;
   memcpy(s->scale, scale, (size_t)c * sizeof *scale);
   s->fe = FE_READY;
   return ERR_OK;
@@ -929,7 +1007,7 @@ err_code xexec_run(xexec *x, const float *input, float *output, err *e) {
   const model_layer *last = &m->layers[m->n_layers - 1];
   if (!x->whole) {
     model_rows all = {0, last->out.h};
-    err_code rc = xexec_strip_create(x, 0, m->n_layers, all, &x->whole, e);
+    err_code rc = strip_create(x, 0, m->n_layers, all, false, &x->whole, e);
     if (rc != ERR_OK) return rc;
   }
   /* Only the rows the strip reads: a strided first window may never reach

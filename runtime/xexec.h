@@ -100,20 +100,34 @@ int xexec_strip_chained(const xexec_strip *s);
 /* Bytes of buffers this strip holds. */
 size_t xexec_strip_bytes(const xexec_strip *s);
 
-/* What a paused run needs: the sums over `owned` rows of FE layer `layer`'s
- * input, `channels` of them. Valid until the next call on the strip. */
+/* Why a run paused at a feature enhancement, and what it hands out. `sums`
+ * (n_sums doubles, over the `owned` rows; NULL when there are none to send)
+ * are the FE input's channel sums (chain 0) or, with early sums, the
+ * moments of the tensor its chain starts from (fe_moments.h). needs_scale:
+ * the run stands at the FE and goes on only once it has the scale;
+ * otherwise call xexec_strip_run again at once, and give the scale
+ * whenever it comes. Valid until the next call on the strip. */
 typedef struct xexec_fe_sums {
-  int layer;
-  int channels;
+  int layer;    /* the FE layer */
+  int channels; /* of its input: the scale's length */
+  int chain;
+  size_t n_sums;
   model_rows owned;
   const double *sums;
+  bool needs_scale;
 } xexec_fe_sums;
 
 /* Runs (or continues) the strip. On return *paused tells whether it stopped
- * at an FE layer (then *fe says what it needs) or finished the range. */
+ * at an FE (then *fe says why) or finished the range. */
 err_code xexec_strip_run(xexec_strip *s, bool *paused, xexec_fe_sums *fe,
                          err *e);
-/* The global scale of the FE layer the strip is paused at (channels floats). */
+/* Early FE sums for the strip's runs from now on (off when made): each FE
+ * whose chain the strip computes (fe_moments_chain from its first layer)
+ * gets a pause right after the chain's first tensor, with its moments,
+ * instead of plain sums at the FE. */
+void xexec_strip_set_early_fe(xexec_strip *s, bool on);
+/* The global scale of the FE the strip's sums were for (channels floats):
+ * while it stands at that FE, or from the early sums' pause on. */
 err_code xexec_strip_set_fe_scale(xexec_strip *s, const float *scale, err *e);
 /* Runs the strip to the end, each FE from the strip's own sums. */
 err_code xexec_strip_run_local(xexec_strip *s, err *e);

@@ -19,6 +19,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "runtime/fe_moments.h"
 #include "runtime/rowcodec.h"
 
 /* Rows one device sends another between segments `segment` and + 1. */
@@ -36,11 +37,12 @@ typedef struct dispatch_job {
   bool reported; /* its TileResult came */
 } dispatch_job;
 
-/* The sums of one FE layer, one slot of `channels` per part of its
- * segment (in part order, so the total does not depend on arrival order). */
+/* The sums of one FE layer, one slot of n_sums per part of its segment
+ * (in part order, so the total does not depend on arrival order): plain
+ * sums of its input, or early ones (chain > 0, fe_moments.h). */
 typedef struct dispatch_fe {
-  int layer, segment, channels;
-  double count; /* pixels of the FE input */
+  int layer, segment, channels, chain;
+  size_t n_sums;
   double *sums;
   bool *got;
   int n_got;
@@ -52,6 +54,7 @@ struct dispatch {
   uint64_t id;
   int n_devices;
   int head_first;
+  bool fe_late;       /* the plan's: every FE's sums at the FE */
   int n_segments;
   plan_segment *segs; /* parts' `in` recomputed */
   dispatch_msg *packed; /* the jobs, until dispatch_start */
@@ -261,12 +264,13 @@ static err_code make_fes(dispatch *d, err *e) {
     for (int l = d->segs[si].first; l < d->segs[si].end; l++) {
       if (m->layers[l].op != MODEL_OP_FE) continue;
       dispatch_fe *f = &d->fes[i++];
-      model_shape is = model_tensor_shape(m, m->layers[l].inputs[0]);
+      bool alone = d->segs[si].n_parts == 1; /* it sends none: TileJob.fe_local */
       f->layer = l;
       f->segment = si;
-      f->channels = is.c;
-      f->count = (double)is.h * is.w;
-      f->sums = calloc((size_t)d->segs[si].n_parts * (size_t)is.c, sizeof *f->sums);
+      f->channels = model_tensor_shape(m, m->layers[l].inputs[0]).c;
+      f->chain = d->fe_late || alone ? 0 : fe_moments_chain(m, l, d->segs[si].first);
+      f->n_sums = fe_moments_size(m, l, f->chain);
+      f->sums = calloc((size_t)d->segs[si].n_parts * f->n_sums, sizeof *f->sums);
       f->got = calloc((size_t)d->segs[si].n_parts, sizeof *f->got);
       if (!f->sums || !f->got) return err_set(e, ERR_NOMEM, "dispatch: out of memory");
     }
@@ -316,6 +320,7 @@ static err_code make_job(dispatch *d, int si, int k, const preprocess_image *img
   job.exports = xp;
   job.send_output = nx == NULL;
   job.fe_local = s->n_parts == 1; /* it sends no FE sums: none are waited for */
+  job.fe_late = d->fe_late;
   job.last_job = true;
   for (int sj = si + 1; sj < d->n_segments; sj++)
     if (part_of(&d->segs[sj], dev)) job.last_job = false;
@@ -404,6 +409,7 @@ err_code dispatch_create(const model *m, const char *digest, const plan *p,
   d->id = request_id;
   d->n_devices = n_devices;
   d->head_first = p->head_first;
+  d->fe_late = p->fe_late;
   d->n_segments = p->n_segments;
   d->state = DISPATCH_RUNNING;
   d->status = GRPC_STATUS_OK;
@@ -597,9 +603,11 @@ static dispatch_state on_fe_sums(dispatch *d, int from, const Edgedi__V1__FeSums
                      from, fs->layer, fs->segment);
   const plan_segment *s = &d->segs[f->segment];
   int k = part_index(s, from);
-  if (k < 0 || f->got[k] || fs->n_sums != (size_t)f->channels || !fs->owned)
-    return agent_bug(d, out, "device %d sent unexpected sums (%zu of %d) for layer %d", from,
-                     fs->n_sums, f->channels, f->layer);
+  if (k < 0 || f->got[k] || fs->chain != (uint32_t)f->chain || fs->n_sums != f->n_sums ||
+      !fs->owned)
+    return agent_bug(d, out, "device %d sent unexpected sums (%zu over a chain of %u, not %zu "
+                     "over %d) for layer %d",
+                     from, fs->n_sums, fs->chain, f->n_sums, f->chain, f->layer);
   model_rows owned;
   err e = {0};
   if (model_fe_owned_rows(d->m, s->first, s->end, s->parts[k].out, f->layer, &owned, &e) !=
@@ -609,15 +617,15 @@ static dispatch_state on_fe_sums(dispatch *d, int from, const Edgedi__V1__FeSums
     return agent_bug(d, out, "device %d summed rows [%u, %u) of layer %d's input, not its own "
                      "[%d, %d)",
                      from, fs->owned->lo, fs->owned->hi, f->layer, owned.lo, owned.hi);
-  memcpy(f->sums + (size_t)k * f->channels, fs->sums, (size_t)f->channels * sizeof(double));
+  memcpy(f->sums + (size_t)k * f->n_sums, fs->sums, f->n_sums * sizeof(double));
   f->got[k] = true;
   if (++f->n_got < s->n_parts) return d->state;
-  double *total = calloc((size_t)f->channels, sizeof *total);
+  double *total = calloc(f->n_sums, sizeof *total);
   float *scale = malloc((size_t)f->channels * sizeof *scale);
   err_code rc = total && scale ? ERR_OK : err_set(&e, ERR_NOMEM, "out of memory");
   for (int j = 0; rc == ERR_OK && j < s->n_parts; j++)
-    for (int c = 0; c < f->channels; c++) total[c] += f->sums[(size_t)j * f->channels + c];
-  if (rc == ERR_OK) rc = model_fe_scale(d->m, f->layer, total, f->count, scale, &e);
+    for (size_t c = 0; c < f->n_sums; c++) total[c] += f->sums[(size_t)j * f->n_sums + c];
+  if (rc == ERR_OK) rc = fe_moments_scale(d->m, f->layer, f->chain, total, scale, &e);
   for (int j = 0; rc == ERR_OK && j < s->n_parts; j++) {
     Edgedi__V1__FeScale sc = EDGEDI__V1__FE_SCALE__INIT;
     sc.request_id = d->id;

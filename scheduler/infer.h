@@ -145,6 +145,8 @@ typedef struct infer_ctx {
   /* Load-aware planning (below) off: every request split by its planner
    * whatever else is in flight. */
   bool split_always;
+  /* Every FE's sums sent at the FE, not early (plan_options.fe_late). */
+  bool fe_late;
   /* Recent plans offered again while nearly as good (plan_recall.h);
    * NULL: every request runs its fresh plan. */
   plan_recall *recall;

@@ -207,6 +207,7 @@ grpc_status_code infer_make_plan_excluding(const infer_ctx *c, const char *model
   uint64_t sessions[PLAN_MAX_DEVICES];
   infer_plan_devices(out, devs, sessions);
   plan_options po = o ? *o : plan_default_options();
+  po.fe_late = c->fe_late;
   /* The model's tables, built once at load: planning every request stays
    * well under a millisecond. */
   if (!po.tables) po.tables = out->model->tables;

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "runtime/fe_moments.h"
 #include "scheduler/plan_internal.h"
 
 plan_options plan_default_options(void) {
@@ -61,6 +62,13 @@ static int count_fe(const model *m, int first, int end) {
   return n;
 }
 
+int plan_fe_waited(const model *m, int first, int end, bool late) {
+  int n = 0;
+  for (int l = first; l < end; l++)
+    n += m->layers[l].op == MODEL_OP_FE && (late || fe_moments_chain(m, l, first) == 0);
+  return n;
+}
+
 /* The part of segment `s` computed by device `d`, or NULL. */
 static const plan_part *part_of(const plan_segment *s, int d) {
   for (int i = 0; i < s->n_parts; i++)
@@ -76,10 +84,12 @@ err_code plan_evaluate(const model *m, const plan_device *devs, int n_devs,
    * tests hold them to it) without walking the graph for every strip. */
   const plan_tables *t = o && o->tables && plan_tables_fit(o->tables, m) ? o->tables : NULL;
   p->predicted_ms = 0;
+  p->fe_late = o->fe_late;
   p->bytes_moved = p->bytes_gather_all = 0;
   for (int si = 0; si < p->n_segments; si++) {
     plan_segment *s = &p->segments[si];
-    s->fe_exchanges = count_fe(m, s->first, s->end);
+    s->fe_exchanges = plan_fe_waited(m, s->first, s->end, o->fe_late);
+    s->fe_early = count_fe(m, s->first, s->end) - s->fe_exchanges;
     s->predicted_ms = 0;
     for (int k = 0; k < s->n_parts; k++) {
       plan_part *pt = &s->parts[k];

@@ -14,7 +14,9 @@
  *   device time in a segment = a * GFLOP (halo recomputation included)
  *     + b (fixed cost per job)
  *     + bytes over its link / bandwidth + one round trip per exchange
- *       (the segment's start, each feature-enhancement sum exchange).
+ *       (the segment's start, each feature-enhancement sum exchange whose
+ *       sums cannot go out early: fe_moments.h; the others travel while
+ *       the device computes the layers between, and cost nothing here).
  * A segment ends when its slowest device ends; the request's predicted
  * latency is the sum over segments plus sending the image and gathering the
  * output.
@@ -66,12 +68,14 @@ typedef struct plan_segment {
   int first, end;   /* layer range */
   int n_parts;      /* devices with at least one row, in row order */
   plan_part parts[PLAN_MAX_DEVICES];
-  int fe_exchanges;
+  int fe_exchanges; /* FE sum exchanges its jobs wait for */
+  int fe_early;     /* FE sum exchanges sent early (not waited for) */
   double predicted_ms;
 } plan_segment;
 
 typedef struct plan {
   char planner[16];
+  bool fe_late; /* priced (and to be run) with every FE's sums at the FE */
   int head_first;
   int n_segments;
   plan_segment *segments;
@@ -96,6 +100,9 @@ typedef struct plan_options {
    * about half its floats' bytes), each in [PLAN_MIN_WIRE_DENSITY, 1]; NULL:
    * 1 each (raw floats). The graph input travels as the image is sent. */
   const double *wire_density;
+  /* Every FE's sums at the FE itself (false: early where the segment holds
+   * the FE's chain, fe_moments.h, the default). */
+  bool fe_late;
 } plan_options;
 
 #define PLAN_MIN_WIRE_DENSITY (1.0 / 32) /* the zero mask alone */
@@ -121,10 +128,14 @@ size_t plan_tables_bytes(const plan_tables *t);
  * spatial (FC, GAP, FLATTEN and what follows them run on the scheduler). */
 int plan_head_first(const model *m);
 
-/* FE exchanges a job of a segment with n_parts jobs waits for: one per FE
- * layer, none when it is the only one (it makes its FE scales itself,
- * TileJob.fe_local). Each costs the device's plan_fe_rtt, and every job
- * its own rtt_ms besides. */
+/* FE layers of [first, end) whose sums a job waits for (all with late,
+ * else those that cannot go out early: fe_moments_chain() is 0). */
+int plan_fe_waited(const model *m, int first, int end, bool late);
+
+/* FE exchanges a job of a segment with n_parts jobs waits for: one per
+ * waited-for FE layer, none when it is the only one (it makes its FE scales
+ * itself, TileJob.fe_local). Each costs the device's plan_fe_rtt, and every
+ * job its own rtt_ms besides. */
 static inline int plan_fe_trips(int fe_exchanges, int n_parts) {
   return n_parts > 1 ? fe_exchanges : 0;
 }

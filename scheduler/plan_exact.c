@@ -142,7 +142,7 @@ static int dp_draft(const plan_ctx *c, dp_edge *edges, int *n_edges, plan_dseg *
       double halo_g = f->halo_mean > 0 ? f->halo_mean : 0;
       double halo_b = (f->halo_rows_mean > 0 ? f->halo_rows_mean : 0) * plan_row_bytes(c, i) *
                       (i == 0 ? 1 : 2);
-      double c0 = fixed_min[plan_fe_count(t, i, j)];
+      double c0 = fixed_min[plan_fe_count(c, i, j)];
       double one = c0 + a_min * work + k_min * bytes;
       double many = c0 + a_min * halo_g + k_min * halo_b + fmax(work / speed, bytes / link);
       if (best[i] + (one < many ? one : many) >= best[j]) continue;

@@ -69,6 +69,11 @@ struct plan_tables {
   int *h;               /* rows of the tensor at each cut (the input at 0) */
   int *row_floats;      /* floats in one of its rows (w * c); 0 at cut 0 */
   int *fe_before;       /* [head_first + 1]: FE layers in [0, l) */
+  /* The same for FE layers whose sums can never go out early
+   * (fe_moments_max_chain 0), and per layer: an FE whose can, except in a
+   * segment that starts at it (plan_fe_waited). */
+  int *fe_waits_before;
+  bool *fe_early_ok;
   /* Per cut: it comes right after a layer that only changes values row by
    * row (batch norm, ReLU, FE: same shape, no halo), so cutting here costs
    * what cutting before that layer costs, up to where its few FLOPs and its
@@ -165,8 +170,13 @@ static inline double plan_row_bytes(const plan_ctx *c, int k) {
                 : (double)plan_out_row_bytes(c->o, c->t->cut[k] - 1, c->t->row_floats[k]);
 }
 
-static inline int plan_fe_count(const plan_tables *t, int i, int j) {
-  return t->fe_before[t->cut[j]] - t->fe_before[t->cut[i]];
+/* FE exchanges segment (i, j)'s jobs wait for: plan_fe_waited() from the
+ * tables. */
+static inline int plan_fe_count(const plan_ctx *c, int i, int j) {
+  const plan_tables *t = c->t;
+  int a = t->cut[i], b = t->cut[j];
+  if (c->o->fe_late) return t->fe_before[b] - t->fe_before[a];
+  return t->fe_waits_before[b] - t->fe_waits_before[a] + (a < b && t->fe_early_ok[a]);
 }
 
 /* Predicted time of segment s between prev and next (either NULL at the
@@ -190,7 +200,7 @@ static inline plan_seg_view plan_view(const plan_ctx *c, const plan_dseg *s,
                                       const plan_dseg *next) {
   const plan_tables *t = c->t;
   plan_seg_view v = {plan_edges(t, s->i, s->j), next ? plan_edges(t, next->i, next->j) : NULL,
-                     plan_fe_trips(plan_fe_count(t, s->i, s->j), s->n), plan_row_bytes(c, s->i),
+                     plan_fe_trips(plan_fe_count(c, s->i, s->j), s->n), plan_row_bytes(c, s->i),
                      plan_row_bytes(c, s->j)};
   return v;
 }

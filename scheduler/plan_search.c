@@ -171,7 +171,7 @@ static double solve(const split_problem *p, double hint, int *best_b, int *probe
 static double segment_lb(const plan_ctx *c, int i, int j, bool last) {
   const plan_tables *t = c->t;
   const plan_seg_info *f = &t->info[plan_seg_index(t->n_cuts, i, j)];
-  int fe = plan_fe_count(t, i, j), H = t->h[j];
+  int fe = plan_fe_count(c, i, j), H = t->h[j];
   double c_min = INFINITY, c_alone = INFINITY;
   for (int d = 0; d < c->n_devs; d++) {
     c_min = fmin(c_min, c->fixed_ms[d] + c->rtt_ms[d] + c->fe_rtt_ms[d] * fe);
@@ -199,7 +199,7 @@ static void setup(const plan_ctx *c, split_problem *p, int i, int j, const int *
   p->H = t->h[j];
   p->n = n_ord;
   p->E = plan_edges(t, i, j);
-  int fe = plan_fe_count(t, i, j);
+  int fe = plan_fe_count(c, i, j);
   double rb_in = plan_row_bytes(c, i), rb_out = plan_row_bytes(c, j);
   for (int k = 0; k < n_ord; k++) {
     const plan_device *d = &c->devs[ord[k]];
@@ -294,7 +294,7 @@ double plan_fluid_cost(const plan_ctx *c, int i, int j) {
   const plan_tables *t = c->t;
   const plan_seg_info *f = &t->info[plan_seg_index(t->n_cuts, i, j)];
   int H = t->h[j], n = c->n_devs;
-  int fe = plan_fe_count(t, i, j);
+  int fe = plan_fe_count(c, i, j);
   bool first = i == 0, last = j == t->n_cuts - 1;
   double work = f->work, work_row = work / H;
   double halo_g = f->halo_mean > 0 ? f->halo_mean : 0;

@@ -23,13 +23,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "runtime/fe_moments.h"
 #include "scheduler/plan_internal.h"
 
 static uint64_t mix(uint64_t h, uint64_t v) {
   return (h ^ v) * 1099511628211ull + (h >> 29);
 }
 
-/* Everything the tables depend on: graph, windows, shapes, FLOPs. */
+/* Everything the tables depend on: graph, windows, shapes, FLOPs, ReLUs. */
 static uint64_t geometry_fingerprint(const model *m) {
   uint64_t h = 1469598103934665603ull;
   h = mix(h, (uint64_t)m->n_layers);
@@ -40,9 +41,11 @@ static uint64_t geometry_fingerprint(const model *m) {
     const model_layer *L = &m->layers[l];
     uint64_t f;
     memcpy(&f, &L->flops, sizeof f);
+    /* the rest of the window and relu: whether an FE's sums go early */
     const int v[] = {L->op,         L->n_inputs,  L->inputs[0], L->inputs[1],
                      L->kernel_h,   L->stride_h,  L->pad_top,   L->pad_bottom,
-                     L->out.h,      L->out.w,     L->out.c};
+                     L->out.h,      L->out.w,     L->out.c,     L->kernel_w,
+                     L->stride_w,   L->pad_left,  L->pad_right, L->relu};
     for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) h = mix(h, (uint64_t)(uint32_t)v[i]);
     h = mix(h, f);
   }
@@ -55,6 +58,8 @@ void plan_tables_destroy(plan_tables *t) {
   free(t->h);
   free(t->row_floats);
   free(t->fe_before);
+  free(t->fe_waits_before);
+  free(t->fe_early_ok);
   free(t->after_row_op);
   free(t->map_off);
   free(t->layer_w);
@@ -103,13 +108,18 @@ static err_code build_small(const model *m, plan_tables *t, err *e) {
   int hf = t->head_first;
   t->cut = malloc((size_t)(hf + 1) * sizeof *t->cut);
   t->fe_before = malloc((size_t)(hf + 1) * sizeof *t->fe_before);
-  if (!t->cut || !t->fe_before) return ERR_NOMEM;
+  t->fe_waits_before = malloc((size_t)(hf + 1) * sizeof *t->fe_waits_before);
+  t->fe_early_ok = calloc((size_t)hf + 1, sizeof *t->fe_early_ok);
+  if (!t->cut || !t->fe_before || !t->fe_waits_before || !t->fe_early_ok) return ERR_NOMEM;
   t->n_cuts = 0;
   for (int c = 0; c <= hf; c++)
     if (c == 0 || c == hf || model_is_cut(m, c)) t->cut[t->n_cuts++] = c;
-  t->fe_before[0] = 0;
+  t->fe_before[0] = t->fe_waits_before[0] = 0;
   for (int l = 0; l < hf; l++) {
-    t->fe_before[l + 1] = t->fe_before[l] + (m->layers[l].op == MODEL_OP_FE);
+    bool fe = m->layers[l].op == MODEL_OP_FE;
+    t->fe_early_ok[l] = fe && fe_moments_max_chain(m, l) > 0;
+    t->fe_before[l + 1] = t->fe_before[l] + fe;
+    t->fe_waits_before[l + 1] = t->fe_waits_before[l] + (fe && !t->fe_early_ok[l]);
   }
   int k = t->n_cuts;
   t->after_row_op = calloc((size_t)k, sizeof *t->after_row_op);
@@ -146,7 +156,8 @@ static err_code build_small(const model *m, plan_tables *t, err *e) {
   if (!t->lo_map || !t->hi_map || !t->edge) return ERR_NOMEM;
   t->bytes = sizeof *t + maps * 2 * sizeof *t->lo_map + edges * sizeof *t->edge +
              (size_t)k * k * (sizeof *t->edge_off + sizeof *t->info) +
-             (size_t)(hf + 1) * (sizeof *t->cut + sizeof *t->fe_before);
+             (size_t)(hf + 1) * (sizeof *t->cut + sizeof *t->fe_before +
+                                 sizeof *t->fe_waits_before + sizeof *t->fe_early_ok);
   (void)e;
   return ERR_OK;
 }
@@ -406,7 +417,7 @@ double plan_draft_time_exact(const plan_ctx *c, const plan_dseg *segs, int n) {
                                       c->o->input_bytes_per_pixel
                                 : plan_out_row_bytes(c->o, first - 1, t->row_floats[s->i]);
     uint64_t out_row = plan_out_row_bytes(c->o, end - 1, t->row_floats[s->j]);
-    int fe = plan_fe_count(t, s->i, s->j);
+    int fe = plan_fe_count(c, s->i, s->j);
     double seg = 0;
     for (int k = 0; k < s->n; k++) {
       int d = s->dev[k], lo = s->b[k], hi = s->b[k + 1];

@@ -53,6 +53,9 @@ static void usage(FILE *f) {
           "                       prepared on the agents) unless a fresh one is\n"
           "                       predicted faster by more than G (default %.2f)\n"
           "  --no-reuse           every request runs its fresh plan\n"
+          "  --fe-sums WHEN       'early' (default): agents send each feature\n"
+          "                       enhancement's sums as soon as they are known and\n"
+          "                       compute on while they travel; 'late': at the FE\n"
           "  --straggler-factor F re-plan a request without an agent F times later\n"
           "                       than predicted (default 0: off)\n"
           "  --stuck-floor-ms N   an agent silent this long (and %d x the predicted\n"
@@ -119,6 +122,15 @@ static int parse_flags(int argc, char **argv, service_config *cfg) {
     if (strcmp(a, "--listen") == 0) cfg->listen = v;
     else if (strcmp(a, "--db") == 0) cfg->db_path = v;
     else if (strcmp(a, "--planner") == 0) cfg->planner = v;
+    else if (strcmp(a, "--fe-sums") == 0) {
+      if (v && (strcmp(v, "early") == 0 || strcmp(v, "late") == 0))
+        cfg->fe_late = strcmp(v, "late") == 0;
+      else {
+        fprintf(stderr, "edgedi-scheduler: --fe-sums needs 'early' or 'late', got '%s'\n",
+                v ? v : "");
+        rc = -1;
+      }
+    }
     else if (strcmp(a, "--models") == 0) cfg->models = v && strcmp(v, "none") == 0 ? "" : v;
     else if (strcmp(a, "--deadline-ms") == 0)
       rc = parse_int(a, v, 1, INFER_MAX_DEADLINE_MS, &cfg->deadline_ms);

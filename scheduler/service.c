@@ -150,6 +150,7 @@ static grpc_status_code on_plan(void *ctx, const ProtobufCMessage *req, rpc_repl
     segs[si].end_layer = (uint32_t)ps->end;
     segs[si].predicted_ms = ps->predicted_ms;
     segs[si].fe_exchanges = (uint32_t)ps->fe_exchanges;
+    segs[si].fe_early = (uint32_t)ps->fe_early;
     segs[si].parts = &asp[a];
     segs[si].n_parts = (size_t)ps->n_parts;
     segp[si] = &segs[si];
@@ -315,6 +316,7 @@ err_code service_create(const service_config *cfg, service **out, err *e) {
                         .straggler_factor = cfg->straggler_factor,
                         .stuck_floor_ms = cfg->stuck_floor_ms,
                         .split_always = cfg->split_always,
+                        .fe_late = cfg->fe_late,
                         .recall = s->recall};
   if (rc == ERR_OK) rc = serve(s, cfg, e);
   if (rc != ERR_OK) {

@@ -61,6 +61,9 @@ typedef struct service_config {
    * PLAN_RECALL_DEFAULT_GAIN. no_reuse: every request runs its fresh plan. */
   double reuse_gain;
   bool no_reuse;
+  /* Every FE's sums at the FE itself, not early where they can be
+   * (runtime/fe_moments.h): for comparisons. */
+  bool fe_late;
   /* > 0: a request re-plans without an agent this many times later than
    * predicted (infer.h, "Stragglers"); 0: off. */
   double straggler_factor;

@@ -22,6 +22,7 @@
 #include <cmocka.h>
 #include <grpc/status.h>
 
+#include "runtime/fe_moments.h"
 #include "runtime/zoo.h"
 #include "tests/cluster_sim.h"
 
@@ -85,7 +86,9 @@ static void test_every_model_matches_single_device(void **state) {
     for (int n = 1; n <= CS_MAX_DEVICES; n++) {
       cs_random_devices(devs, n, &r);
       plan p;
+      po.fe_late = n % 2 == 0; /* FE sums at the FE, or early (fe_moments.h) */
       cs_check_ok(plan_proportional(m, devs, n, &po, &p, &e), &e);
+      assert_true(p.fe_late == po.fe_late);
       cs_check_request(&s, m, x, &p, n, &t.img, want, (cs_mode)(config++ % CS_MODES));
       plan_free(&p);
     }
@@ -529,6 +532,19 @@ static void test_bad_rows_and_scales(void **state) {
   Edgedi__V1__ExecuteIn jin = cs_wrap_job(j1);
   cs_expect_quiet(t, &jin);
   cs_expect_tile_error(t, &sin, GRPC_STATUS_INVALID_ARGUMENT, "not waiting");
+  /* A continue for a job that has sent no early sums, and for a request
+   * the agent has no job of (FeContinue is the engine's own message). */
+  Edgedi__V1__FeContinue fc = EDGEDI__V1__FE_CONTINUE__INIT;
+  fc.segment = 1;
+  Edgedi__V1__ExecuteIn cin = EDGEDI__V1__EXECUTE_IN__INIT;
+  cin.msg_case = EDGEDI__V1__EXECUTE_IN__MSG_FE_CONTINUE;
+  cin.fe_continue = &fc;
+  fc.request_id = 7100;
+  cs_expect_tile_error(t, &cin, GRPC_STATUS_INVALID_ARGUMENT, "no early sums");
+  j1->request_id = fc.request_id = 7101;
+  cs_expect_quiet(t, &jin);
+  cs_expect_tile_error(t, &cin, GRPC_STATUS_INVALID_ARGUMENT, "no early sums");
+  j1->request_id = fs.request_id = 7001;
   /* Messages of a dropped or released request are ignored. */
   tile_outbox out = {0};
   cs_check_ok(tile_engine_handle(t, &sin, &out, &e), &e);
@@ -656,6 +672,26 @@ static void test_dispatch_checks(void **state) {
   dispatch_get_result(d, &res);
   assert_non_null(strstr(res.message, "unexpected sums"));
   dispatch_destroy(d);
+  /* Sums of the right size over the wrong chain (fe_moments.h): the plan
+   * has vgg16c's early sums, which are FE_MOMENTS per channel. */
+  assert_false(f.p.fe_late);
+  int chain = fe_moments_chain(f.m, fe, f.p.segments[0].first);
+  assert_true(chain > 0);
+  size_t n_sums = fe_moments_size(f.m, fe, chain);
+  double *moments = calloc(n_sums, sizeof *moments);
+  assert_non_null(moments);
+  fs.sums = moments;
+  fs.n_sums = n_sums;
+  fs.chain = (uint32_t)chain + 1;
+  cs_check_ok(dispatch_create(f.m, "digest", &f.p, 3, &f.t.img, 3, f.x, &d, &e), &e);
+  cs_check_ok(dispatch_start(d, &out, &e), &e);
+  dispatch_outbox_clear(&out);
+  assert_int_equal(dispatch_on_message(d, 1, &o, &out), DISPATCH_FAILED);
+  dispatch_get_result(d, &res);
+  assert_int_equal(res.status, GRPC_STATUS_INTERNAL);
+  assert_non_null(strstr(res.message, "chain"));
+  dispatch_destroy(d);
+  free(moments);
   dispatch_outbox_free(&out);
   free(buf);
   cs_fixture_free(&f);

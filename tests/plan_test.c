@@ -83,7 +83,7 @@ static void test_one_device_pays_no_fe_trips(void **state) {
   int fe = 0;
   for (int si = 0; si < p.n_segments; si++) {
     const plan_segment *s = &p.segments[si];
-    fe += s->fe_exchanges;
+    fe += s->fe_exchanges + s->fe_early;
     assert_int_equal(s->n_parts, 1);
     const plan_part *pt = &s->parts[0];
     double bytes_ms = (double)(pt->bytes_in + pt->bytes_out) * 8.0 /
@@ -115,6 +115,49 @@ static int check_fe_pricing(const plan *p, const plan_device *d) {
   return shared_fe;
 }
 
+/* Early FE sums (fe_moments.h) are not waited for, so not priced: a
+ * segment waits only for FEs whose chain it does not hold (plan_fe_waited),
+ * the others count as early. vgg16c on the demo's boards shares segments
+ * with early sums and is predicted faster for them; resnet18c, which runs
+ * on one board there, never slower. */
+static void test_early_fe_sums_not_priced(void **state) {
+  (void)state;
+  plan_device d[4];
+  int n = demo_cluster(d);
+  const char *names[] = {"vgg16c", "resnet18c"};
+  for (int k = 0; k < 2; k++) {
+    model *m = build_fused(names[k]);
+    plan_options o = plan_default_options();
+    plan early, late;
+    err e = {0};
+    assert_int_equal(plan_exact(m, d, n, &o, &early, &e), ERR_OK);
+    assert_false(early.fe_late);
+    int n_early = 0;
+    for (int si = 0; si < early.n_segments; si++) {
+      const plan_segment *s = &early.segments[si];
+      int all = 0;
+      for (int l = s->first; l < s->end; l++) all += m->layers[l].op == MODEL_OP_FE;
+      assert_int_equal(s->fe_exchanges, plan_fe_waited(m, s->first, s->end, false));
+      assert_int_equal(s->fe_exchanges + s->fe_early, all);
+      n_early += s->n_parts > 1 ? s->fe_early : 0;
+    }
+    if (k == 0 && n_early == 0) fail_msg("%s: no early FE sums in shared segments", names[k]);
+    check_fe_pricing(&early, d);
+    o.fe_late = true;
+    assert_int_equal(plan_exact(m, d, n, &o, &late, &e), ERR_OK);
+    assert_true(late.fe_late);
+    for (int si = 0; si < late.n_segments; si++) assert_int_equal(late.segments[si].fe_early, 0);
+    check_fe_pricing(&late, d);
+    if (k == 0 ? !(early.predicted_ms < late.predicted_ms)
+               : !(early.predicted_ms <= late.predicted_ms))
+      fail_msg("%s: early sums %.3f ms, late %.3f", names[k], early.predicted_ms,
+               late.predicted_ms);
+    plan_free(&early);
+    plan_free(&late);
+    model_destroy(m);
+  }
+}
+
 /* An FE exchange costs the device's fe_rtt_ms, its job's own transfers
  * rtt_ms; with FE exchanges that cheap vgg16c still splits over the boards
  * although each job's round trip is long. fe_rtt_ms 0 prices as before. */
@@ -127,6 +170,7 @@ static void test_fe_exchanges_priced_apart(void **state) {
     d[i].fe_rtt_ms = 0.25 * (i + 1);
   }
   plan_options o = plan_default_options();
+  o.fe_late = true; /* every FE waited for */
   model *m = build_fused("vgg16c");
   plan p;
   err e = {0};
@@ -226,6 +270,7 @@ int main(void) {
       cmocka_unit_test(test_faster_device_gets_more_rows),
       cmocka_unit_test(test_one_device_pays_no_fe_trips),
       cmocka_unit_test(test_fe_exchanges_priced_apart),
+      cmocka_unit_test(test_early_fe_sums_not_priced),
       cmocka_unit_test(test_nonsense_cost_models_are_rejected),
       cmocka_unit_test(test_head_is_the_classifier),
       cmocka_unit_test(test_registry),

@@ -6,8 +6,9 @@
  *  - the executor's whole run against ref_run: <= 1e-4 relative;
  *  - layer ranges between random cuts, each fed the range input from a whole
  *    run of [0, first), split into 1..8 random strips that exchange FE sums
- *    as a cluster does, stitched and compared with the whole run of the
- *    range: <= 1e-5 relative.
+ *    as a cluster does (plain sums at each FE, then early sums,
+ *    fe_moments.h), stitched and compared with the whole run of the range:
+ *    <= 1e-5 relative.
  * Fused zoo models (ReLU flags) the same way.
  * Then the ways a caller can get it wrong: bad ranges and rows, unfinalized
  * models, the FE protocol out of order, NULL arguments.
@@ -168,10 +169,13 @@ static void check_range(xexec *x, const float *in, int first, int end,
   for (int t = 0; t < SPLITS_PER_RANGE; t++) {
     int bounds[MAX_STRIPS + 1];
     int n = xt_random_split(r, os.h, MAX_STRIPS, bounds);
-    check_ok(xt_run_split(x, first, end, bounds, n, range_in, got, &e), &e);
-    double d = xt_rel_diff(got, want, model_shape_elems(os));
-    if (d > STRIP_TOL)
-      fail_msg("%s [%d, %d) in %d strips: %g", m->name, first, end, n, d);
+    for (int early = 0; early < 2; early++) {
+      check_ok(xt_run_split_early(x, first, end, bounds, n, range_in, early, got, &e), &e);
+      double d = xt_rel_diff(got, want, model_shape_elems(os));
+      if (d > STRIP_TOL)
+        fail_msg("%s [%d, %d) in %d strips%s: %g", m->name, first, end, n,
+                 early ? ", early FE sums" : "", d);
+    }
   }
   free(range_in);
   free(want);

@@ -3,10 +3,14 @@
  * which step failed; nothing here asserts by itself. */
 #include "tests/xexec_testlib.h"
 
+#include "runtime/fe_moments.h"
+
 #include <math.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "runtime/fe_moments.h"
 
 uint64_t xt_next(xt_rng *r) {
   /* xorshift64*: deterministic across platforms, good enough for data */
@@ -95,19 +99,20 @@ static model_shape range_in_shape(const model *m, int first) {
   return model_tensor_shape(m, first - 1);
 }
 
-err_code xt_run_split(xexec *x, int first, int end, const int *bounds, int n,
-                      const float *range_in, float *out, err *e) {
+err_code xt_run_split_early(xexec *x, int first, int end, const int *bounds, int n,
+                            const float *range_in, bool early, float *out, err *e) {
   const model *m = xexec_model(x);
   model_shape is = range_in_shape(m, first), os = m->layers[end - 1].out;
   size_t in_row = (size_t)is.w * is.c, out_row = (size_t)os.w * os.c;
   xexec_strip **s = calloc((size_t)n, sizeof *s);
-  bool *done = calloc((size_t)n, sizeof *done);
+  bool *paused = calloc((size_t)n, sizeof *paused);
   xexec_fe_sums *fe = calloc((size_t)n, sizeof *fe);
   double *total = NULL;
   float *scale = NULL;
   int *owners = NULL;
+  int n_fe = 0;
   err_code rc = ERR_OK;
-  if (!s || !done || !fe) {
+  if (!s || !paused || !fe) {
     rc = err_set(e, ERR_NOMEM, "test: out of memory");
     goto out;
   }
@@ -115,31 +120,42 @@ err_code xt_run_split(xexec *x, int first, int end, const int *bounds, int n,
     model_rows rows = {bounds[i], bounds[i + 1]};
     rc = xexec_strip_create(x, first, end, rows, &s[i], e);
     if (rc != ERR_OK) goto out;
+    xexec_strip_set_early_fe(s[i], early);
     model_rows in = xexec_strip_in_rows(s[i]);
     memcpy(xexec_strip_input(s[i]), range_in + (size_t)in.lo * in_row,
            (size_t)(in.hi - in.lo) * in_row * sizeof(float));
   }
   for (;;) {
-    int n_paused = 0, n_done = 0;
+    int n_paused = 0;
     for (int i = 0; i < n; i++) {
-      bool paused = false;
-      rc = xexec_strip_run(s[i], &paused, &fe[i], e);
+      rc = xexec_strip_run(s[i], &paused[i], &fe[i], e);
       if (rc != ERR_OK) goto out;
-      if (paused) n_paused++;
-      else n_done++;
+      n_paused += paused[i];
     }
-    if (n_done == n) break;
+    if (n_paused == 0) break;
     if (n_paused != n) {
       rc = err_set(e, ERR_INTERNAL, "test: only %d of %d strips paused",
                    n_paused, n);
       goto out;
     }
-    int layer = fe[0].layer, c = fe[0].channels;
+    int layer = fe[0].layer, c = fe[0].channels, chain = fe[0].chain;
+    if (!fe[0].sums) {
+      /* At the FE after early sums: the scale was held back (below). */
+      for (int i = 0; i < n; i++)
+        if (fe[i].sums || !fe[i].needs_scale || fe[i].layer != layer) {
+          rc = err_set(e, ERR_INTERNAL, "test: strip %d did not wait at FE %d", i, layer);
+          goto out;
+        }
+      for (int i = 0; i < n && rc == ERR_OK; i++) rc = xexec_strip_set_fe_scale(s[i], scale, e);
+      if (rc != ERR_OK) goto out;
+      continue;
+    }
     model_shape fs = model_tensor_shape(m, m->layers[layer].inputs[0]);
+    size_t n_sums = fe[0].n_sums;
     free(total);
     free(scale);
     free(owners);
-    total = calloc((size_t)c, sizeof *total);
+    total = calloc(n_sums, sizeof *total);
     scale = calloc((size_t)c, sizeof *scale);
     owners = calloc((size_t)fs.h, sizeof *owners);
     if (!total || !scale || !owners) {
@@ -147,9 +163,11 @@ err_code xt_run_split(xexec *x, int first, int end, const int *bounds, int n,
       goto out;
     }
     for (int i = 0; i < n; i++) {
-      if (fe[i].layer != layer || fe[i].channels != c || c != fs.c) {
-        rc = err_set(e, ERR_INTERNAL, "test: strips paused at layers %d and %d",
-                     layer, fe[i].layer);
+      if (fe[i].layer != layer || fe[i].channels != c || c != fs.c || fe[i].chain != chain ||
+          fe[i].n_sums != n_sums || !fe[i].sums || fe[i].needs_scale != (chain == 0) ||
+          (!early && chain != 0)) {
+        rc = err_set(e, ERR_INTERNAL, "test: strips paused at layers %d and %d (chains %d, %d)",
+                     layer, fe[i].layer, chain, fe[i].chain);
         goto out;
       }
       for (int y = fe[i].owned.lo; y < fe[i].owned.hi; y++) {
@@ -159,7 +177,7 @@ err_code xt_run_split(xexec *x, int first, int end, const int *bounds, int n,
         }
         owners[y]++;
       }
-      for (int k = 0; k < c; k++) total[k] += fe[i].sums[k];
+      for (size_t k = 0; k < n_sums; k++) total[k] += fe[i].sums[k];
     }
     for (int y = 0; y < fs.h; y++)
       if (owners[y] != 1) {
@@ -168,8 +186,11 @@ err_code xt_run_split(xexec *x, int first, int end, const int *bounds, int n,
                      layer, owners[y]);
         goto out;
       }
-    rc = model_fe_scale(m, layer, total, (double)fs.h * fs.w, scale, e);
+    rc = fe_moments_scale(m, layer, chain, total, scale, e);
     if (rc != ERR_OK) goto out;
+    /* Early sums: every other FE gets its scale at once (the strips run
+     * through it), the others only once they wait at it. */
+    if (chain > 0 && n_fe++ % 2) continue;
     for (int i = 0; i < n; i++) {
       rc = xexec_strip_set_fe_scale(s[i], scale, e);
       if (rc != ERR_OK) goto out;
@@ -182,12 +203,17 @@ out:
   if (s)
     for (int i = 0; i < n; i++) xexec_strip_destroy(s[i]);
   free(s);
-  free(done);
+  free(paused);
   free(fe);
   free(total);
   free(scale);
   free(owners);
   return rc;
+}
+
+err_code xt_run_split(xexec *x, int first, int end, const int *bounds, int n,
+                      const float *range_in, float *out, err *e) {
+  return xt_run_split_early(x, first, end, bounds, n, range_in, false, out, e);
 }
 
 err_code xt_run_range(xexec *x, int first, int end, const float *range_in,

@@ -43,6 +43,12 @@ int xt_random_split(xt_rng *r, int h, int max_strips, int *bounds);
  * layers. Writes the stitched output tensor to `out`. */
 err_code xt_run_split(xexec *x, int first, int end, const int *bounds, int n,
                       const float *range_in, float *out, err *e);
+/* The same with early FE sums on (xexec_strip_set_early_fe): checks that
+ * each FE with a chain pauses first with the moments and then, when its
+ * scale is held back, waits at the FE; sums combined with
+ * fe_moments_scale(). */
+err_code xt_run_split_early(xexec *x, int first, int end, const int *bounds, int n,
+                            const float *range_in, bool early, float *out, err *e);
 
 /* The whole output tensor of range [first, end) for its whole input tensor,
  * as one strip resolved locally (exact: it covers the image). */
