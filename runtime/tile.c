@@ -640,23 +640,17 @@ static err_code handle_fe_scale(tile_engine *t, const Edgedi__V1__FeScale *fs,
   }
   err_code rc = xexec_strip_set_fe_scale(job->slot->strip, fs->scale, &pe);
   if (rc != ERR_OK) return tile_fail(t, id, fs->segment, rc, pe.msg, out, e);
-  /* Early sums: the job goes on at its FeContinue, scale in hand. */
+  /* Early sums: the job goes on at its Resume, scale in hand. */
   return paused ? tile_run_job(t, r, (int)(job - r->jobs), out, e) : ERR_OK;
 }
 
-static err_code handle_fe_continue(tile_engine *t, const Edgedi__V1__FeContinue *fc,
-                                   tile_outbox *out, err *e) {
-  uint64_t id = fc->request_id;
-  if (request_dropped(t, id)) return ERR_OK;
-  tile_request *r = request_find(t, id);
-  tile_job *job = r ? job_of_segment(r, fc->segment) : NULL;
-  if (!job || job->state != TILE_JOB_SUMS_OUT) {
-    err pe = {0};
-    err_set(&pe, ERR_INVALID,
-            "a continue for segment %u of request %llu, which has sent no early sums",
-            fc->segment, (unsigned long long)id);
-    return tile_fail(t, id, fc->segment, pe.code, pe.msg, out, e);
-  }
+/* A job that sent its early sums goes on; any other just gets run_ready's
+ * turn (it may have run since the Resume was queued: nothing to do). */
+static err_code handle_resume(tile_engine *t, const Edgedi__V1__Resume *rs, tile_outbox *out,
+                              err *e) {
+  tile_request *r = request_find(t, rs->request_id);
+  tile_job *job = r ? job_of_segment(r, rs->segment) : NULL;
+  if (!job || job->state != TILE_JOB_SUMS_OUT) return ERR_OK;
   return tile_run_job(t, r, (int)(job - r->jobs), out, e);
 }
 
@@ -676,8 +670,13 @@ static err_code handle_ping(const Edgedi__V1__Ping *p, tile_outbox *out, err *e)
   return rc;
 }
 
-/* Runs every job whose input is complete, until none is. A run may finish
- * or drop its request, so the scan starts over after each. */
+/* Runs a job whose input is complete. When the outbox already holds
+ * messages (another job's rows, sums, result), a second ready job is not
+ * run here but resumed (tile_outbox.loop): the shell sends what waits
+ * first, so that a neighbour does not wait for this agent's next job to
+ * end before it gets the rows it needs now (a job whose input is all its
+ * own is ready the moment the one before it ends). A run may finish or drop
+ * its request, so the scan starts over after each. */
 static err_code run_ready(tile_engine *t, tile_outbox *out, err *e) {
   for (bool ran = true; ran;) {
     ran = false;
@@ -686,6 +685,15 @@ static err_code run_ready(tile_engine *t, tile_outbox *out, err *e) {
       for (int j = 0; j < r->n_jobs; j++) {
         tile_job *job = &r->jobs[j];
         if (job->state != TILE_JOB_WAITING || job->n_have < rows_count(job->in)) continue;
+        if (out->n > 0) {
+          Edgedi__V1__Resume rs = EDGEDI__V1__RESUME__INIT;
+          rs.request_id = r->id;
+          rs.segment = job->segment;
+          Edgedi__V1__ExecuteIn in = EDGEDI__V1__EXECUTE_IN__INIT;
+          in.msg_case = EDGEDI__V1__EXECUTE_IN__MSG_RESUME;
+          in.resume = &rs;
+          return tile_push_loop(out, &in, e);
+        }
         err_code rc = tile_run_job(t, r, j, out, e);
         if (rc != ERR_OK) return rc;
         ran = true;
@@ -721,8 +729,8 @@ err_code tile_engine_handle_at(tile_engine *t, const Edgedi__V1__ExecuteIn *in,
     case EDGEDI__V1__EXECUTE_IN__MSG_FE_SCALE:
       rc = handle_fe_scale(t, in->fe_scale, out, e);
       break;
-    case EDGEDI__V1__EXECUTE_IN__MSG_FE_CONTINUE:
-      rc = handle_fe_continue(t, in->fe_continue, out, e);
+    case EDGEDI__V1__EXECUTE_IN__MSG_RESUME:
+      rc = handle_resume(t, in->resume, out, e);
       break;
     case EDGEDI__V1__EXECUTE_IN__MSG_RELEASE: {
       tile_request *r = request_find(t, in->release->request_id);

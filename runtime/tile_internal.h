@@ -49,7 +49,7 @@ typedef struct tile_export {
 typedef enum tile_job_state {
   TILE_JOB_WAITING, /* for input rows */
   TILE_JOB_PAUSED,  /* at an FE layer, for its scale */
-  TILE_JOB_SUMS_OUT, /* sent early FE sums; goes on at its FeContinue */
+  TILE_JOB_SUMS_OUT, /* sent early FE sums; goes on at its Resume */
   TILE_JOB_DONE
 } tile_job_state;
 

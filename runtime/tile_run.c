@@ -195,16 +195,16 @@ static err_code send_fe_sums(const tile_job *job, uint64_t id, const xexec_fe_su
   return tile_push(out, &o, e);
 }
 
-/* The job's FeContinue, queued behind what waits for the engine: its early
+/* The job's Resume, queued behind what waits for the engine: its early
  * sums leave (the shell sends the outbox) before it computes on. */
 static err_code queue_continue(const tile_request *r, const tile_job *job, tile_outbox *out,
                                err *e) {
-  Edgedi__V1__FeContinue fc = EDGEDI__V1__FE_CONTINUE__INIT;
+  Edgedi__V1__Resume fc = EDGEDI__V1__RESUME__INIT;
   fc.request_id = r->id;
   fc.segment = job->segment;
   Edgedi__V1__ExecuteIn in = EDGEDI__V1__EXECUTE_IN__INIT;
-  in.msg_case = EDGEDI__V1__EXECUTE_IN__MSG_FE_CONTINUE;
-  in.fe_continue = &fc;
+  in.msg_case = EDGEDI__V1__EXECUTE_IN__MSG_RESUME;
+  in.resume = &fc;
   return tile_push_loop(out, &in, e);
 }
 

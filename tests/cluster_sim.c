@@ -34,8 +34,8 @@ void cs_push(cs_sim *s, int from, int to, uint8_t *data, size_t len) {
     if (in->msg_case == EDGEDI__V1__EXECUTE_IN__MSG_ROWS) m.request = in->rows->request_id;
     if (in->msg_case == EDGEDI__V1__EXECUTE_IN__MSG_FE_SCALE) m.request = in->fe_scale->request_id;
     if (in->msg_case == EDGEDI__V1__EXECUTE_IN__MSG_RELEASE) m.request = in->release->request_id;
-    if (in->msg_case == EDGEDI__V1__EXECUTE_IN__MSG_FE_CONTINUE)
-      m.request = in->fe_continue->request_id;
+    if (in->msg_case == EDGEDI__V1__EXECUTE_IN__MSG_RESUME)
+      m.request = in->resume->request_id;
     edgedi__v1__execute_in__free_unpacked(in, NULL);
   } else {
     Edgedi__V1__ExecuteOut *o = edgedi__v1__execute_out__unpack(NULL, len, data);

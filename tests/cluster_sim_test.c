@@ -247,6 +247,60 @@ static void test_results_report_queued_time(void **state) {
   cs_fixture_free(&f);
 }
 
+/* A job that becomes ready while the engine still holds what another job
+ * produced is resumed, not run in the same call: the shell sends the
+ * first job's rows and result before the second computes (a neighbour may
+ * be waiting for them). One device runs every segment; its later jobs are
+ * waiting when the first runs, each ready the moment the one before ends. */
+static void test_ready_jobs_wait_for_the_outbox(void **state) {
+  (void)state;
+  cs_fixture f;
+  cs_fixture_init(&f, "resnet18"); /* no FE: each run ends its job */
+  plan_free(&f.p);
+  plan_options po = cs_plan_options(&f.t.img);
+  err e = {0};
+  cs_check_ok(plan_equal(f.m, f.devs, 1, &po, &f.p, &e), &e);
+  assert_true(f.p.n_segments >= 3);
+  int n;
+  Edgedi__V1__ExecuteIn **jobs = cs_jobs_of(&f, 1, &n);
+  assert_int_equal(n, f.p.n_segments);
+  tile_engine *t = NULL;
+  cs_check_ok(tile_engine_create(NULL, &t, &e), &e);
+  cs_check_ok(tile_engine_add_model(t, "digest", f.m, 1, &e), &e);
+  for (int k = 1; k < n; k++) {
+    assert_int_equal(jobs[k]->job->segment, (uint32_t)k);
+    cs_expect_quiet(t, jobs[k]);
+  }
+  tile_outbox out = {0};
+  const Edgedi__V1__ExecuteIn *next = jobs[0];
+  Edgedi__V1__ExecuteIn *resume = NULL;
+  for (int k = 0; k < n; k++) {
+    cs_check_ok(tile_engine_handle(t, next, &out, &e), &e);
+    tile_stats st;
+    tile_engine_stats(t, &st);
+    assert_int_equal(st.jobs_run, (uint64_t)k + 1); /* one job per call */
+    assert_true(out.n >= 1);                        /* its result, at least */
+    assert_int_equal(out.n_loop, k + 1 < n ? 1 : 0);
+    if (resume) edgedi__v1__execute_in__free_unpacked(resume, NULL);
+    resume = NULL;
+    if (k + 1 < n) {
+      resume = edgedi__v1__execute_in__unpack(NULL, out.loop[0].len, out.loop[0].data);
+      assert_non_null(resume);
+      assert_int_equal(resume->msg_case, EDGEDI__V1__EXECUTE_IN__MSG_RESUME);
+      assert_int_equal(resume->resume->segment, (uint32_t)k + 1);
+      next = resume;
+    }
+    tile_outbox_clear(&out);
+  }
+  tile_outbox_free(&out);
+  tile_stats st;
+  tile_engine_stats(t, &st);
+  assert_int_equal(st.requests, 0);
+  tile_engine_destroy(t);
+  cs_free_jobs(jobs, n);
+  cs_fixture_free(&f);
+}
+
 /* A job whose strip the agent made for it says so; the same plan again
  * finds every strip cached. */
 static void test_results_say_fresh_strips(void **state) {
@@ -532,18 +586,33 @@ static void test_bad_rows_and_scales(void **state) {
   Edgedi__V1__ExecuteIn jin = cs_wrap_job(j1);
   cs_expect_quiet(t, &jin);
   cs_expect_tile_error(t, &sin, GRPC_STATUS_INVALID_ARGUMENT, "not waiting");
-  /* A continue for a job that has sent no early sums, and for a request
-   * the agent has no job of (FeContinue is the engine's own message). */
-  Edgedi__V1__FeContinue fc = EDGEDI__V1__FE_CONTINUE__INIT;
-  fc.segment = 1;
-  Edgedi__V1__ExecuteIn cin = EDGEDI__V1__EXECUTE_IN__INIT;
-  cin.msg_case = EDGEDI__V1__EXECUTE_IN__MSG_FE_CONTINUE;
-  cin.fe_continue = &fc;
-  fc.request_id = 7100;
-  cs_expect_tile_error(t, &cin, GRPC_STATUS_INVALID_ARGUMENT, "no early sums");
-  j1->request_id = fc.request_id = 7101;
+  /* A Resume (the engine's own message) for a request the agent has no
+   * job of, or for a job still waiting for its input, changes nothing. */
+  Edgedi__V1__Resume rs = EDGEDI__V1__RESUME__INIT;
+  rs.segment = 1;
+  Edgedi__V1__ExecuteIn rsin = EDGEDI__V1__EXECUTE_IN__INIT;
+  rsin.msg_case = EDGEDI__V1__EXECUTE_IN__MSG_RESUME;
+  rsin.resume = &rs;
+  j1->request_id = rs.request_id = 7101;
   cs_expect_quiet(t, &jin);
-  cs_expect_tile_error(t, &cin, GRPC_STATUS_INVALID_ARGUMENT, "no early sums");
+  tile_stats before, after;
+  tile_engine_stats(t, &before);
+  for (int k = 0; k < 2; k++) {
+    rs.request_id = k ? 7101 : 7100;
+    tile_outbox quiet = {0};
+    cs_check_ok(tile_engine_handle(t, &rsin, &quiet, &e), &e);
+    assert_int_equal(quiet.n + quiet.n_loop, 0);
+    tile_outbox_free(&quiet);
+  }
+  tile_engine_stats(t, &after);
+  assert_int_equal(after.jobs_waiting, before.jobs_waiting);
+  assert_int_equal(after.jobs_run, before.jobs_run);
+  Edgedi__V1__Release rs_rel = EDGEDI__V1__RELEASE__INIT;
+  rs_rel.request_id = 7101;
+  Edgedi__V1__ExecuteIn rs_relin = EDGEDI__V1__EXECUTE_IN__INIT;
+  rs_relin.msg_case = EDGEDI__V1__EXECUTE_IN__MSG_RELEASE;
+  rs_relin.release = &rs_rel;
+  cs_expect_quiet(t, &rs_relin);
   j1->request_id = fs.request_id = 7001;
   /* Messages of a dropped or released request are ignored. */
   tile_outbox out = {0};
@@ -805,6 +874,7 @@ int main(void) {
       cmocka_unit_test(test_speed_emulation),
       cmocka_unit_test(test_results_report_queued_time),
       cmocka_unit_test(test_results_say_fresh_strips),
+      cmocka_unit_test(test_ready_jobs_wait_for_the_outbox),
       cmocka_unit_test(test_unknown_digest),
       cmocka_unit_test(test_model_provider),
       cmocka_unit_test(test_engine_error_fails_request),
