@@ -630,6 +630,7 @@ static grpc_status_code on_execute(void *ctx, rpc_stream *stream, char *details,
   to.speed = a->o.speed;
   to.threads = a->o.threads;
   to.gate = a->o.gate;
+  to.whole_strips = a->o.whole_strips;
   to.find_model = find_model;
   to.find_model_ctx = a;
   if (tile_engine_create(&to, &s->eng, &e) != ERR_OK) {

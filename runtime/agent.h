@@ -91,6 +91,7 @@ typedef struct agent_options {
   double link_mbps;   /* 0: unlimited (link.h) */
   double link_rtt_ms; /* 0: none */
   cpu_gate *gate;     /* shared host cores (cpu_gate.h); NULL: none; outlives the agent */
+  bool whole_strips;  /* every strip in one pass, exports after it (tile.h) */
   agent_log_fn log;   /* may be NULL: silent */
   void *log_ctx;
 } agent_options;

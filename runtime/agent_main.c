@@ -61,6 +61,8 @@ static const char usage_text[] =
     "                       agents: at most N of them compute at once, taking\n"
     "                       turns instead of time-slicing (lock files in\n"
     "                       $TMPDIR or /tmp; default 0: no sharing)\n"
+    "  --whole-strips       compute each strip in one pass and send the rows\n"
+    "                       neighbours need after it (default: those rows first)\n"
     "  --link-mbps M        emulate a link of M Mbit/s (default 0: unlimited)\n"
     "  --link-rtt-ms R      emulate a link round trip of R ms (default 0)\n"
     "  --max-message-mb N   gRPC message size limit (default 64)\n"
@@ -132,14 +134,14 @@ typedef struct flags {
   const char *listen, *scheduler, *advertise, *name, *speed_file;
   int threads, max_message_mb, log_level, share_cores;
   double speed, link_mbps, link_rtt_ms;
-  bool exit_on_refusal;
+  bool exit_on_refusal, whole_strips;
 } flags;
 
 static flags parse_flags(int argc, char **argv) {
   flags f = {.listen = "127.0.0.1:0", .threads = 1, .max_message_mb = 64,
              .log_level = AGENT_LOG_INFO, .speed = 1.0};
   enum { F_LISTEN = 1, F_SCHED, F_ADV, F_NAME, F_THREADS, F_SPEED, F_MBPS,
-         F_RTT, F_MAXMSG, F_LOG, F_REFUSAL, F_HELP, F_SPEED_FILE, F_SHARE };
+         F_RTT, F_MAXMSG, F_LOG, F_REFUSAL, F_HELP, F_SPEED_FILE, F_SHARE, F_WHOLE };
   static const struct option opts[] = {
       {"listen", required_argument, NULL, F_LISTEN},
       {"scheduler", required_argument, NULL, F_SCHED},
@@ -149,6 +151,7 @@ static flags parse_flags(int argc, char **argv) {
       {"speed", required_argument, NULL, F_SPEED},
       {"speed-file", required_argument, NULL, F_SPEED_FILE},
       {"share-cores", required_argument, NULL, F_SHARE},
+      {"whole-strips", no_argument, NULL, F_WHOLE},
       {"link-mbps", required_argument, NULL, F_MBPS},
       {"link-rtt-ms", required_argument, NULL, F_RTT},
       {"max-message-mb", required_argument, NULL, F_MAXMSG},
@@ -169,6 +172,7 @@ static flags parse_flags(int argc, char **argv) {
       case F_SPEED: f.speed = parse_double("--speed", optarg); break;
       case F_SPEED_FILE: f.speed_file = optarg; break;
       case F_SHARE: f.share_cores = parse_int("--share-cores", optarg, 0, CPU_GATE_MAX_SLOTS); break;
+      case F_WHOLE: f.whole_strips = true; break;
       case F_MBPS: f.link_mbps = parse_double("--link-mbps", optarg); break;
       case F_RTT: f.link_rtt_ms = parse_double("--link-rtt-ms", optarg); break;
       case F_MAXMSG:
@@ -266,6 +270,7 @@ int main(int argc, char **argv) {
   }
   agent_options ao = agent_default_options();
   ao.gate = gate;
+  ao.whole_strips = f.whole_strips;
   ao.name = name;
   ao.threads = f.threads;
   ao.speed = f.speed;

@@ -126,13 +126,17 @@ err_code tile_engine_set_speed(tile_engine *t, double speed, err *e) {
 
 double tile_engine_speed(const tile_engine *t) { return t ? t->o.speed : 0; }
 
+static void job_free(tile_job *job) {
+  free(job->output);
+  free(job->input);
+  free(job->have);
+  free(job->exports);
+}
+
 static void request_free(tile_engine *t, tile_request *r) {
   for (int j = 0; j < r->n_jobs; j++) {
-    tile_job *job = &r->jobs[j];
-    tile_slot_release(t, job);
-    free(job->input);
-    free(job->have);
-    free(job->exports);
+    tile_slot_release(t, &r->jobs[j]);
+    job_free(&r->jobs[j]);
   }
   for (int b = 0; b < r->n_blocks; b++) free(r->blocks[b].data);
   free(r->jobs);
@@ -493,7 +497,7 @@ static err_code job_check(const model *m, const Edgedi__V1__TileJob *jm,
 }
 
 /* Allocates the job's buffers and fills what it already has. */
-static err_code job_prepare(const model *m, const Edgedi__V1__TileJob *jm,
+static err_code job_prepare(const model *m, const Edgedi__V1__TileJob *jm, bool whole_strips,
                             tile_job *job, err *pe) {
   size_t n_rows = (size_t)rows_count(job->in);
   job->input = malloc(n_rows * (size_t)job->in_w * (size_t)job->in_c * sizeof(float));
@@ -508,6 +512,14 @@ static err_code job_prepare(const model *m, const Edgedi__V1__TileJob *jm,
     job->exports[i].rows.hi = (int)jm->exports[i]->rows->hi;
   }
   job->n_exports = (int)jm->n_exports;
+  tile_plan_parts(m, job, whole_strips);
+  if (job->n_parts > 1) {
+    job->output = malloc((size_t)rows_count(job->out) * (size_t)job->out_w *
+                         (size_t)job->out_c * sizeof(float));
+    if (!job->output)
+      return err_set(pe, ERR_NOMEM, "tile: out of memory for the output of segment %u",
+                     job->segment);
+  }
   if (!jm->image) return ERR_OK;
   preprocess_image pi;
   err_code rc = image_of(jm->image, &pi, pe);
@@ -517,12 +529,6 @@ static err_code job_prepare(const model *m, const Edgedi__V1__TileJob *jm,
   job->n_have = (int)n_rows;
   job->bytes_in = pi.bytes;
   return ERR_OK;
-}
-
-static void job_free(tile_job *job) {
-  free(job->input);
-  free(job->have);
-  free(job->exports);
 }
 
 static err_code handle_job(tile_engine *t, const Edgedi__V1__TileJob *jm,
@@ -552,7 +558,7 @@ static err_code handle_job(tile_engine *t, const Edgedi__V1__TileJob *jm,
   err_code rc = job_check(tm->m, jm, &job, &pe);
   if (rc == ERR_OK && r && job_of_segment(r, jm->segment))
     rc = err_set(&pe, ERR_INVALID, "a second job for segment %u", jm->segment);
-  if (rc == ERR_OK) rc = job_prepare(tm->m, jm, &job, &pe);
+  if (rc == ERR_OK) rc = job_prepare(tm->m, jm, t->o.whole_strips, &job, &pe);
   if (rc == ERR_OK && !r && !(r = request_new(t, id, tm)))
     rc = err_set(&pe, ERR_NOMEM, "tile: out of memory for a request");
   if (rc == ERR_OK && r->n_jobs == r->cap_jobs) {
@@ -644,13 +650,13 @@ static err_code handle_fe_scale(tile_engine *t, const Edgedi__V1__FeScale *fs,
   return paused ? tile_run_job(t, r, (int)(job - r->jobs), out, e) : ERR_OK;
 }
 
-/* A job that sent its early sums goes on; any other just gets run_ready's
+/* A job that sent its early sums or ran a part goes on; any other just gets run_ready's
  * turn (it may have run since the Resume was queued: nothing to do). */
 static err_code handle_resume(tile_engine *t, const Edgedi__V1__Resume *rs, tile_outbox *out,
                               err *e) {
   tile_request *r = request_find(t, rs->request_id);
   tile_job *job = r ? job_of_segment(r, rs->segment) : NULL;
-  if (!job || job->state != TILE_JOB_SUMS_OUT) return ERR_OK;
+  if (!job || (job->state != TILE_JOB_SUMS_OUT && job->state != TILE_JOB_PARTS)) return ERR_OK;
   return tile_run_job(t, r, (int)(job - r->jobs), out, e);
 }
 

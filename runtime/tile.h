@@ -38,6 +38,17 @@
  * err_code from tile_engine_handle(); the outbox may then be partial and
  * the stream is best closed.
  *
+ * Exports first. A job whose neighbours need rows at its strip's edges
+ * (TileJob.exports touching its top or bottom row) and that has no FE
+ * layer computes its strip in parts: the edge rows others need, each sent
+ * as soon as it is computed, then the rest. The neighbours' next jobs then
+ * wait for those rows' transfer only while this one computes its middle,
+ * not after it ends. A part is its own strip (cached like any), so only a
+ * multi-layer segment pays for it: the rows between its layers that two
+ * parts both need, computed twice. The engine returns between parts
+ * (Resume) so that the shell sends the rows. A job with one part runs as
+ * before; so does every job with tile_options.whole_strips.
+ *
  * Speed emulation (DESIGN.md, "one machine emulates a cluster honestly"):
  * with speed S < 1, each stretch of running (job start to FE pause, resume
  * to pause or end) sleeps until its wall time is its thread CPU time / S;
@@ -71,6 +82,7 @@ typedef struct tile_engine tile_engine;
 enum {
   TILE_MAX_PONG_BYTES = 16 << 20, /* largest Pong payload a Ping may ask for */
   TILE_DROPPED_MEMORY = 64,       /* dropped request ids remembered */
+  TILE_MIN_PART_ROWS = 3,         /* rows of a part of a strip, at least */
 };
 
 /* Looks up a model the engine does not know yet: the model for `digest`,
@@ -85,6 +97,9 @@ typedef struct tile_options {
   tile_model_fn find_model; /* may be NULL */
   void *find_model_ctx;
   cpu_gate *gate; /* emulating on shared cores: taken per stretch (cpu_gate.h); may be NULL */
+  /* Every strip in one pass, its exports after it (false: exports first,
+   * below). */
+  bool whole_strips;
 } tile_options;
 
 tile_options tile_default_options(void);

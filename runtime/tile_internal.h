@@ -50,6 +50,7 @@ typedef enum tile_job_state {
   TILE_JOB_WAITING, /* for input rows */
   TILE_JOB_PAUSED,  /* at an FE layer, for its scale */
   TILE_JOB_SUMS_OUT, /* sent early FE sums; goes on at its Resume */
+  TILE_JOB_PARTS,    /* ran a part of its strip; the next goes on at its Resume */
   TILE_JOB_DONE
 } tile_job_state;
 
@@ -64,6 +65,12 @@ typedef struct tile_job {
   int n_have;
   tile_export *exports;
   int n_exports;
+  uint64_t exports_sent; /* bit i: export i is out */
+  /* Exports first (tile.h): the strip's output rows as parts run in order,
+   * those others need first, and the output they fill (NULL: one part). */
+  model_rows parts[3];
+  int n_parts, part;
+  float *output;
   bool send_output, keep_output, last_job;
   bool fe_local;       /* alone in its segment: FE scales from its own sums */
   bool fe_late;        /* FE sums at the FE, not early (TileJob.fe_late) */
@@ -122,6 +129,10 @@ err_code tile_deliver(tile_engine *t, tile_request *r, tile_block *b, err *pe);
 void tile_maybe_finish(tile_engine *t, tile_request *r);
 
 /* ---- tile_run.c ----------------------------------------------------------- */
+
+/* Splits a job's strip into parts, its exports first (tile.h): fills
+ * job->parts and n_parts (1: the strip whole). */
+void tile_plan_parts(const model *m, tile_job *job, bool whole_strips);
 
 /* Runs or continues job `j` of request `r` until it pauses or ends; sends
  * what that produces. Protocol or executor errors become a TileError (the

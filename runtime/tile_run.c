@@ -47,12 +47,14 @@ static void slots_trim(tile_engine *t) {
   }
 }
 
+/* A strip of the job's layers for output rows `rows` (the job's, or a
+ * part's). */
 static tile_slot *slot_acquire(tile_engine *t, const tile_model *tm,
-                               tile_job *job, err *pe) {
+                               tile_job *job, model_rows rows, err *pe) {
   for (int i = 0; i < t->n_slots; i++) {
     tile_slot *s = t->slots[i];
     if (!s->busy && s->model == tm && s->first == job->first && s->end == job->end &&
-        s->out.lo == job->out.lo && s->out.hi == job->out.hi) {
+        s->out.lo == rows.lo && s->out.hi == rows.hi) {
       s->busy = true;
       t->stats.strips_reused++;
       return s;
@@ -67,14 +69,14 @@ static tile_slot *slot_acquire(tile_engine *t, const tile_model *tm,
   }
   tile_slot *s = calloc(1, sizeof *s);
   if (!s) return err_set(pe, ERR_NOMEM, "tile: out of memory for a strip"), NULL;
-  if (xexec_strip_create(tm->x, job->first, job->end, job->out, &s->strip, pe) != ERR_OK) {
+  if (xexec_strip_create(tm->x, job->first, job->end, rows, &s->strip, pe) != ERR_OK) {
     free(s);
     return NULL;
   }
   s->model = tm;
   s->first = job->first;
   s->end = job->end;
-  s->out = job->out;
+  s->out = rows;
   s->busy = true;
   s->bytes = xexec_strip_bytes(s->strip);
   t->slots[t->n_slots++] = s;
@@ -196,8 +198,9 @@ static err_code send_fe_sums(const tile_job *job, uint64_t id, const xexec_fe_su
 }
 
 /* The job's Resume, queued behind what waits for the engine: its early
- * sums leave (the shell sends the outbox) before it computes on. */
-static err_code queue_continue(const tile_request *r, const tile_job *job, tile_outbox *out,
+ * sums or a part's rows leave (the shell sends the outbox) before it
+ * computes on. */
+static err_code queue_resume(const tile_request *r, const tile_job *job, tile_outbox *out,
                                err *e) {
   Edgedi__V1__Resume fc = EDGEDI__V1__RESUME__INIT;
   fc.request_id = r->id;
@@ -260,18 +263,28 @@ static err_code send_result(const tile_job *job, uint64_t id, tile_outbox *out, 
   return tile_push(out, &o, e);
 }
 
+/* Sends the exports whose rows are all computed (rows [lo, hi) of the
+ * job's output, which `output` holds from row job->out.lo) and not sent. */
+static err_code send_exports(const tile_engine *t, tile_job *job, uint64_t id, model_rows done,
+                             const float *output, tile_outbox *out, err *e) {
+  for (int i = 0; i < job->n_exports; i++) {
+    model_rows x = job->exports[i].rows;
+    if ((job->exports_sent >> i & 1) || x.lo < done.lo || x.hi > done.hi) continue;
+    err_code rc = send_rows(t, job, id, job->exports[i].dest, x, output, out, e);
+    if (rc != ERR_OK) return rc;
+    job->exports_sent |= (uint64_t)1 << i;
+  }
+  return ERR_OK;
+}
+
 /* What a finished job sends: exports first (neighbours wait on them), its
  * output to the scheduler, its kept rows to its own next job, the result. */
-static err_code finish_job(tile_engine *t, tile_request *r, tile_job *job,
+static err_code finish_job(tile_engine *t, tile_request *r, tile_job *job, const float *output,
                            tile_outbox *out, err *e) {
-  const float *output = xexec_strip_output(job->slot->strip);
-  for (int i = 0; i < job->n_exports; i++) {
-    err_code rc = send_rows(t, job, r->id, job->exports[i].dest, job->exports[i].rows,
-                            output, out, e);
-    if (rc != ERR_OK) return rc;
-  }
+  err_code rc = send_exports(t, job, r->id, job->out, output, out, e);
+  if (rc != ERR_OK) return rc;
   if (job->send_output) {
-    err_code rc = send_rows(t, job, r->id, -1, job->out, output, out, e);
+    rc = send_rows(t, job, r->id, -1, job->out, output, out, e);
     if (rc != ERR_OK) return rc;
   }
   if (job->keep_output) {
@@ -292,10 +305,38 @@ static err_code finish_job(tile_engine *t, tile_request *r, tile_job *job,
   }
   job->state = TILE_JOB_DONE;
   tile_slot_release(t, job);
+  free(job->output); /* parts' output: what needed it has it */
+  job->output = NULL;
   t->stats.jobs_run++;
-  err_code rc = send_result(job, r->id, out, e);
+  rc = send_result(job, r->id, out, e);
   tile_maybe_finish(t, r);
   return rc;
+}
+
+void tile_plan_parts(const model *m, tile_job *job, bool whole_strips) {
+  job->parts[0] = job->out;
+  job->n_parts = 1;
+  if (whole_strips || job->n_exports == 0 || job->send_output || job->n_exports > 64) return;
+  for (int l = job->first; l < job->end; l++)
+    if (m->layers[l].op == MODEL_OP_FE) return; /* a part would stop at it for sums */
+  int top = job->out.lo, bottom = job->out.hi; /* the edge parts end, start here */
+  for (int i = 0; i < job->n_exports; i++) {
+    model_rows x = job->exports[i].rows;
+    if (x.lo == job->out.lo && x.hi > top) top = x.hi;
+    if (x.hi == job->out.hi && x.lo < bottom) bottom = x.lo;
+  }
+  bool up = top > job->out.lo, down = bottom < job->out.hi;
+  if (!up && !down) return; /* no export at an edge */
+  /* Parts of a few rows at least: thinner ones run well below the
+   * strip's rate (XNNPACK's GEMMs get a row of pixels). */
+  if (up && top - job->out.lo < TILE_MIN_PART_ROWS) top = job->out.lo + TILE_MIN_PART_ROWS;
+  if (down && job->out.hi - bottom < TILE_MIN_PART_ROWS) bottom = job->out.hi - TILE_MIN_PART_ROWS;
+  if (bottom - top < TILE_MIN_PART_ROWS) return; /* no middle worth waiting for */
+  int n = 0;
+  if (up) job->parts[n++] = (model_rows){job->out.lo, top};
+  if (down) job->parts[n++] = (model_rows){bottom, job->out.hi};
+  job->parts[n++] = (model_rows){top, bottom};
+  job->n_parts = n;
 }
 
 err_code tile_run_job(tile_engine *t, tile_request *r, int j, tile_outbox *out,
@@ -307,29 +348,34 @@ err_code tile_run_job(tile_engine *t, tile_request *r, int j, tile_outbox *out,
   double now = tile_now_ms();
   cpu_gate_enter(t->o.gate);
   double cpu0 = tile_cpu_ms();
-  if (job->state == TILE_JOB_WAITING) {
-    job->slot = slot_acquire(t, r->model, job, &pe);
+  if (job->state == TILE_JOB_WAITING || job->state == TILE_JOB_PARTS) {
+    model_rows part = job->parts[job->part];
+    job->slot = slot_acquire(t, r->model, job, part, &pe);
     if (!job->slot) {
       cpu_gate_leave(t->o.gate);
       return tile_fail(t, r->id, job->segment, pe.code, pe.msg, out, e);
     }
     model_rows in = xexec_strip_in_rows(job->slot->strip);
-    if (in.lo != job->in.lo || in.hi != job->in.hi) {
+    if (job->n_parts == 1 ? in.lo != job->in.lo || in.hi != job->in.hi
+                          : in.lo < job->in.lo || in.hi > job->in.hi) {
       /* model_strip_rows() and the executor disagree: a bug, not input. */
       cpu_gate_leave(t->o.gate);
       err_set(&pe, ERR_INTERNAL, "strip of segment %u reads rows [%d, %d), the job has [%d, %d)",
               job->segment, in.lo, in.hi, job->in.lo, job->in.hi);
       return tile_fail(t, r->id, job->segment, pe.code, pe.msg, out, e);
     }
-    size_t n = (size_t)(job->in.hi - job->in.lo) * (size_t)job->in_w * (size_t)job->in_c;
-    memcpy(xexec_strip_input(job->slot->strip), job->input, n * sizeof(float));
+    size_t row = (size_t)job->in_w * (size_t)job->in_c;
+    memcpy(xexec_strip_input(job->slot->strip), job->input + (size_t)(in.lo - job->in.lo) * row,
+           (size_t)(in.hi - in.lo) * row * sizeof(float));
     /* A job alone makes its scales itself, from plain sums. */
     xexec_strip_set_early_fe(job->slot->strip, !job->fe_late && !job->fe_local);
-    free(job->input);
-    free(job->have);
-    job->input = NULL;
-    job->have = NULL;
-    job->wait_ms += now - job->t_arrive_ms;
+    if (job->part == job->n_parts - 1) {
+      free(job->input);
+      free(job->have);
+      job->input = NULL;
+      job->have = NULL;
+    }
+    job->wait_ms += now - (job->state == TILE_JOB_WAITING ? job->t_arrive_ms : job->t_pause_ms);
   } else {
     job->wait_ms += now - job->t_pause_ms;
   }
@@ -350,8 +396,20 @@ err_code tile_run_job(tile_engine *t, tile_request *r, int j, tile_outbox *out,
     if (!fe.sums) return ERR_OK; /* its early sums are out: waits for the scale */
     if (fe_resolved_here(r->model->m, job, &fe)) return queue_own_scale(r, job, &fe, out, e);
     err_code rc = send_fe_sums(job, r->id, &fe, out, e);
-    if (rc == ERR_OK && !fe.needs_scale) rc = queue_continue(r, job, out, e);
+    if (rc == ERR_OK && !fe.needs_scale) rc = queue_resume(r, job, out, e);
     return rc;
   }
-  return finish_job(t, r, job, out, e);
+  const float *result = xexec_strip_output(job->slot->strip);
+  if (job->n_parts == 1) return finish_job(t, r, job, result, out, e);
+  /* A part: into the job's output; what it completes leaves now. */
+  model_rows part = job->parts[job->part];
+  size_t row = (size_t)job->out_w * (size_t)job->out_c;
+  memcpy(job->output + (size_t)(part.lo - job->out.lo) * row, result,
+         (size_t)(part.hi - part.lo) * row * sizeof(float));
+  tile_slot_release(t, job);
+  if (++job->part == job->n_parts) return finish_job(t, r, job, job->output, out, e);
+  job->state = TILE_JOB_PARTS;
+  job->t_pause_ms = tile_now_ms();
+  rc = send_exports(t, job, r->id, part, job->output, out, e);
+  return rc == ERR_OK ? queue_resume(r, job, out, e) : rc;
 }

@@ -301,6 +301,78 @@ static void test_ready_jobs_wait_for_the_outbox(void **state) {
   cs_fixture_free(&f);
 }
 
+/* The kinds of the messages in an outbox, as a string: R rows (with the
+ * destination after it), S sums, T result; then one L per loop message. */
+static void outbox_kinds(const tile_outbox *o, char *buf, size_t len) {
+  size_t k = 0;
+  for (int i = 0; i < o->n && k + 3 < len; i++) {
+    Edgedi__V1__ExecuteOut *m = edgedi__v1__execute_out__unpack(NULL, o->msgs[i].len, o->msgs[i].data);
+    assert_non_null(m);
+    if (m->msg_case == EDGEDI__V1__EXECUTE_OUT__MSG_ROWS) {
+      buf[k++] = 'R';
+      buf[k++] = (char)('0' + m->rows->dest);
+    } else {
+      buf[k++] = m->msg_case == EDGEDI__V1__EXECUTE_OUT__MSG_RESULT ? 'T' : '?';
+    }
+    edgedi__v1__execute_out__free_unpacked(m, NULL);
+  }
+  for (int i = 0; i < o->n_loop && k + 1 < len; i++) buf[k++] = 'L';
+  buf[k] = 0;
+}
+
+/* Exports first (tile.h): the middle board's first job computes its top
+ * rows and sends what board 0 needs, then its bottom rows for board 2
+ * (each time handing back to the shell with a Resume), then the rest; the
+ * rows are those a whole-strip run sends, bit for bit. */
+static void test_exports_first(void **state) {
+  (void)state;
+  cs_fixture f;
+  cs_fixture_init(&f, "vgg16"); /* no FE; 64 rows: strips of 10 and more */
+  int n;
+  Edgedi__V1__ExecuteIn **jobs = cs_jobs_of(&f, 1, &n);
+  Edgedi__V1__TileJob *j = cs_job_at(jobs, n, 0, 1);
+  assert_int_equal(j->n_exports, 2);
+  Edgedi__V1__ExecuteIn jin = cs_wrap_job(j);
+  tile_outbox whole = {0}, out = {0};
+  err e = {0};
+  tile_options o = tile_default_options();
+  o.whole_strips = true;
+  tile_engine *tw = NULL, *tp = NULL;
+  cs_check_ok(tile_engine_create(&o, &tw, &e), &e);
+  cs_check_ok(tile_engine_create(NULL, &tp, &e), &e);
+  cs_check_ok(tile_engine_add_model(tw, "digest", f.m, 1, &e), &e);
+  cs_check_ok(tile_engine_add_model(tp, "digest", f.m, 1, &e), &e);
+  char kinds[32];
+  cs_check_ok(tile_engine_handle(tw, &jin, &whole, &e), &e);
+  outbox_kinds(&whole, kinds, sizeof kinds);
+  assert_string_equal(kinds, "R0R2T");
+  const char *want[] = {"R0L", "R2L", "T"};
+  for (int part = 0; part < 3; part++) {
+    Edgedi__V1__ExecuteIn *resume = NULL;
+    if (part == 0) {
+      cs_check_ok(tile_engine_handle(tp, &jin, &out, &e), &e);
+    } else {
+      resume = edgedi__v1__execute_in__unpack(NULL, out.loop[0].len, out.loop[0].data);
+      assert_non_null(resume);
+      tile_outbox_clear(&out);
+      cs_check_ok(tile_engine_handle(tp, resume, &out, &e), &e);
+      edgedi__v1__execute_in__free_unpacked(resume, NULL);
+    }
+    outbox_kinds(&out, kinds, sizeof kinds);
+    assert_string_equal(kinds, want[part]);
+    if (part < 2) { /* the same packed rows as the whole run's */
+      assert_int_equal(out.msgs[0].len, whole.msgs[part].len);
+      assert_memory_equal(out.msgs[0].data, whole.msgs[part].data, out.msgs[0].len);
+    }
+  }
+  tile_outbox_free(&out);
+  tile_outbox_free(&whole);
+  tile_engine_destroy(tw);
+  tile_engine_destroy(tp);
+  cs_free_jobs(jobs, n);
+  cs_fixture_free(&f);
+}
+
 /* A job whose strip the agent made for it says so; the same plan again
  * finds every strip cached. */
 static void test_results_say_fresh_strips(void **state) {
@@ -875,6 +947,7 @@ int main(void) {
       cmocka_unit_test(test_results_report_queued_time),
       cmocka_unit_test(test_results_say_fresh_strips),
       cmocka_unit_test(test_ready_jobs_wait_for_the_outbox),
+      cmocka_unit_test(test_exports_first),
       cmocka_unit_test(test_unknown_digest),
       cmocka_unit_test(test_model_provider),
       cmocka_unit_test(test_engine_error_fails_request),
