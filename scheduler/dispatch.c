@@ -66,6 +66,8 @@ struct dispatch {
   dispatch_fe *fes;
   int n_fes;
   model_shape last;   /* the gathered tensor */
+  const head_rows *hr; /* the head's first FC by rows, or NULL */
+  double *hr_acc;      /* its sums so far */
   float *gathered;
   bool *got_row;
   int n_got_rows;
@@ -197,8 +199,19 @@ void dispatch_destroy(dispatch *d) {
   free(d->fes);
   free(d->gathered);
   free(d->got_row);
+  free(d->hr_acc);
   free(d->logits);
   free(d);
+}
+
+err_code dispatch_set_head_rows(dispatch *d, const head_rows *h, err *e) {
+  if (!d || !h || d->started || d->n_got_rows > 0 || d->hr ||
+      head_rows_rest(h) != d->head_first + 2)
+    return err_set(e, ERR_INVALID, "dispatch: head rows for another head, or too late");
+  d->hr_acc = calloc((size_t)head_rows_outputs(h), sizeof *d->hr_acc);
+  if (!d->hr_acc) return err_set(e, ERR_NOMEM, "dispatch: out of memory");
+  d->hr = h;
+  return ERR_OK;
 }
 
 static const plan_part *part_of(const plan_segment *s, int device) {
@@ -473,9 +486,9 @@ static int part_index(const plan_segment *s, int device) {
 }
 
 /* The head on the gathered output: logits and the top class. */
-static void run_head(dispatch *d, dispatch_outbox *out) {
+/* t0: when the last output rows were in (head_ms counts from there). */
+static void run_head(dispatch *d, dispatch_outbox *out, double t0) {
   const model *m = d->m;
-  double t0 = now_ms();
   bool whole = d->head_first == m->n_layers;
   model_shape ls = m->layers[m->n_layers - 1].out;
   size_t n = model_shape_elems(whole ? d->last : ls);
@@ -487,20 +500,26 @@ static void run_head(dispatch *d, dispatch_outbox *out) {
   err e = {0};
   if (whole) {
     memcpy(d->logits, d->gathered, n * sizeof *d->logits);
+  } else if (d->hr && head_rows_rest(d->hr) == m->n_layers) {
+    head_rows_finish(d->hr, d->hr_acc, d->logits);
   } else {
     xexec_strip *s = NULL;
     model_rows all = {0, ls.h};
+    /* With the first FC summed by rows, the executor runs what follows it. */
+    int first = d->hr ? head_rows_rest(d->hr) : d->head_first;
+    model_shape is = model_tensor_shape(m, first - 1);
     /* The head's one strip stays prepared from request to request (the
      * caller holds the head's lock). */
-    err_code rc = xexec_strip_kept(d->head, d->head_first, m->n_layers, all, &s, &e);
+    err_code rc = xexec_strip_kept(d->head, first, m->n_layers, all, &s, &e);
     if (rc == ERR_OK) {
       model_rows in = xexec_strip_in_rows(s);
-      if (in.lo != 0 || in.hi != d->last.h)
+      if (in.lo != 0 || in.hi != is.h)
         rc = err_set(&e, ERR_INTERNAL, "the head reads rows [%d, %d) of %d", in.lo, in.hi,
-                     d->last.h);
+                     is.h);
     }
     if (rc == ERR_OK) {
-      memcpy(xexec_strip_input(s), d->gathered, model_shape_elems(d->last) * sizeof(float));
+      if (d->hr) head_rows_finish(d->hr, d->hr_acc, xexec_strip_input(s));
+      else memcpy(xexec_strip_input(s), d->gathered, model_shape_elems(d->last) * sizeof(float));
       rc = xexec_strip_run_local(s, &e);
     }
     if (rc == ERR_OK) memcpy(d->logits, xexec_strip_output(s), n * sizeof *d->logits);
@@ -583,11 +602,14 @@ static dispatch_state on_rows(dispatch *d, int from, const Edgedi__V1__RowsData 
                       d->gathered + (size_t)r.lo * row_floats, n, &ce) != ERR_OK)
     return agent_bug(d, out, "device %d sent output rows: %s", from, ce.msg); /* checked above */
   memset(d->got_row + r.lo, 1, (size_t)rows_count(r));
+  double t_rows = now_ms();
+  if (d->hr) /* while the other strips are still on their way */
+    head_rows_add(d->hr, d->gathered + (size_t)r.lo * row_floats, r.lo, r.hi, d->hr_acc);
   d->n_got_rows += rows_count(r);
   d->bytes_output += len;
   d->floats_output += n * sizeof(float);
   d->devices[from].bytes_out += len;
-  if (d->n_got_rows == d->last.h) run_head(d, out);
+  if (d->n_got_rows == d->last.h) run_head(d, out, t_rows);
   return d->state;
 }
 

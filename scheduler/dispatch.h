@@ -50,6 +50,7 @@
 #include "runtime/model.h"
 #include "runtime/preprocess.h"
 #include "runtime/xexec.h"
+#include "scheduler/head_rows.h"
 #include "scheduler/plan.h"
 
 typedef struct dispatch dispatch;
@@ -102,7 +103,7 @@ typedef struct dispatch_result {
   const float *logits; /* once the head ran (NULL before) */
   int n_logits;
   int top_class;
-  double head_ms;
+  double head_ms; /* from the last output rows to the logits (head_rows.h included) */
   uint64_t bytes_image;   /* image rows sent */
   uint64_t bytes_relayed; /* rows relayed between devices (each crosses two links) */
   uint64_t bytes_output;  /* last segment's output gathered */
@@ -126,6 +127,11 @@ err_code dispatch_create(const model *m, const char *digest, const plan *p,
                          uint64_t request_id, xexec *head, dispatch **out,
                          err *e);
 void dispatch_destroy(dispatch *d);
+
+/* The head's first FC summed row by row as the output arrives (head_rows.h;
+ * h outlives d), before dispatch_start. ERR_INVALID when h is for another
+ * head or the request has started. */
+err_code dispatch_set_head_rows(dispatch *d, const head_rows *h, err *e);
 
 /* Queues every job for sending (once). */
 err_code dispatch_start(dispatch *d, dispatch_outbox *out, err *e);

@@ -385,6 +385,7 @@ grpc_status_code infer__attempt(infer_req *r, err *e) {
   if (rc == ERR_OK)
     rc = dispatch_create(en->m, en->digest, &r->ip.p, r->ip.n_members, &r->img, infer__wire_id(r),
                          en->head, &r->d, e);
+  if (rc == ERR_OK && en->head_rows) rc = dispatch_set_head_rows(r->d, en->head_rows, e);
   if (rc != ERR_OK) return rc == ERR_NOMEM ? GRPC_STATUS_RESOURCE_EXHAUSTED : GRPC_STATUS_INTERNAL;
   const void *keys[PLAN_MAX_DEVICES];
   for (int i = 0; i < r->ip.n_members; i++) keys[i] = r->ip.members[i].agent;

@@ -43,6 +43,7 @@ err_code models_create(store *st, int head_threads, bool measure_layer_costs, mo
 static void entry_free(models_entry *en) {
   if (!en) return;
   xexec_destroy(en->head);
+  head_rows_destroy(en->head_rows);
   plan_tables_destroy(en->tables);
   model_destroy(en->m);
   if (en->spec) protobuf_c_message_free_unpacked(&en->spec->base, NULL);
@@ -175,6 +176,9 @@ static err_code build_entry(models *ms, const Edgedi__V1__ModelSpec *spec,
       en->wire_density = NULL;
     }
   }
+  /* The head's first FC by rows, where the head starts with one (VGG);
+   * without memory for it the head runs whole, as it may. */
+  head_rows_create(en->m, plan_head_first(en->m), &en->head_rows, &ignored);
   en->gflop = model_flops(en->m) / 1e9;
   en->params = model_param_count(en->m);
   en->layers = en->m->n_layers;

@@ -40,6 +40,7 @@
 #include "runtime/model.h"
 #include "runtime/modelspec.h"
 #include "runtime/xexec.h"
+#include "scheduler/head_rows.h"
 #include "scheduler/plan.h"
 #include "storage/store.h"
 
@@ -54,6 +55,7 @@ typedef struct models_entry {
   plan_tables *tables;          /* planning tables of m, or NULL */
   pthread_mutex_t head_mu;      /* guards head */
   xexec *head;
+  head_rows *head_rows;         /* the head's first FC by rows (head_rows.h), or NULL */
   pthread_mutex_t wire_mu;      /* guards wire_density */
   double *wire_density;         /* per layer (wire_density.h), or NULL */
 } models_entry;

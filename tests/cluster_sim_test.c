@@ -755,6 +755,11 @@ static void test_dispatch_checks(void **state) {
   cs_check_ok(dispatch_create(f.m, "digest", &f.p, 3, &f.t.img, 2, f.x, &d, &e), &e);
   dispatch_outbox out = {0};
   cs_check_ok(dispatch_start(d, &out, &e), &e);
+  head_rows *hr = NULL; /* the head by rows: before the start only */
+  cs_check_ok(head_rows_create(f.m, f.p.head_first, &hr, &e), &e);
+  assert_non_null(hr);
+  assert_int_equal(dispatch_set_head_rows(d, hr, &e), ERR_INVALID);
+  head_rows_destroy(hr);
   dispatch_outbox_clear(&out);
   model_shape os = f.m->layers[f.p.segments[0].end - 1].out;
   size_t len = (size_t)os.w * os.c * sizeof(float);
