@@ -1,11 +1,12 @@
 /* head_rows.c — the head's first FC row by row (head_rows.h). */
 #include "scheduler/head_rows.h"
 
+#include <immintrin.h>
 #include <stdlib.h>
 
 struct head_rows {
   int h, row_floats, outputs, rest;
-  bool relu;
+  bool relu, avx2; /* avx2: this CPU has AVX2 and FMA */
   const float *bias; /* the model's, or NULL */
   float *w;          /* [h][outputs][row_floats]: a map row's weights, NHWC order */
 };
@@ -33,6 +34,8 @@ err_code head_rows_create(const model *m, int head_first, head_rows **out, err *
   h->outputs = L->out_channels;
   h->rest = fc + 1;
   h->relu = L->relu;
+  __builtin_cpu_init();
+  h->avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
   h->bias = L->bias;
   /* flatten reads NHWC in C, H, W order: map value (y, x, c) is input
    * c * H * W + y * W + x of the FC */
@@ -57,20 +60,41 @@ void head_rows_destroy(head_rows *h) {
 int head_rows_outputs(const head_rows *h) { return h->outputs; }
 int head_rows_rest(const head_rows *h) { return h->rest; }
 
+/* w . x over n floats. Four AVX2 accumulators stream the weights at
+ * memory speed (this is memory-bound: each weight is read once); the
+ * compiler's plain-C loop ran at half of XNNPACK's FC. */
+__attribute__((target("avx2,fma"))) static double dot_avx2(const float *w, const float *x,
+                                                           int n) {
+  __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+  int k = 0;
+  for (; k + 32 <= n; k += 32) {
+    a0 = _mm256_fmadd_ps(_mm256_loadu_ps(w + k), _mm256_loadu_ps(x + k), a0);
+    a1 = _mm256_fmadd_ps(_mm256_loadu_ps(w + k + 8), _mm256_loadu_ps(x + k + 8), a1);
+    a2 = _mm256_fmadd_ps(_mm256_loadu_ps(w + k + 16), _mm256_loadu_ps(x + k + 16), a2);
+    a3 = _mm256_fmadd_ps(_mm256_loadu_ps(w + k + 24), _mm256_loadu_ps(x + k + 24), a3);
+  }
+  for (; k + 8 <= n; k += 8)
+    a0 = _mm256_fmadd_ps(_mm256_loadu_ps(w + k), _mm256_loadu_ps(x + k), a0);
+  float lanes[8];
+  _mm256_storeu_ps(lanes, _mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+  double s = 0;
+  for (int j = 0; j < 8; j++) s += lanes[j];
+  for (; k < n; k++) s += (double)w[k] * x[k];
+  return s;
+}
+
+static double dot_plain(const float *w, const float *x, int n) {
+  double s = 0;
+  for (int k = 0; k < n; k++) s += (double)w[k] * x[k];
+  return s;
+}
+
 void head_rows_add(const head_rows *h, const float *rows, int lo, int hi, double *acc) {
+  double (*dot)(const float *, const float *, int) = h->avx2 ? dot_avx2 : dot_plain;
   for (int y = lo; y < hi; y++) {
     const float *x = rows + (size_t)(y - lo) * h->row_floats;
-    for (int o = 0; o < h->outputs; o++) {
-      const float *w = h->w + ((size_t)y * h->outputs + o) * h->row_floats;
-      /* eight running sums: the compiler keeps them in vector lanes */
-      float s[8] = {0};
-      int k = 0;
-      for (; k + 8 <= h->row_floats; k += 8)
-        for (int j = 0; j < 8; j++) s[j] += w[k + j] * x[k + j];
-      for (; k < h->row_floats; k++) s[0] += w[k] * x[k];
-      acc[o] += ((double)s[0] + s[1]) + ((double)s[2] + s[3]) + ((double)s[4] + s[5]) +
-                ((double)s[6] + s[7]);
-    }
+    const float *w = h->w + (size_t)y * h->outputs * h->row_floats;
+    for (int o = 0; o < h->outputs; o++) acc[o] += dot(w + (size_t)o * h->row_floats, x, h->row_floats);
   }
 }
 
