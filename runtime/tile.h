@@ -16,9 +16,12 @@
  *  - RowsData relayed by the scheduler, before or after the job arrives.
  * When every input row is there the job runs with xexec (strips are cached
  * per model, layer range and output rows, so a repeated plan reuses them),
- * stops at each FE layer with an FeSums and continues on the FeScale (a
- * job with fe_local, alone in its segment, makes the FeScale from its own
- * sums and queues it to its own engine instead: tile_outbox.loop), and
+ * sends each FE layer's FeSums and continues on the FeScale (early, unless
+ * the job says fe_late: the sums go out where the FE's chain starts,
+ * runtime/fe_moments.h, and the job goes on computing at its Resume; a job
+ * with fe_local, alone in its segment, makes the FeScale from its own
+ * plain sums and queues it to its own engine instead: tile_outbox.loop),
+ * and
  * at its end sends its exports (RowsData to device `dest`), its output to
  * the scheduler (dest -1) when send_output, and a TileResult. A request's
  * state is freed when its last_job and every other job of it are done, or

@@ -10,11 +10,15 @@
  * agent sends goes through dispatch_on_message():
  *  - RowsData to a device (dest >= 0): relayed to it as they are;
  *  - RowsData to the scheduler (dest -1): the last segment's output,
- *    gathered; once every row is in, the head (layers [head_first, n))
- *    runs on the caller's executor and gives the logits;
+ *    gathered (with dispatch_set_head_rows, each strip's share of the
+ *    head's first FC added as it comes); once every row is in, the head
+ *    (layers [head_first, n), or those after that FC) runs on the caller's
+ *    executor and gives the logits;
  *  - FeSums: added up per FE layer (in device order, so results do not
- *    depend on arrival order); when every device of the segment has sent
- *    its sums, model_fe_scale() gives the scale, sent to each of them;
+ *    depend on arrival order), each over the chain the plan implies (plain
+ *    sums with plan.fe_late, else fe_moments_chain() from the segment's
+ *    first layer); when every device of the segment has sent its sums,
+ *    fe_moments_scale() gives the scale, sent to each of them;
  *  - TileResult: timings recorded per device;
  *  - TileError: the request fails with the agent's status and message.
  * The request is DONE when the logits are there and every job reported its
