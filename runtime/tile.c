@@ -101,6 +101,16 @@ err_code tile_push_loop(tile_outbox *o, const Edgedi__V1__ExecuteIn *m, err *e) 
   return outbox_append(&o->loop, &o->n_loop, &o->cap_loop, &m->base, e);
 }
 
+err_code tile_push_resume(tile_outbox *o, uint64_t request, uint32_t segment, err *e) {
+  Edgedi__V1__Resume rs = EDGEDI__V1__RESUME__INIT;
+  rs.request_id = request;
+  rs.segment = segment;
+  Edgedi__V1__ExecuteIn in = EDGEDI__V1__EXECUTE_IN__INIT;
+  in.msg_case = EDGEDI__V1__EXECUTE_IN__MSG_RESUME;
+  in.resume = &rs;
+  return tile_push_loop(o, &in, e);
+}
+
 /* ---- engine and models ---------------------------------------------------- */
 
 err_code tile_engine_create(const tile_options *o, tile_engine **out, err *e) {
@@ -691,15 +701,7 @@ static err_code run_ready(tile_engine *t, tile_outbox *out, err *e) {
       for (int j = 0; j < r->n_jobs; j++) {
         tile_job *job = &r->jobs[j];
         if (job->state != TILE_JOB_WAITING || job->n_have < rows_count(job->in)) continue;
-        if (out->n > 0) {
-          Edgedi__V1__Resume rs = EDGEDI__V1__RESUME__INIT;
-          rs.request_id = r->id;
-          rs.segment = job->segment;
-          Edgedi__V1__ExecuteIn in = EDGEDI__V1__EXECUTE_IN__INIT;
-          in.msg_case = EDGEDI__V1__EXECUTE_IN__MSG_RESUME;
-          in.resume = &rs;
-          return tile_push_loop(out, &in, e);
-        }
+        if (out->n > 0) return tile_push_resume(out, r->id, job->segment, e);
         err_code rc = tile_run_job(t, r, j, out, e);
         if (rc != ERR_OK) return rc;
         ran = true;

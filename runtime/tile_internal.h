@@ -147,5 +147,9 @@ void tile_slots_destroy(tile_engine *t);
 
 /* Queues a packed ExecuteIn for this same engine (tile_outbox.loop). */
 err_code tile_push_loop(tile_outbox *o, const Edgedi__V1__ExecuteIn *m, err *e);
+/* Queues the Resume of (request, segment) the same way: what the outbox
+ * holds leaves before that job goes on (early sums sent, a part run, or
+ * ready while another job's output waits). */
+err_code tile_push_resume(tile_outbox *o, uint64_t request, uint32_t segment, err *e);
 
 #endif

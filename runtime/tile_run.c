@@ -197,20 +197,6 @@ static err_code send_fe_sums(const tile_job *job, uint64_t id, const xexec_fe_su
   return tile_push(out, &o, e);
 }
 
-/* The job's Resume, queued behind what waits for the engine: its early
- * sums or a part's rows leave (the shell sends the outbox) before it
- * computes on. */
-static err_code queue_resume(const tile_request *r, const tile_job *job, tile_outbox *out,
-                               err *e) {
-  Edgedi__V1__Resume fc = EDGEDI__V1__RESUME__INIT;
-  fc.request_id = r->id;
-  fc.segment = job->segment;
-  Edgedi__V1__ExecuteIn in = EDGEDI__V1__EXECUTE_IN__INIT;
-  in.msg_case = EDGEDI__V1__EXECUTE_IN__MSG_RESUME;
-  in.resume = &fc;
-  return tile_push_loop(out, &in, e);
-}
-
 /* Whether the job makes the scale of the FE it is paused at itself: the
  * scheduler said it is alone in its segment (and so waits for no sums of
  * it), and its strip owns every row of the FE input, so its sums are the
@@ -396,7 +382,7 @@ err_code tile_run_job(tile_engine *t, tile_request *r, int j, tile_outbox *out,
     if (!fe.sums) return ERR_OK; /* its early sums are out: waits for the scale */
     if (fe_resolved_here(r->model->m, job, &fe)) return queue_own_scale(r, job, &fe, out, e);
     err_code rc = send_fe_sums(job, r->id, &fe, out, e);
-    if (rc == ERR_OK && !fe.needs_scale) rc = queue_resume(r, job, out, e);
+    if (rc == ERR_OK && !fe.needs_scale) rc = tile_push_resume(out, r->id, job->segment, e);
     return rc;
   }
   const float *result = xexec_strip_output(job->slot->strip);
@@ -411,5 +397,5 @@ err_code tile_run_job(tile_engine *t, tile_request *r, int j, tile_outbox *out,
   job->state = TILE_JOB_PARTS;
   job->t_pause_ms = tile_now_ms();
   rc = send_exports(t, job, r->id, part, job->output, out, e);
-  return rc == ERR_OK ? queue_resume(r, job, out, e) : rc;
+  return rc == ERR_OK ? tile_push_resume(out, r->id, job->segment, e) : rc;
 }

@@ -4,6 +4,8 @@
 #include <immintrin.h>
 #include <stdlib.h>
 
+#include "runtime/dconv.h"
+
 struct head_rows {
   int h, row_floats, outputs, rest;
   bool relu, avx2; /* avx2: this CPU has AVX2 and FMA */
@@ -34,8 +36,7 @@ err_code head_rows_create(const model *m, int head_first, head_rows **out, err *
   h->outputs = L->out_channels;
   h->rest = fc + 1;
   h->relu = L->relu;
-  __builtin_cpu_init();
-  h->avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  h->avx2 = dconv_available();
   h->bias = L->bias;
   /* flatten reads NHWC in C, H, W order: map value (y, x, c) is input
    * c * H * W + y * W + x of the FC */
