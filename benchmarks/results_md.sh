@@ -118,8 +118,8 @@ if [ -s "$OUT/manycore.jsonl" ]; then
   echo
   echo "One agent pinned per core, no speed emulation; $(head -1 "$OUT/manycore.machine" 2>/dev/null)."
   echo
-  table "$OUT/manycore.jsonl" "| model | devices | median ms (min..max) | speedup | bound | s/b | exact |" \
-    '"| " j($0,"model") " | " j($0,"devices") " | " j($0,"median_ms") " (" j($0,"min_ms") ".." j($0,"max_ms") ") | " j($0,"speedup") " | " j($0,"bound") " | " j($0,"ratio_to_bound") " | " j($0,"exact") " |"'
+  table "$OUT/manycore.jsonl" "| model | devices | median ms (min..max) | whole on one core ms (before, after) | speedup | bound | s/b | exact |" \
+    '"| " j($0,"model") " | " j($0,"devices") " | " j($0,"median_ms") " (" j($0,"min_ms") ".." j($0,"max_ms") ") | " j($0,"slowest_whole_ms") " (" j($0,"whole_before_ms") ", " j($0,"whole_after_ms") ") | " j($0,"speedup") " | " j($0,"bound") " | " j($0,"ratio_to_bound") " | " j($0,"exact") " |"'
 fi
 
 NOTES=$(dirname "$0")/results_notes.md
