@@ -19,9 +19,8 @@
  * sends each FE layer's FeSums and continues on the FeScale (early, unless
  * the job says fe_late: the sums go out where the FE's chain starts,
  * runtime/fe_moments.h, and the job goes on computing at its Resume; a job
- * with fe_local, alone in its segment, makes the FeScale from its own
- * plain sums and queues it to its own engine instead: tile_outbox.loop),
- * and
+ * with fe_local, alone in its segment, makes each scale from its own
+ * plain sums and runs on through its FEs in one go instead), and
  * at its end sends its exports (RowsData to device `dest`), its output to
  * the scheduler (dest -1) when send_output, and a TileResult. A request's
  * state is freed when its last_job and every other job of it are done, or
@@ -119,10 +118,9 @@ typedef struct tile_outbox {
   tile_msg *msgs;
   int n, cap;
   /* Packed ExecuteIns for this same engine, to be handled after the
-   * messages already waiting for it, like any other (the FeScale of a job
-   * alone in its segment, TileJob.fe_local: the job takes turns with the
-   * other requests' as if the scale had come from the scheduler). Freed by
-   * clear and free like msgs. */
+   * messages already waiting for it, like any other (a Resume: a job that
+   * sent early sums or a part goes on once the shell has sent them). Freed
+   * by clear and free like msgs. */
   tile_msg *loop;
   int n_loop, cap_loop;
 } tile_outbox;

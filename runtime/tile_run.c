@@ -207,26 +207,20 @@ static bool fe_resolved_here(const model *m, const tile_job *job, const xexec_fe
   return fe->owned.lo == 0 && fe->owned.hi == is.h;
 }
 
-/* The FeScale the scheduler would have sent, queued to this engine. */
-static err_code queue_own_scale(const tile_request *r, const tile_job *job,
-                                const xexec_fe_sums *fe, tile_outbox *out, err *e) {
+/* The scale the scheduler would have sent, made here and given to the
+ * strip, which goes on in the same stretch: nothing leaves the board, so
+ * nothing need wait for the emulated clock. (Ending the stretch slept out
+ * its emulated time there, and the run resumed with caches that other
+ * agents of this host had filled meanwhile: vgg16c whole on one emulated
+ * board cost 68 ms of CPU in 14 stretches against 60 in one.) */
+static err_code apply_own_scale(const tile_request *r, tile_job *job, const xexec_fe_sums *fe,
+                                err *e) {
   const model *m = r->model->m;
   model_shape is = model_tensor_shape(m, m->layers[fe->layer].inputs[0]);
   float *scale = malloc((size_t)fe->channels * sizeof *scale);
   if (!scale) return err_set(e, ERR_NOMEM, "tile: out of memory for an FE scale");
   err_code rc = model_fe_scale(m, fe->layer, fe->sums, (double)is.h * is.w, scale, e);
-  if (rc == ERR_OK) {
-    Edgedi__V1__FeScale sc = EDGEDI__V1__FE_SCALE__INIT;
-    sc.request_id = r->id;
-    sc.segment = job->segment;
-    sc.layer = (uint32_t)fe->layer;
-    sc.n_scale = (size_t)fe->channels;
-    sc.scale = scale;
-    Edgedi__V1__ExecuteIn in = EDGEDI__V1__EXECUTE_IN__INIT;
-    in.msg_case = EDGEDI__V1__EXECUTE_IN__MSG_FE_SCALE;
-    in.fe_scale = &sc;
-    rc = tile_push_loop(out, &in, e);
-  }
+  if (rc == ERR_OK) rc = xexec_strip_set_fe_scale(job->slot->strip, scale, e);
   free(scale);
   return rc;
 }
@@ -368,6 +362,11 @@ err_code tile_run_job(tile_engine *t, tile_request *r, int j, tile_outbox *out,
   bool paused = false;
   xexec_fe_sums fe;
   err_code rc = xexec_strip_run(job->slot->strip, &paused, &fe, &pe);
+  while (rc == ERR_OK && paused && fe.sums && fe.needs_scale &&
+         fe_resolved_here(r->model->m, job, &fe)) {
+    rc = apply_own_scale(r, job, &fe, &pe);
+    if (rc == ERR_OK) rc = xexec_strip_run(job->slot->strip, &paused, &fe, &pe);
+  }
   cpu_gate_leave(t->o.gate);
   stretch_end(t, now, cpu0, job);
   if (rc != ERR_OK) {
@@ -380,7 +379,6 @@ err_code tile_run_job(tile_engine *t, tile_request *r, int j, tile_outbox *out,
     job->fe_channels = fe.channels;
     job->t_pause_ms = tile_now_ms();
     if (!fe.sums) return ERR_OK; /* its early sums are out: waits for the scale */
-    if (fe_resolved_here(r->model->m, job, &fe)) return queue_own_scale(r, job, &fe, out, e);
     err_code rc = send_fe_sums(job, r->id, &fe, out, e);
     if (rc == ERR_OK && !fe.needs_scale) rc = tile_push_resume(out, r->id, job->segment, e);
     return rc;

@@ -87,15 +87,17 @@ void cluster_release(cluster_agent *a) {
 const char *cluster_agent_name(const cluster_agent *a) { return a->name; }
 int64_t cluster_agent_device_id(const cluster_agent *a) { return a->device_id; }
 
-void cluster_agent_busy_add(cluster_agent *a, int delta) {
+void cluster_agent_busy_add(cluster_agent *a, int delta, bool single) {
   pthread_mutex_lock(&a->mu);
   a->busy += delta;
+  if (single) a->singles += delta;
   pthread_mutex_unlock(&a->mu);
 }
 
-int cluster_agent_busy(cluster_agent *a) {
+int cluster_agent_busy(cluster_agent *a, int *singles) {
   pthread_mutex_lock(&a->mu);
   int n = a->busy;
+  if (singles) *singles = a->singles;
   pthread_mutex_unlock(&a->mu);
   return n;
 }

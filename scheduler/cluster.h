@@ -151,10 +151,12 @@ cluster_agent *cluster_find(cluster *c, const char *name);
 void cluster_describe(cluster *c, char *buf, size_t len);
 
 /* Requests in flight that give the agent rows: infer.c counts them up
- * when a request's plan is held and down when it is freed; the load-aware
- * policy (infer.h) reads them. */
-void cluster_agent_busy_add(cluster_agent *a, int delta);
-int cluster_agent_busy(cluster_agent *a);
+ * when a request's plan is held and down when its agents are done; the
+ * load-aware policy (infer.h) reads them. `single`: the request runs whole
+ * on this agent (counted in *singles too). */
+void cluster_agent_busy_add(cluster_agent *a, int delta, bool single);
+/* All requests counted; *singles (may be NULL) gets the whole runs. */
+int cluster_agent_busy(cluster_agent *a, int *singles);
 
 const char *cluster_agent_name(const cluster_agent *a);
 int64_t cluster_agent_device_id(const cluster_agent *a);

@@ -59,7 +59,8 @@ struct cluster_agent {
   cluster_seen seen[CLUSTER_ACTIVITY_HISTORY]; /* a ring */
   int seen_n, seen_next;
 
-  int busy; /* requests in flight whose plan gives it rows (under mu) */
+  int busy;    /* requests in flight whose plan gives it rows (under mu) */
+  int singles; /* of those, the ones that run whole on it (under mu) */
 
   pthread_mutex_t load_mu;
   char (*loaded)[MODELSPEC_DIGEST_BYTES];

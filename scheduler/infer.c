@@ -167,7 +167,7 @@ static grpc_status_code replan(infer_req *r, err *e) {
   infer_plan next;
   grpc_status_code st =
       infer_make_plan_excluding(r->c, r->model_name, r->planner_name, &r->po, r->excluded,
-                                r->n_excluded, &next, e);
+                                r->n_excluded, r->deadline_at_ms, &next, e);
   if (st == GRPC_STATUS_UNAVAILABLE) {
     cluster_agent *lost[INFER_MAX_ATTEMPTS];
     int n = 0;
@@ -175,7 +175,7 @@ static grpc_status_code replan(infer_req *r, err *e) {
       if (!r->excluded_slow[i]) lost[n++] = r->excluded[i];
     if (n < r->n_excluded)
       st = infer_make_plan_excluding(r->c, r->model_name, r->planner_name, &r->po, lost, n,
-                                     &next, e);
+                                     r->deadline_at_ms, &next, e);
   }
   if (st != GRPC_STATUS_OK) {
     char why[ERR_MSG_BYTES];
@@ -185,7 +185,7 @@ static grpc_status_code replan(infer_req *r, err *e) {
               r->losses[0] ? r->losses : "a straggler", why);
     return st;
   }
-  infer_plan_free(&r->ip);
+  infer_plan_free(r->c, &r->ip);
   r->ip = next;
   infer_plan_hold(&r->ip);
   r->attempt++;
@@ -245,6 +245,8 @@ static grpc_status_code execute(infer_req *r, infer_reply *out, err *e) {
   for (;;) {
     grpc_status_code st = infer__attempt(r, e);
     double measured_ms = inflight_now_ms() - r->t0_ms;
+    /* Its agents are free for the next request while this one is recorded. */
+    infer_plan_done(r->c, &r->ip);
     dispatch_result res;
     dispatch_get_result(r->d, &res);
     if (r->d) r->bytes_moved += res.bytes_moved;
@@ -280,8 +282,12 @@ grpc_status_code infer_run(const infer_ctx *c, const Edgedi__V1__InferRequest *r
   r.po = plan_default_options();
   grpc_status_code st = check_request(&r, req, &r.po, e);
   if (st != GRPC_STATUS_OK) return st;
-  st = infer_make_plan(c, req->model, req->planner, &r.po, &r.ip, e);
-  if (st != GRPC_STATUS_OK) return st;
+  admit_begin(c->adm);
+  st = infer_make_plan(c, req->model, req->planner, &r.po, r.deadline_at_ms, &r.ip, e);
+  if (st != GRPC_STATUS_OK) {
+    admit_end(c->adm);
+    return st;
+  }
   infer_plan_hold(&r.ip);
 
   char devices[PLAN_MAX_DEVICES * PLAN_NAME_BYTES];
@@ -294,11 +300,13 @@ grpc_status_code infer_run(const infer_ctx *c, const Edgedi__V1__InferRequest *r
   free(json);
   if (rc != ERR_OK) {
     err_wrap(e, "recording the request");
-    infer_plan_free(&r.ip);
+    infer_plan_free(c, &r.ip);
+    admit_end(c->adm);
     return rpc_status_from_err(rc);
   }
 
   st = execute(&r, out, e);
+  admit_end(c->adm); /* what is left is bookkeeping */
   if (st != GRPC_STATUS_OK) err_wrap(e, "request %lld", (long long)r.id);
   store_request_result fin = {.ok = st == GRPC_STATUS_OK,
                               .measured_ms = inflight_now_ms() - r.t0_ms,
@@ -314,7 +322,7 @@ grpc_status_code infer_run(const infer_ctx *c, const Edgedi__V1__InferRequest *r
   infer__attempt_clear(&r);
   dispatch_outbox_free(&r.ob);
   for (int i = 0; i < r.n_excluded; i++) cluster_release(r.excluded[i]);
-  infer_plan_free(&r.ip);
+  infer_plan_free(c, &r.ip);
   if (st != GRPC_STATUS_OK) infer_reply_free(out);
   return st;
 }

@@ -106,6 +106,7 @@
 #include "proto/edgedi.pb-c.h"
 #include "runtime/err.h"
 #include "runtime/preprocess.h"
+#include "scheduler/admit.h"
 #include "scheduler/cluster.h"
 #include "scheduler/inflight.h"
 #include "scheduler/models.h"
@@ -150,19 +151,31 @@ typedef struct infer_ctx {
   /* Recent plans offered again while nearly as good (plan_recall.h);
    * NULL: every request runs its fresh plan. */
   plan_recall *recall;
+  /* Where requests to run whole wait for an agent (admit.h); NULL: each
+   * takes the agent that would finish it first at once, however loaded. */
+  admit *adm;
 } infer_ctx;
 
 /* Load-aware planning. Splitting a request over every agent is what makes
  * one request fast, and it costs work (halo rows recomputed, strips too
  * thin to run at full rate) and waiting (exchanges, the slowest strip).
- * When the requests in flight, this one included, are at least as many as
- * the agents up, every agent has work anyway and those costs buy nothing:
- * a request that names no planner then runs whole on the one agent that
- * would finish it first, counting the requests it already has (whole-model
- * time x (busy + 1)), so a saturated cluster serves at its capacity. A
+ * When the requests the scheduler holds (from arrival, admit.h; without
+ * an admission queue, those in flight), this one included, are at least as
+ * many as the agents up, every agent has work anyway and those costs buy
+ * nothing: a request that names no planner then runs whole on the one
+ * agent that would finish it first, counting the requests it already has
+ * (whole-model time x (busy + 1)), so a saturated cluster serves at its
+ * capacity. A
  * request that names a planner is always split by it; so is every request
  * with infer_ctx.split_always. The plan says "single" as its planner. */
 #define INFER_SINGLE_PLANNER "single"
+/* Such requests wait at the scheduler, first come first served
+ * (infer_ctx.adm), until an agent has fewer than this many requests
+ * (one running, one whose image is already on its way) and no split
+ * request: late binding, so that no agent idles while another holds a
+ * queue, and a split request does not wait behind whole runs at every
+ * exchange. While any run whole or wait to, a request is not split. */
+#define INFER_SINGLE_DEPTH 2
 
 /* The split the scheduler would use now for a model. */
 typedef struct infer_plan {
@@ -173,29 +186,38 @@ typedef struct infer_plan {
   plan p;
   uint64_t plan_id; /* a hash of the split: equal ids, equal splits */
   bool held;        /* counted in its agents' busy (infer_plan_hold) */
+  bool single;      /* runs whole on members[0], counted as such */
   uint32_t counted; /* members counted busy: bit i for members[i] */
 } infer_plan;
 
 /* Plans `model_name` with `planner_name` (NULL or "": the default) over
  * the agents up now. The image format decides the bytes segment 0 moves
- * (o NULL: uint8 gray, as a camera sends). NOT_FOUND, INVALID_ARGUMENT,
- * UNAVAILABLE as for infer_run. On OK free with infer_plan_free(). */
+ * (o NULL: uint8 gray, as a camera sends). A request to run whole waits
+ * for its agent until admit_until_ms (inflight_now_ms clock;
+ * DEADLINE_EXCEEDED after); 0: no wait, the agent is chosen at once (a
+ * plan only shown). NOT_FOUND, INVALID_ARGUMENT, UNAVAILABLE as for
+ * infer_run. On OK free with infer_plan_free(). */
 grpc_status_code infer_make_plan(const infer_ctx *c, const char *model_name,
                                  const char *planner_name,
-                                 const plan_options *o, infer_plan *out,
-                                 err *e);
+                                 const plan_options *o, double admit_until_ms,
+                                 infer_plan *out, err *e);
 /* The same without the agents in `exclude` (sessions: a re-registered
  * agent is a new session and is not excluded). */
 grpc_status_code infer_make_plan_excluding(const infer_ctx *c, const char *model_name,
                                            const char *planner_name,
                                            const plan_options *o,
                                            cluster_agent *const *exclude,
-                                           int n_exclude, infer_plan *out,
-                                           err *e);
+                                           int n_exclude, double admit_until_ms,
+                                           infer_plan *out, err *e);
 /* Counts the plan in the busy count of every agent it gives rows, until
  * infer_plan_free(): a request about to run holds its plan. */
 void infer_plan_hold(infer_plan *ip);
-void infer_plan_free(infer_plan *ip);
+/* Its agents are done with it (the attempt ended): counted busy no more,
+ * the admission queue told. Again, or on a plan not held: nothing. */
+void infer_plan_done(const infer_ctx *c, infer_plan *ip);
+/* infer_plan_done, then the references given back (c may be NULL when no
+ * admission queue needs telling). */
+void infer_plan_free(const infer_ctx *c, infer_plan *ip);
 /* The plan's devices as the planner and plan_recall see them: devs[i] and
  * sessions[i] of members[i] (PLAN_MAX_DEVICES each). */
 void infer_plan_devices(const infer_plan *ip, plan_device *devs, uint64_t *sessions);

@@ -75,20 +75,26 @@ void infer_plan_hold(infer_plan *ip) {
   if (ip->held) return;
   for (int i = 0; i < ip->n_members; i++)
     if (has_rows(ip, i)) {
-      cluster_agent_busy_add(ip->members[i].agent, 1);
+      cluster_agent_busy_add(ip->members[i].agent, 1, false);
       ip->counted |= 1u << i;
     }
   ip->held = true;
 }
 
-void infer_plan_free(infer_plan *ip) {
-  if (!ip) return;
-  for (int i = 0; i < ip->n_members; i++) {
-    if (ip->counted & (1u << i)) cluster_agent_busy_add(ip->members[i].agent, -1);
-    cluster_release(ip->members[i].agent);
-  }
-  ip->held = false;
+void infer_plan_done(const infer_ctx *c, infer_plan *ip) {
+  if (!ip->counted) return;
+  for (int i = 0; i < ip->n_members; i++)
+    if (ip->counted & (1u << i)) cluster_agent_busy_add(ip->members[i].agent, -1, ip->single);
   ip->counted = 0;
+  if (c) admit_wake(c->adm);
+}
+
+void infer_plan_free(const infer_ctx *c, infer_plan *ip) {
+  if (!ip) return;
+  infer_plan_done(c, ip);
+  for (int i = 0; i < ip->n_members; i++) cluster_release(ip->members[i].agent);
+  ip->held = false;
+  ip->single = false;
   ip->n_members = 0;
   plan_free(&ip->p);
 }
@@ -112,8 +118,9 @@ void infer_plan_devices(const infer_plan *ip, plan_device *devs, uint64_t *sessi
 
 grpc_status_code infer_make_plan(const infer_ctx *c, const char *model_name,
                                  const char *planner_name, const plan_options *o,
-                                 infer_plan *out, err *e) {
-  return infer_make_plan_excluding(c, model_name, planner_name, o, NULL, 0, out, e);
+                                 double admit_until_ms, infer_plan *out, err *e) {
+  return infer_make_plan_excluding(c, model_name, planner_name, o, NULL, 0, admit_until_ms,
+                                   out, e);
 }
 
 /* Drops the members in `exclude` (their references given back). */
@@ -128,42 +135,111 @@ static void exclude_members(infer_plan *ip, cluster_agent *const *exclude, int n
   ip->n_members = k;
 }
 
-/* Choosing an agent and counting the request on it is one step, or
- * requests planned at the same moment all pick the same idle agent. */
+/* admit_locked: splits the request over every member, counted busy on
+ * each at once (1), unless a request runs whole on one of them or waits
+ * to (0): the split would wait behind those at every exchange. */
+static int count_split(void *ctx, int waiting) {
+  infer_plan *ip = ctx;
+  if (waiting > 0) return 0;
+  for (int i = 0; i < ip->n_members; i++) {
+    int singles = 0;
+    cluster_agent_busy(ip->members[i].agent, &singles);
+    if (singles > 0) return 0;
+  }
+  for (int i = 0; i < ip->n_members; i++) {
+    cluster_agent_busy_add(ip->members[i].agent, 1, false);
+    ip->counted |= 1u << i;
+  }
+  ip->held = true;
+  return 1;
+}
+
+typedef struct single_pick {
+  const infer_plan *ip;
+  bool any_load; /* no admission queue: every member may take it */
+} single_pick;
+
+/* admit_try_fn: of the members that may take a whole run now, the one that
+ * would finish it first (whole-model time x (requests on it + 1)), counted
+ * busy at once: choosing and counting are one step, or requests planned at
+ * the same moment all pick the same idle agent. */
+static int take_single(void *ctx) {
+  const single_pick *sp = ctx;
+  const infer_plan *ip = sp->ip;
+  int best = -1;
+  double best_ms = INFINITY;
+  for (int i = 0; i < ip->n_members; i++) {
+    cluster_agent *a = ip->members[i].agent;
+    int singles = 0, busy = cluster_agent_busy(a, &singles);
+    if (!sp->any_load && (busy >= INFER_SINGLE_DEPTH || busy > singles ||
+                          !cluster_agent_alive(a, NULL, 0)))
+      continue;
+    const plan_device *d = &ip->members[i].dev;
+    double ms = (d->ms_per_gflop * ip->model->gflop + d->fixed_ms) * (busy + 1);
+    if (ms < best_ms) best_ms = ms, best = i;
+  }
+  if (best >= 0) cluster_agent_busy_add(ip->members[best].agent, 1, true);
+  return best;
+}
+
+/* A plan only shown, or no admission queue: chosen at once among every
+ * member, under the queue's lock (or one of its own without a queue). */
+static int take_now(void *ctx, int waiting) {
+  (void)waiting;
+  return take_single(ctx);
+}
 static pthread_mutex_t single_mu = PTHREAD_MUTEX_INITIALIZER;
 
 /* Load-aware planning (infer.h): when the cluster is saturated, keeps only
  * the member that would finish the whole model first, already counted
- * busy (the plan is held); true when it did. */
-static bool keep_one_member(const infer_ctx *c, infer_plan *ip) {
-  /* Planning comes before the request opens: the ones in flight are the
+ * busy (the plan is held). 1 when it did, 0 when the request is split,
+ * -1 (*e set) when no agent could take it before admit_until_ms. */
+static int keep_one_member(const infer_ctx *c, infer_plan *ip, double admit_until_ms, err *e) {
+  /* With an admission queue, every request since it arrived counts (this
+   * one too); without, the ones in flight, opened after planning: the
    * others. */
-  if (c->split_always || ip->n_members < 2 || inflight_count(c->inf) + 1 < ip->n_members)
-    return false;
-  int best = 0;
-  double best_ms = INFINITY;
-  pthread_mutex_lock(&single_mu);
-  for (int i = 0; i < ip->n_members; i++) {
-    const plan_device *d = &ip->members[i].dev;
-    double whole = d->ms_per_gflop * ip->model->gflop + d->fixed_ms;
-    double ms = whole * (cluster_agent_busy(ip->members[i].agent) + 1);
-    if (ms < best_ms) best_ms = ms, best = i;
+  int others = c->adm ? admit_in_system(c->adm) - 1 : inflight_count(c->inf);
+  if (c->split_always || ip->n_members < 2) return 0;
+  if (others + 1 < ip->n_members && (!c->adm || admit_locked(c->adm, count_split, ip)))
+    return 0;
+  int best;
+  if (c->adm && admit_until_ms > 0) {
+    single_pick sp = {.ip = ip};
+    double t0 = inflight_now_ms();
+    best = admit_wait(c->adm, take_single, &sp, admit_until_ms);
+    if (best == ADMIT_SHUT) {
+      err_set(e, ERR_UNAVAILABLE, "the scheduler is shutting down");
+      return -1;
+    }
+    if (best < 0) {
+      err_set(e, ERR_DEADLINE, "no agent free to run it within its deadline (waited %.0f ms)",
+              inflight_now_ms() - t0);
+      return -1;
+    }
+  } else {
+    single_pick sp = {.ip = ip, .any_load = true};
+    if (c->adm) {
+      best = admit_locked(c->adm, take_now, &sp);
+    } else {
+      pthread_mutex_lock(&single_mu);
+      best = take_single(&sp);
+      pthread_mutex_unlock(&single_mu);
+    }
   }
-  cluster_agent_busy_add(ip->members[best].agent, 1);
-  pthread_mutex_unlock(&single_mu);
   for (int i = 0; i < ip->n_members; i++)
     if (i != best) cluster_release(ip->members[i].agent);
   ip->members[0] = ip->members[best];
   ip->n_members = 1;
   ip->held = true;
+  ip->single = true;
   ip->counted = 1u;
-  return true;
+  return 1;
 }
 
 grpc_status_code infer_make_plan_excluding(const infer_ctx *c, const char *model_name,
                                            const char *planner_name, const plan_options *o,
                                            cluster_agent *const *exclude, int n_exclude,
-                                           infer_plan *out, err *e) {
+                                           double admit_until_ms, infer_plan *out, err *e) {
   memset(out, 0, sizeof *out);
   if (!model_name || !model_name[0]) {
     err_set(e, ERR_INVALID, "the request names no model");
@@ -196,7 +272,13 @@ grpc_status_code infer_make_plan_excluding(const infer_ctx *c, const char *model
     return GRPC_STATUS_UNAVAILABLE;
   }
   bool named = planner_name && planner_name[0];
-  if (!named && keep_one_member(c, out)) {
+  int one = named ? 0 : keep_one_member(c, out, admit_until_ms, e);
+  if (one < 0) {
+    err_wrap(e, "running '%s'", model_name);
+    infer_plan_free(c, out);
+    return e ? rpc_status_from_err(e->code) : GRPC_STATUS_UNAVAILABLE;
+  }
+  if (one) {
     /* One device: the exact planner fuses the whole model into as few
      * jobs as pay (one, as a rule), where the others cut at every pooling
      * layer; the name says why the request was not split. */
@@ -221,13 +303,21 @@ grpc_status_code infer_make_plan_excluding(const infer_ctx *c, const char *model
   if (rc != ERR_OK) {
     free(density);
     err_wrap(e, "planning '%s' with %s", model_name, pn);
-    infer_plan_free(out);
+    infer_plan_free(c, out);
     return rpc_status_from_err(rc);
   }
   if (c->recall)
     plan_recall_offer(c->recall, out->model->digest, out->planner, out->model->m, devs, sessions,
                       out->n_members, &po, &out->p);
   free(density);
+  if (out->held && !out->single) { /* counted on every member: keep those with rows */
+    for (int i = 0; i < out->n_members; i++)
+      if ((out->counted & (1u << i)) && !has_rows(out, i)) {
+        cluster_agent_busy_add(out->members[i].agent, -1, false);
+        out->counted &= ~(1u << i);
+      }
+    admit_wake(c->adm);
+  }
   out->plan_id = plan_id(out);
   return GRPC_STATUS_OK;
 }

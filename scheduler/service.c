@@ -26,6 +26,7 @@ struct service {
   inflight *inf;
   cluster *cl;
   plan_recall *recall;
+  admit *adm;
   rpc_server *srv;
   infer_ctx ictx;
   char planner[PLAN_NAME_BYTES];
@@ -128,7 +129,7 @@ static grpc_status_code on_plan(void *ctx, const ProtobufCMessage *req, rpc_repl
   const Edgedi__V1__PlanRequest *pr = (const Edgedi__V1__PlanRequest *)req;
   err e = {0};
   infer_plan ip;
-  grpc_status_code st = infer_make_plan(&s->ictx, pr->model, pr->planner, NULL, &ip, &e);
+  grpc_status_code st = infer_make_plan(&s->ictx, pr->model, pr->planner, NULL, 0, &ip, &e);
   if (st != GRPC_STATUS_OK) return fail(&e, st, details, len);
   const plan *p = &ip.p;
   int n_parts = 0;
@@ -196,7 +197,7 @@ static grpc_status_code on_plan(void *ctx, const ProtobufCMessage *req, rpc_repl
   free(as);
   free(asp);
   free(rr);
-  infer_plan_free(&ip);
+  infer_plan_free(&s->ictx, &ip);
   return st;
 }
 
@@ -311,13 +312,15 @@ err_code service_create(const service_config *cfg, service **out, err *e) {
   if (rc == ERR_OK && !cfg->no_reuse)
     rc = plan_recall_create(cfg->reuse_gain > 0 ? cfg->reuse_gain : PLAN_RECALL_DEFAULT_GAIN,
                             &s->recall, e);
+  if (rc == ERR_OK) rc = admit_create(&s->adm, e);
   s->ictx = (infer_ctx){.st = s->st, .ms = s->ms, .cl = s->cl, .inf = s->inf,
                         .default_planner = s->planner, .default_deadline_ms = cfg->deadline_ms,
                         .straggler_factor = cfg->straggler_factor,
                         .stuck_floor_ms = cfg->stuck_floor_ms,
                         .split_always = cfg->split_always,
                         .fe_late = cfg->fe_late,
-                        .recall = s->recall};
+                        .recall = s->recall,
+                        .adm = s->adm};
   if (rc == ERR_OK) rc = serve(s, cfg, e);
   if (rc != ERR_OK) {
     service_destroy(s);
@@ -343,11 +346,13 @@ void service_destroy(service *s) {
   /* Requests first (they return at once), then the agents' streams, then
    * the handlers; the database last, after every thread that writes it. */
   if (s->inf) inflight_shutdown(s->inf, SERVICE_SHUTDOWN_REASON);
+  admit_shutdown(s->adm);
   if (s->cl) cluster_stop(s->cl);
   if (s->srv) rpc_server_destroy(s->srv, SERVICE_SHUTDOWN_GRACE_MS);
   cluster_destroy(s->cl);
   models_destroy(s->ms);
   plan_recall_destroy(s->recall);
+  admit_destroy(s->adm);
   inflight_destroy(s->inf);
   store_close(s->st);
   free(s);

@@ -301,6 +301,67 @@ static void test_ready_jobs_wait_for_the_outbox(void **state) {
   cs_fixture_free(&f);
 }
 
+/* A job alone in its segment (TileJob.fe_local) goes through every FE of
+ * its strip in the same call and stretch: no FeSums leave, nothing but the
+ * next job's Resume loops back (a scale queued to itself ended a stretch
+ * per FE, each slept out on an emulated board); its result reports the
+ * emulated time of the whole run (speed 0.25: at least 4 x its CPU). */
+static void test_lone_job_runs_through_its_fes(void **state) {
+  (void)state;
+  cs_fixture f;
+  cs_fixture_init(&f, "vgg16c"); /* FE layers in every segment */
+  plan_free(&f.p);
+  plan_options po = cs_plan_options(&f.t.img);
+  err e = {0};
+  cs_check_ok(plan_equal(f.m, f.devs, 1, &po, &f.p, &e), &e);
+  tile_options o = tile_default_options();
+  o.speed = 0.25;
+  tile_engine *t = NULL;
+  cs_check_ok(tile_engine_create(&o, &t, &e), &e);
+  cs_check_ok(tile_engine_add_model(t, "digest", f.m, 1, &e), &e);
+  int n;
+  Edgedi__V1__ExecuteIn **jobs = cs_jobs_of(&f, 1, &n);
+  for (int k = 0; k < n; k++) assert_true(jobs[k]->job->fe_local);
+  for (int k = 1; k < n; k++) cs_expect_quiet(t, jobs[k]);
+  tile_outbox out = {0};
+  const Edgedi__V1__ExecuteIn *next = jobs[0];
+  Edgedi__V1__ExecuteIn *resume = NULL;
+  for (int k = 0; k < n; k++) {
+    cs_check_ok(tile_engine_handle(t, next, &out, &e), &e);
+    assert_int_equal(out.n_loop, k + 1 < n ? 1 : 0);
+    int results = 0;
+    for (int i = 0; i < out.n; i++) {
+      Edgedi__V1__ExecuteOut *m =
+          edgedi__v1__execute_out__unpack(NULL, out.msgs[i].len, out.msgs[i].data);
+      assert_non_null(m);
+      assert_int_not_equal(m->msg_case, EDGEDI__V1__EXECUTE_OUT__MSG_FE_SUMS);
+      if (m->msg_case == EDGEDI__V1__EXECUTE_OUT__MSG_RESULT) {
+        results++;
+        assert_true(m->result->cpu_ms > 0);
+        assert_true(m->result->compute_ms >= m->result->cpu_ms / o.speed * 0.99);
+      }
+      edgedi__v1__execute_out__free_unpacked(m, NULL);
+    }
+    assert_int_equal(results, 1);
+    if (resume) edgedi__v1__execute_in__free_unpacked(resume, NULL);
+    resume = NULL;
+    if (k + 1 < n) {
+      resume = edgedi__v1__execute_in__unpack(NULL, out.loop[0].len, out.loop[0].data);
+      assert_non_null(resume);
+      assert_int_equal(resume->msg_case, EDGEDI__V1__EXECUTE_IN__MSG_RESUME);
+      next = resume;
+    }
+    tile_outbox_clear(&out);
+  }
+  tile_outbox_free(&out);
+  tile_stats st;
+  tile_engine_stats(t, &st);
+  assert_int_equal(st.requests, 0);
+  cs_free_jobs(jobs, n);
+  tile_engine_destroy(t);
+  cs_fixture_free(&f);
+}
+
 /* The kinds of the messages in an outbox, as a string: R rows (with the
  * destination after it), S sums, T result; then one L per loop message. */
 static void outbox_kinds(const tile_outbox *o, char *buf, size_t len) {
@@ -952,6 +1013,7 @@ int main(void) {
       cmocka_unit_test(test_results_report_queued_time),
       cmocka_unit_test(test_results_say_fresh_strips),
       cmocka_unit_test(test_ready_jobs_wait_for_the_outbox),
+    cmocka_unit_test(test_lone_job_runs_through_its_fes),
       cmocka_unit_test(test_exports_first),
       cmocka_unit_test(test_unknown_digest),
       cmocka_unit_test(test_model_provider),

@@ -29,6 +29,7 @@
 
 #include <math.h>
 #include <pthread.h>
+#include <time.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sqlite3.h>
@@ -366,8 +367,80 @@ static void test_concurrent_requests_pipeline(void **state) {
   for (int i = 0; i < N_FAKES; i++) {
     cluster_agent *a = cluster_find(service_cluster(g.svc), names[i]);
     assert_non_null(a);
-    assert_int_equal(cluster_agent_busy(a), 0);
+    assert_int_equal(cluster_agent_busy(a, NULL), 0);
     cluster_release(a);
+  }
+}
+
+/* Samples the agents' busy counts while a burst runs. */
+typedef struct sampler {
+  cluster_agent *agents[N_FAKES];
+  volatile bool stop;
+  int max_busy, max_singles;
+  bool mixed; /* a whole run and a split request on one agent at once */
+} sampler;
+
+static void *sampler_main(void *arg) {
+  sampler *sm = arg;
+  while (!sm->stop) {
+    for (int i = 0; i < N_FAKES; i++) {
+      int singles = 0, busy = cluster_agent_busy(sm->agents[i], &singles);
+      if (busy > sm->max_busy) sm->max_busy = busy;
+      if (singles > sm->max_singles) sm->max_singles = singles;
+      if (singles > 0 && busy > singles) sm->mixed = true;
+    }
+    struct timespec ts = {0, 100000};
+    nanosleep(&ts, NULL);
+  }
+  return NULL;
+}
+
+/* BURST requests naming no planner at once, four times the agents: they
+ * wait at the scheduler (infer.h, INFER_SINGLE_DEPTH) instead of queueing
+ * on the agent chosen when they came, so no agent ever holds more than
+ * one running and one queued, none holds a whole run next to a split
+ * request, and every answer is exact. */
+static void test_burst_waits_at_the_scheduler(void **state) {
+  (void)state;
+  enum { BURST = 4 * N_FAKES };
+  sampler sm = {0};
+  const char *names[N_FAKES] = {"a", "b", "c"};
+  for (int i = 0; i < N_FAKES; i++) {
+    sm.agents[i] = cluster_find(service_cluster(g.svc), names[i]);
+    assert_non_null(sm.agents[i]);
+  }
+  pthread_t ts;
+  assert_int_equal(pthread_create(&ts, NULL, sampler_main, &sm), 0);
+  worker w[BURST];
+  pthread_t t[BURST];
+  for (int i = 0; i < BURST; i++) {
+    w[i] = (worker){.mc = &cases[1]}; /* vgg16c-64: FE exchanges when split */
+    w[i].im = st_make_image(SIDE_PX, SIDE_PX, 3, false, 300u + (unsigned)i);
+    assert_int_equal(pthread_create(&t[i], NULL, infer_worker, &w[i]), 0);
+  }
+  for (int i = 0; i < BURST; i++) pthread_join(t[i], NULL);
+  sm.stop = true;
+  pthread_join(ts, NULL);
+  int single = 0;
+  for (int i = 0; i < BURST; i++) {
+    if (w[i].st != GRPC_STATUS_OK) fail_msg("request %d: %s", i, w[i].details);
+    single += strcmp(w[i].planned_by, INFER_SINGLE_PLANNER) == 0;
+    int n = 0;
+    float *want = st_reference_logits(w[i].mc->x, &w[i].im, &n);
+    assert_int_equal(w[i].n, n);
+    assert_true(st_rel_diff(w[i].logits, want, n) <= TOLERANCE);
+    free(want);
+    free(w[i].logits);
+    free(w[i].im.data);
+  }
+  assert_true(single >= BURST / 2);
+  assert_true(sm.max_singles >= 1);
+  if (sm.max_busy > INFER_SINGLE_DEPTH || sm.mixed)
+    fail_msg("an agent held %d requests (%d whole runs)%s", sm.max_busy, sm.max_singles,
+             sm.mixed ? ", a whole run next to a split one" : "");
+  for (int i = 0; i < N_FAKES; i++) {
+    assert_int_equal(cluster_agent_busy(sm.agents[i], NULL), 0);
+    cluster_release(sm.agents[i]);
   }
 }
 
@@ -916,6 +989,7 @@ int main(void) {
       cmocka_unit_test(test_infer_equals_single_device),
       cmocka_unit_test(test_plan_covers_rows),
       cmocka_unit_test(test_concurrent_requests_pipeline),
+      cmocka_unit_test(test_burst_waits_at_the_scheduler),
       cmocka_unit_test(test_bad_infer_requests),
       cmocka_unit_test(test_bad_registrations),
       cmocka_unit_test(test_stuck_agent_misses_deadline),
