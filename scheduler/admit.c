@@ -13,6 +13,8 @@
 #include <stdlib.h>
 #include <time.h>
 
+#include "runtime/stats.h"
+
 typedef struct waiter {
   struct waiter *next;
 } waiter;
@@ -25,12 +27,6 @@ struct admit {
   int in_system;
   bool shut;
 };
-
-static double now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
-}
 
 err_code admit_create(admit **out, err *e) {
   admit *g = calloc(1, sizeof *g);
@@ -84,7 +80,7 @@ int admit_wait(admit *g, admit_try_fn try_take, void *ctx, double until_ms) {
     }
     if (g->head == &me && (got = try_take(ctx)) >= 0) break;
     got = ADMIT_TIMEOUT;
-    double now = now_ms();
+    double now = stats_now_ms();
     if (now >= until_ms) break;
     wait_until(g, now + ADMIT_POLL_MS < until_ms ? now + ADMIT_POLL_MS : until_ms);
   }

@@ -321,6 +321,19 @@ static void *infer_worker(void *arg) {
   return NULL;
 }
 
+/* The worker's request succeeded with the single-device logits; its
+ * buffers are freed. */
+static void check_worker_exact(worker *w, int i) {
+  if (w->st != GRPC_STATUS_OK) fail_msg("request %d: %s", i, w->details);
+  int n = 0;
+  float *want = st_reference_logits(w->mc->x, &w->im, &n);
+  assert_int_equal(w->n, n);
+  assert_true(st_rel_diff(w->logits, want, n) <= TOLERANCE);
+  free(want);
+  free(w->logits);
+  free(w->im.data);
+}
+
 /* CONCURRENT requests at once, twice the agents: every one exact. Those
  * naming no planner find the cluster saturated (load-aware planning,
  * infer.h) when the others are still in flight, and run whole on a single
@@ -338,7 +351,7 @@ static int concurrent_round(void) {
   for (int i = 0; i < CONCURRENT; i++) pthread_join(t[i], NULL);
   int single = 0;
   for (int i = 0; i < CONCURRENT; i++) {
-    if (w[i].st != GRPC_STATUS_OK) fail_msg("request %d: %s", i, w[i].details);
+    check_worker_exact(&w[i], i);
     if (w[i].planner) {
       assert_string_equal(w[i].planned_by, w[i].planner);
       assert_int_equal(w[i].devices, N_FAKES);
@@ -346,13 +359,6 @@ static int concurrent_round(void) {
       assert_int_equal(w[i].devices, 1);
       single++;
     }
-    int n = 0;
-    float *want = st_reference_logits(w[i].mc->x, &w[i].im, &n);
-    assert_int_equal(w[i].n, n);
-    assert_true(st_rel_diff(w[i].logits, want, n) <= TOLERANCE);
-    free(want);
-    free(w[i].logits);
-    free(w[i].im.data);
   }
   return single;
 }
@@ -423,15 +429,8 @@ static void test_burst_waits_at_the_scheduler(void **state) {
   pthread_join(ts, NULL);
   int single = 0;
   for (int i = 0; i < BURST; i++) {
-    if (w[i].st != GRPC_STATUS_OK) fail_msg("request %d: %s", i, w[i].details);
+    check_worker_exact(&w[i], i);
     single += strcmp(w[i].planned_by, INFER_SINGLE_PLANNER) == 0;
-    int n = 0;
-    float *want = st_reference_logits(w[i].mc->x, &w[i].im, &n);
-    assert_int_equal(w[i].n, n);
-    assert_true(st_rel_diff(w[i].logits, want, n) <= TOLERANCE);
-    free(want);
-    free(w[i].logits);
-    free(w[i].im.data);
   }
   assert_true(single >= BURST / 2);
   assert_true(sm.max_singles >= 1);
