@@ -78,7 +78,7 @@ int admit_wait(admit *g, admit_try_fn try_take, void *ctx, double until_ms) {
       got = ADMIT_SHUT;
       break;
     }
-    if (g->head == &me && (got = try_take(ctx)) >= 0) break;
+    if (g->head == &me && ((got = try_take(ctx)) >= 0 || got == ADMIT_GIVE_UP)) break;
     got = ADMIT_TIMEOUT;
     double now = stats_now_ms();
     if (now >= until_ms) break;

@@ -23,7 +23,8 @@
 
 typedef struct admit admit;
 
-/* A free slot's index (>= 0), taken and counted by the callee, or -1. */
+/* A free slot's index (>= 0), taken and counted by the callee; -1: none
+ * free now; ADMIT_GIVE_UP: none ever will (the waiter leaves at once). */
 typedef int (*admit_try_fn)(void *ctx);
 
 /* The head of the queue looks again at least this often without a wake
@@ -34,13 +35,14 @@ err_code admit_create(admit **out, err *e);
 /* No waiter may be left. */
 void admit_destroy(admit *g);
 
-enum { ADMIT_TIMEOUT = -1, ADMIT_SHUT = -2 };
+enum { ADMIT_TIMEOUT = -1, ADMIT_SHUT = -2, ADMIT_GIVE_UP = -3 };
 
 /* Joins the end of the queue and waits until this caller is at its head
  * and try_take(ctx) returns an index, which it returns; ADMIT_TIMEOUT once
  * CLOCK_MONOTONIC (in ms) passes until_ms, the caller's deadline (it leaves
  * the queue, the ones behind move up; until_ms <= now: one try, only when
- * nobody waits ahead); ADMIT_SHUT after admit_shutdown(). */
+ * nobody waits ahead); ADMIT_SHUT after admit_shutdown(); ADMIT_GIVE_UP
+ * when try_take said so. */
 int admit_wait(admit *g, admit_try_fn try_take, void *ctx, double until_ms);
 
 /* Every waiter returns ADMIT_SHUT now, and every later admit_wait at once

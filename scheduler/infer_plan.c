@@ -166,20 +166,20 @@ typedef struct single_pick {
 static int take_single(void *ctx) {
   const single_pick *sp = ctx;
   const infer_plan *ip = sp->ip;
-  int best = -1;
+  int best = -1, alive = 0;
   double best_ms = INFINITY;
   for (int i = 0; i < ip->n_members; i++) {
     cluster_agent *a = ip->members[i].agent;
     int singles = 0, busy = cluster_agent_busy(a, &singles);
-    if (!sp->any_load && (busy >= INFER_SINGLE_DEPTH || busy > singles ||
-                          !cluster_agent_alive(a, NULL, 0)))
-      continue;
+    if (!sp->any_load && !cluster_agent_alive(a, NULL, 0)) continue;
+    alive++;
+    if (!sp->any_load && (busy >= INFER_SINGLE_DEPTH || busy > singles)) continue;
     const plan_device *d = &ip->members[i].dev;
     double ms = (d->ms_per_gflop * ip->model->gflop + d->fixed_ms) * (busy + 1);
     if (ms < best_ms) best_ms = ms, best = i;
   }
   if (best >= 0) cluster_agent_busy_add(ip->members[best].agent, 1, true);
-  return best;
+  return best >= 0 || alive > 0 ? best : ADMIT_GIVE_UP;
 }
 
 /* A plan only shown, or no admission queue: chosen at once among every
@@ -209,6 +209,11 @@ static int keep_one_member(const infer_ctx *c, infer_plan *ip, double admit_unti
     best = admit_wait(c->adm, take_single, &sp, admit_until_ms);
     if (best == ADMIT_SHUT) {
       err_set(e, ERR_UNAVAILABLE, "the scheduler is shutting down");
+      return -1;
+    }
+    if (best == ADMIT_GIVE_UP) {
+      err_set(e, ERR_UNAVAILABLE, "no agent is up to run it: all %d went down while it waited",
+              ip->n_members);
       return -1;
     }
     if (best < 0) {

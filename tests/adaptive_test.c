@@ -31,6 +31,7 @@
 #include <cmocka.h>
 
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -459,6 +460,63 @@ static void test_only_agent_dies(void **state) {
   fake_agent_destroy(only);
 }
 
+typedef struct infer_job {
+  rpc_channel *ch;
+  st_image im;
+  grpc_status_code st;
+  char d[ERR_MSG_BYTES];
+  double took_ms;
+} infer_job;
+
+static void *infer_main(void *arg) {
+  infer_job *j = arg;
+  Edgedi__V1__InferReply *r = NULL;
+  double t0 = st_now_ms();
+  j->st = infer(j->ch, &j->im, &r, j->d, sizeof j->d);
+  j->took_ms = st_now_ms() - t0;
+  rpc_free(r ? &r->base : NULL);
+  return NULL;
+}
+
+/* A request waiting at the scheduler for an agent to run it whole
+ * (infer.h, admit.h) while every agent dies: it ends UNAVAILABLE at once,
+ * not at its deadline, as does the split request it waited behind. */
+static void test_waiting_request_when_all_agents_die(void **state) {
+  (void)state;
+  char db[400], addr[64];
+  snprintf(db, sizeof db, "%s/waiting.db", g.dir);
+  service *s = start_service(db, 0);
+  rpc_channel *ch = connect_to(s, addr, sizeof addr);
+  load_model(ch);
+  fake_agent *p = start_fake("p", addr, ch), *q = start_fake("q", addr, ch);
+  fake_agent_hold(p, true); /* the first request stalls on both */
+  fake_agent_hold(q, true);
+  infer_job j[2] = {{.ch = ch}, {.ch = ch}};
+  pthread_t t[2];
+  for (int i = 0; i < 2; i++) {
+    j[i].im = st_make_image(SIDE_PX, SIDE_PX, 3, false, 1200u + (unsigned)i);
+    assert_int_equal(pthread_create(&t[i], NULL, infer_main, &j[i]), 0);
+    /* The first is split over both (nothing else in); the second, with
+     * two in, waits to run whole. */
+    while (i == 0 && fake_agent_jobs_seen(p) + fake_agent_jobs_seen(q) == 0) st_sleep_ms(5);
+  }
+  st_sleep_ms(300);
+  fake_agent_kill(p);
+  fake_agent_kill(q);
+  for (int i = 0; i < 2; i++) {
+    pthread_join(t[i], NULL);
+    if (j[i].st != GRPC_STATUS_UNAVAILABLE || !strstr(j[i].d, "no agent is up"))
+      fail_msg("request %d: %s: %s", i, rpc_status_name(j[i].st), j[i].d);
+    assert_true(j[i].took_ms < PROMPT_MS);
+    if (i == 1 && !strstr(j[i].d, "while it waited")) fail_msg("request 1: %s", j[i].d);
+    free(j[i].im.data);
+  }
+  rpc_channel_destroy(ch);
+  service_destroy(s);
+  fake_agent_destroy(p);
+  fake_agent_destroy(q);
+}
+
 /* ---- stragglers ---------------------------------------------------------------------- */
 
 static void test_straggler_is_replanned(void **state) {
@@ -553,6 +611,7 @@ int main(void) {
       cmocka_unit_test(test_dies_in_fe_exchange),
       cmocka_unit_test(test_stuck_agent_is_marked_down),
       cmocka_unit_test(test_only_agent_dies),
+      cmocka_unit_test(test_waiting_request_when_all_agents_die),
       cmocka_unit_test(test_straggler_is_replanned),
       cmocka_unit_test(test_nonsense_cost_never_reaches_planner),
   };

@@ -138,6 +138,25 @@ static void test_deadline_leaves_the_queue(void **state) {
   admit_destroy(g);
 }
 
+static int give_up(void *ctx) {
+  (void)ctx;
+  return ADMIT_GIVE_UP;
+}
+
+/* try_take saying no slot will ever come ends the wait at once, long
+ * before the deadline. */
+static void test_give_up_ends_the_wait(void **state) {
+  (void)state;
+  admit *g = NULL;
+  err e = {0};
+  assert_int_equal(admit_create(&g, &e), ERR_OK);
+  double t0 = now_ms();
+  assert_int_equal(admit_wait(g, give_up, NULL, t0 + 60000), ADMIT_GIVE_UP);
+  assert_true(now_ms() - t0 < 30000);
+  assert_int_equal(admit_waiting(g), 0);
+  admit_destroy(g);
+}
+
 static void test_shutdown_releases_everyone(void **state) {
   (void)state;
   admit *g = NULL;
@@ -199,6 +218,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_first_come_first_served),
       cmocka_unit_test(test_deadline_leaves_the_queue),
+      cmocka_unit_test(test_give_up_ends_the_wait),
       cmocka_unit_test(test_shutdown_releases_everyone),
       cmocka_unit_test(test_counts),
   };
