@@ -480,7 +480,10 @@ static void *infer_main(void *arg) {
 
 /* A request waiting at the scheduler for an agent to run it whole
  * (infer.h, admit.h) while every agent dies: it ends UNAVAILABLE at once,
- * not at its deadline, as does the split request it waited behind. */
+ * not at its deadline, as does the split request it waited behind. (The
+ * agents die one after the other: the waiting request may take the second
+ * in between, freed by the split request's lost attempt, and then lose it;
+ * either way it says no agent is up.) */
 static void test_waiting_request_when_all_agents_die(void **state) {
   (void)state;
   char db[400], addr[64];
@@ -508,7 +511,6 @@ static void test_waiting_request_when_all_agents_die(void **state) {
     if (j[i].st != GRPC_STATUS_UNAVAILABLE || !strstr(j[i].d, "no agent is up"))
       fail_msg("request %d: %s: %s", i, rpc_status_name(j[i].st), j[i].d);
     assert_true(j[i].took_ms < PROMPT_MS);
-    if (i == 1 && !strstr(j[i].d, "while it waited")) fail_msg("request 1: %s", j[i].d);
     free(j[i].im.data);
   }
   rpc_channel_destroy(ch);
