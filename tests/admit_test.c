@@ -81,16 +81,31 @@ static void free_slot(admit *g, pool *p) {
   admit_wake(g);
 }
 
-static void test_first_come_first_served(void **state) {
-  (void)state;
+static int make_queue(void **state) {
   admit *g = NULL;
   err e = {0};
-  assert_int_equal(admit_create(&g, &e), ERR_OK);
+  if (admit_create(&g, &e) != ERR_OK) return -1;
+  *state = g;
+  return 0;
+}
+
+static int free_queue(void **state) {
+  admit_destroy(*state);
+  return 0;
+}
+
+/* n deadlines a minute away. */
+static void far_deadlines(double *until, int n) {
+  for (int i = 0; i < n; i++) until[i] = now_ms() + 60000;
+}
+
+static void test_first_come_first_served(void **state) {
+  admit *g = *state;
   pool p = {.mu = PTHREAD_MUTEX_INITIALIZER};
   waiter_arg w[WAITERS];
   pthread_t t[WAITERS];
   double until[WAITERS];
-  for (int i = 0; i < WAITERS; i++) until[i] = now_ms() + 60000;
+  far_deadlines(until, WAITERS);
   start_in_order(g, &p, w, t, WAITERS, until);
   sleep_ms(2 * ADMIT_POLL_MS); /* polls find no slot: nobody passes */
   assert_int_equal(p.n_order, 0);
@@ -104,16 +119,12 @@ static void test_first_come_first_served(void **state) {
     assert_int_equal(p.order[i], i);
     assert_int_equal(w[i].got, i);
   }
-  admit_destroy(g);
 }
 
 /* The head's deadline passes: it leaves with ADMIT_TIMEOUT, and the next
  * takes the slot that comes later; one freed at once is taken at once. */
 static void test_deadline_leaves_the_queue(void **state) {
-  (void)state;
-  admit *g = NULL;
-  err e = {0};
-  assert_int_equal(admit_create(&g, &e), ERR_OK);
+  admit *g = *state;
   pool p = {.mu = PTHREAD_MUTEX_INITIALIZER};
   waiter_arg w[3];
   pthread_t t[3];
@@ -135,7 +146,6 @@ static void test_deadline_leaves_the_queue(void **state) {
   my_id = 9;
   assert_int_equal(admit_wait(g, take, &p, now_ms() - 1), 9);
   assert_int_equal(admit_wait(g, take, &p, now_ms() - 1), ADMIT_TIMEOUT);
-  admit_destroy(g);
 }
 
 static int give_up(void *ctx) {
@@ -146,27 +156,20 @@ static int give_up(void *ctx) {
 /* try_take saying no slot will ever come ends the wait at once, long
  * before the deadline. */
 static void test_give_up_ends_the_wait(void **state) {
-  (void)state;
-  admit *g = NULL;
-  err e = {0};
-  assert_int_equal(admit_create(&g, &e), ERR_OK);
+  admit *g = *state;
   double t0 = now_ms();
   assert_int_equal(admit_wait(g, give_up, NULL, t0 + 60000), ADMIT_GIVE_UP);
   assert_true(now_ms() - t0 < 30000);
   assert_int_equal(admit_waiting(g), 0);
-  admit_destroy(g);
 }
 
 static void test_shutdown_releases_everyone(void **state) {
-  (void)state;
-  admit *g = NULL;
-  err e = {0};
-  assert_int_equal(admit_create(&g, &e), ERR_OK);
+  admit *g = *state;
   pool p = {.mu = PTHREAD_MUTEX_INITIALIZER};
   waiter_arg w[3];
   pthread_t t[3];
   double until[3];
-  for (int i = 0; i < 3; i++) until[i] = now_ms() + 60000;
+  far_deadlines(until, 3);
   start_in_order(g, &p, w, t, 3, until);
   admit_shutdown(g);
   for (int i = 0; i < 3; i++) {
@@ -176,7 +179,6 @@ static void test_shutdown_releases_everyone(void **state) {
   free_slot(g, &p);
   assert_int_equal(admit_wait(g, take, &p, now_ms() + 60000), ADMIT_SHUT);
   assert_int_equal(p.free_slots, 1); /* nothing taken after shutdown */
-  admit_destroy(g);
 }
 
 static int count_waiting(void *ctx, int waiting) {
@@ -185,10 +187,7 @@ static int count_waiting(void *ctx, int waiting) {
 }
 
 static void test_counts(void **state) {
-  (void)state;
-  admit *g = NULL;
-  err e = {0};
-  assert_int_equal(admit_create(&g, &e), ERR_OK);
+  admit *g = *state;
   assert_int_equal(admit_in_system(g), 0);
   admit_begin(g);
   admit_begin(g);
@@ -199,7 +198,8 @@ static void test_counts(void **state) {
   pool p = {.mu = PTHREAD_MUTEX_INITIALIZER};
   waiter_arg w[2];
   pthread_t t[2];
-  double until[2] = {now_ms() + 60000, now_ms() + 60000};
+  double until[2];
+  far_deadlines(until, 2);
   start_in_order(g, &p, w, t, 2, until);
   assert_int_equal(admit_locked(g, count_waiting, NULL), 2);
   free_slot(g, &p);
@@ -211,16 +211,15 @@ static void test_counts(void **state) {
   assert_int_equal(admit_in_system(NULL), 0);
   assert_int_equal(admit_waiting(NULL), 0);
   admit_wake(NULL);
-  admit_destroy(g);
 }
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_first_come_first_served),
-      cmocka_unit_test(test_deadline_leaves_the_queue),
-      cmocka_unit_test(test_give_up_ends_the_wait),
-      cmocka_unit_test(test_shutdown_releases_everyone),
-      cmocka_unit_test(test_counts),
+      cmocka_unit_test_setup_teardown(test_first_come_first_served, make_queue, free_queue),
+      cmocka_unit_test_setup_teardown(test_deadline_leaves_the_queue, make_queue, free_queue),
+      cmocka_unit_test_setup_teardown(test_give_up_ends_the_wait, make_queue, free_queue),
+      cmocka_unit_test_setup_teardown(test_shutdown_releases_everyone, make_queue, free_queue),
+      cmocka_unit_test_setup_teardown(test_counts, make_queue, free_queue),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -247,6 +247,20 @@ static void test_results_report_queued_time(void **state) {
   cs_fixture_free(&f);
 }
 
+/* Frees `prev`; for segment >= 0, the outbox's one loop message, which
+ * must be the Resume of that segment (the caller frees it next time). */
+static Edgedi__V1__ExecuteIn *next_resume(const tile_outbox *out, Edgedi__V1__ExecuteIn *prev,
+                                          int segment) {
+  if (prev) edgedi__v1__execute_in__free_unpacked(prev, NULL);
+  if (segment < 0) return NULL;
+  Edgedi__V1__ExecuteIn *r =
+      edgedi__v1__execute_in__unpack(NULL, out->loop[0].len, out->loop[0].data);
+  assert_non_null(r);
+  assert_int_equal(r->msg_case, EDGEDI__V1__EXECUTE_IN__MSG_RESUME);
+  assert_int_equal(r->resume->segment, (uint32_t)segment);
+  return r;
+}
+
 /* A job that becomes ready while the engine still holds what another job
  * produced is resumed, not run in the same call: the shell sends the
  * first job's rows and result before the second computes (a neighbour may
@@ -281,15 +295,8 @@ static void test_ready_jobs_wait_for_the_outbox(void **state) {
     assert_int_equal(st.jobs_run, (uint64_t)k + 1); /* one job per call */
     assert_true(out.n >= 1);                        /* its result, at least */
     assert_int_equal(out.n_loop, k + 1 < n ? 1 : 0);
-    if (resume) edgedi__v1__execute_in__free_unpacked(resume, NULL);
-    resume = NULL;
-    if (k + 1 < n) {
-      resume = edgedi__v1__execute_in__unpack(NULL, out.loop[0].len, out.loop[0].data);
-      assert_non_null(resume);
-      assert_int_equal(resume->msg_case, EDGEDI__V1__EXECUTE_IN__MSG_RESUME);
-      assert_int_equal(resume->resume->segment, (uint32_t)k + 1);
-      next = resume;
-    }
+    resume = next_resume(&out, resume, k + 1 < n ? k + 1 : -1);
+    if (resume) next = resume;
     tile_outbox_clear(&out);
   }
   tile_outbox_free(&out);
@@ -343,14 +350,8 @@ static void test_lone_job_runs_through_its_fes(void **state) {
       edgedi__v1__execute_out__free_unpacked(m, NULL);
     }
     assert_int_equal(results, 1);
-    if (resume) edgedi__v1__execute_in__free_unpacked(resume, NULL);
-    resume = NULL;
-    if (k + 1 < n) {
-      resume = edgedi__v1__execute_in__unpack(NULL, out.loop[0].len, out.loop[0].data);
-      assert_non_null(resume);
-      assert_int_equal(resume->msg_case, EDGEDI__V1__EXECUTE_IN__MSG_RESUME);
-      next = resume;
-    }
+    resume = next_resume(&out, resume, k + 1 < n ? k + 1 : -1);
+    if (resume) next = resume;
     tile_outbox_clear(&out);
   }
   tile_outbox_free(&out);
