@@ -126,17 +126,24 @@ static void load_model(rpc_channel *ch) {
   rpc_free(r);
 }
 
-static grpc_status_code infer(rpc_channel *ch, const st_image *im, Edgedi__V1__InferReply **reply,
-                              char *d, size_t len) {
+/* deadline_ms 0: the scheduler's default. */
+static grpc_status_code infer_within(rpc_channel *ch, const st_image *im, uint32_t deadline_ms,
+                                     Edgedi__V1__InferReply **reply, char *d, size_t len) {
   Edgedi__V1__InferRequest req = EDGEDI__V1__INFER_REQUEST__INIT;
   req.protocol_version = EDGEDI_PROTOCOL_VERSION;
   req.model = MODEL;
   req.image = (Edgedi__V1__Image *)&im->msg;
+  req.deadline_ms = deadline_ms;
   ProtobufCMessage *r = NULL;
   grpc_status_code st =
       st_call(ch, ST_METHOD("Infer"), &req.base, &edgedi__v1__infer_reply__descriptor, &r, d, len);
   *reply = (Edgedi__V1__InferReply *)r;
   return st;
+}
+
+static grpc_status_code infer(rpc_channel *ch, const st_image *im, Edgedi__V1__InferReply **reply,
+                              char *d, size_t len) {
+  return infer_within(ch, im, 0, reply, d, len);
 }
 
 /* One request that must succeed with the single-device logits; whether
@@ -463,6 +470,7 @@ static void test_only_agent_dies(void **state) {
 typedef struct infer_job {
   rpc_channel *ch;
   st_image im;
+  uint32_t deadline_ms; /* 0: the default */
   grpc_status_code st;
   char d[ERR_MSG_BYTES];
   double took_ms;
@@ -472,7 +480,7 @@ static void *infer_main(void *arg) {
   infer_job *j = arg;
   Edgedi__V1__InferReply *r = NULL;
   double t0 = st_now_ms();
-  j->st = infer(j->ch, &j->im, &r, j->d, sizeof j->d);
+  j->st = infer_within(j->ch, &j->im, j->deadline_ms, &r, j->d, sizeof j->d);
   j->took_ms = st_now_ms() - t0;
   rpc_free(r ? &r->base : NULL);
   return NULL;
@@ -513,6 +521,40 @@ static void test_waiting_request_when_all_agents_die(void **state) {
     assert_true(j[i].took_ms < PROMPT_MS);
     free(j[i].im.data);
   }
+  rpc_channel_destroy(ch);
+  service_destroy(s);
+  fake_agent_destroy(p);
+  fake_agent_destroy(q);
+}
+
+/* A request waiting at the scheduler to run whole ends DEADLINE_EXCEEDED
+ * when its deadline passes while it waits (a split request holds both
+ * agents, stalled); the stalled one ends as a stuck agent's request does. */
+static void test_waiting_request_misses_its_deadline(void **state) {
+  (void)state;
+  enum { SHORT_MS = 150 }; /* under the stuck floor: no agent is given up yet */
+  char db[400], addr[64];
+  snprintf(db, sizeof db, "%s/deadline.db", g.dir);
+  service *s = start_service(db, 0);
+  rpc_channel *ch = connect_to(s, addr, sizeof addr);
+  load_model(ch);
+  fake_agent *p = start_fake("p", addr, ch), *q = start_fake("q", addr, ch);
+  fake_agent_hold(p, true);
+  fake_agent_hold(q, true);
+  infer_job j[2] = {{.ch = ch}, {.ch = ch, .deadline_ms = SHORT_MS}};
+  pthread_t t[2];
+  for (int i = 0; i < 2; i++) {
+    j[i].im = st_make_image(SIDE_PX, SIDE_PX, 3, false, 1300u + (unsigned)i);
+    assert_int_equal(pthread_create(&t[i], NULL, infer_main, &j[i]), 0);
+    while (i == 0 && fake_agent_jobs_seen(p) + fake_agent_jobs_seen(q) == 0) st_sleep_ms(5);
+  }
+  pthread_join(t[1], NULL);
+  if (j[1].st != GRPC_STATUS_DEADLINE_EXCEEDED || !strstr(j[1].d, "within its deadline"))
+    fail_msg("waiting request: %s: %s", rpc_status_name(j[1].st), j[1].d);
+  assert_true(j[1].took_ms >= SHORT_MS && j[1].took_ms < PROMPT_MS);
+  pthread_join(t[0], NULL);
+  assert_int_not_equal(j[0].st, GRPC_STATUS_OK);
+  for (int i = 0; i < 2; i++) free(j[i].im.data);
   rpc_channel_destroy(ch);
   service_destroy(s);
   fake_agent_destroy(p);
@@ -614,6 +656,7 @@ int main(void) {
       cmocka_unit_test(test_stuck_agent_is_marked_down),
       cmocka_unit_test(test_only_agent_dies),
       cmocka_unit_test(test_waiting_request_when_all_agents_die),
+      cmocka_unit_test(test_waiting_request_misses_its_deadline),
       cmocka_unit_test(test_straggler_is_replanned),
       cmocka_unit_test(test_nonsense_cost_never_reaches_planner),
   };
