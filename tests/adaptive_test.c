@@ -486,79 +486,83 @@ static void *infer_main(void *arg) {
   return NULL;
 }
 
-/* A request waiting at the scheduler for an agent to run it whole
- * (infer.h, admit.h) while every agent dies: it ends UNAVAILABLE at once,
- * not at its deadline, as does the split request it waited behind. (The
+/* Two agents p and q that hold everything they get (a request on them
+ * stalls), a first request split over both, stalled, and a second one,
+ * which with two in comes to run whole and waits at the scheduler for an
+ * agent (infer.h, admit.h); its deadline deadline_ms (0: the default).
+ * Each on its own service and database `name`. */
+typedef struct stalled_pair {
+  service *s;
+  rpc_channel *ch;
+  fake_agent *p, *q;
+  infer_job j[2];
+  pthread_t t[2];
+} stalled_pair;
+
+static void stalled_pair_start(stalled_pair *sp, const char *name, uint32_t deadline_ms,
+                               unsigned seed) {
+  char db[400], addr[64];
+  snprintf(db, sizeof db, "%s/%s.db", g.dir, name);
+  sp->s = start_service(db, 0);
+  sp->ch = connect_to(sp->s, addr, sizeof addr);
+  load_model(sp->ch);
+  sp->p = start_fake("p", addr, sp->ch);
+  sp->q = start_fake("q", addr, sp->ch);
+  fake_agent_hold(sp->p, true);
+  fake_agent_hold(sp->q, true);
+  for (int i = 0; i < 2; i++) {
+    sp->j[i] = (infer_job){.ch = sp->ch, .deadline_ms = i ? deadline_ms : 0};
+    sp->j[i].im = st_make_image(SIDE_PX, SIDE_PX, 3, false, seed + (unsigned)i);
+    assert_int_equal(pthread_create(&sp->t[i], NULL, infer_main, &sp->j[i]), 0);
+    while (i == 0 && fake_agent_jobs_seen(sp->p) + fake_agent_jobs_seen(sp->q) == 0)
+      st_sleep_ms(5);
+  }
+}
+
+/* After both requests' threads are joined. */
+static void stalled_pair_free(stalled_pair *sp) {
+  for (int i = 0; i < 2; i++) free(sp->j[i].im.data);
+  rpc_channel_destroy(sp->ch);
+  service_destroy(sp->s);
+  fake_agent_destroy(sp->p);
+  fake_agent_destroy(sp->q);
+}
+
+/* The waiting request's agents all die: it ends UNAVAILABLE at once, not
+ * at its deadline, as does the split request it waited behind. (The
  * agents die one after the other: the waiting request may take the second
  * in between, freed by the split request's lost attempt, and then lose it;
  * either way it says no agent is up.) */
 static void test_waiting_request_when_all_agents_die(void **state) {
   (void)state;
-  char db[400], addr[64];
-  snprintf(db, sizeof db, "%s/waiting.db", g.dir);
-  service *s = start_service(db, 0);
-  rpc_channel *ch = connect_to(s, addr, sizeof addr);
-  load_model(ch);
-  fake_agent *p = start_fake("p", addr, ch), *q = start_fake("q", addr, ch);
-  fake_agent_hold(p, true); /* the first request stalls on both */
-  fake_agent_hold(q, true);
-  infer_job j[2] = {{.ch = ch}, {.ch = ch}};
-  pthread_t t[2];
-  for (int i = 0; i < 2; i++) {
-    j[i].im = st_make_image(SIDE_PX, SIDE_PX, 3, false, 1200u + (unsigned)i);
-    assert_int_equal(pthread_create(&t[i], NULL, infer_main, &j[i]), 0);
-    /* The first is split over both (nothing else in); the second, with
-     * two in, waits to run whole. */
-    while (i == 0 && fake_agent_jobs_seen(p) + fake_agent_jobs_seen(q) == 0) st_sleep_ms(5);
-  }
+  stalled_pair sp;
+  stalled_pair_start(&sp, "waiting", 0, 1200);
   st_sleep_ms(300);
-  fake_agent_kill(p);
-  fake_agent_kill(q);
+  fake_agent_kill(sp.p);
+  fake_agent_kill(sp.q);
   for (int i = 0; i < 2; i++) {
-    pthread_join(t[i], NULL);
-    if (j[i].st != GRPC_STATUS_UNAVAILABLE || !strstr(j[i].d, "no agent is up"))
-      fail_msg("request %d: %s: %s", i, rpc_status_name(j[i].st), j[i].d);
-    assert_true(j[i].took_ms < PROMPT_MS);
-    free(j[i].im.data);
+    pthread_join(sp.t[i], NULL);
+    if (sp.j[i].st != GRPC_STATUS_UNAVAILABLE || !strstr(sp.j[i].d, "no agent is up"))
+      fail_msg("request %d: %s: %s", i, rpc_status_name(sp.j[i].st), sp.j[i].d);
+    assert_true(sp.j[i].took_ms < PROMPT_MS);
   }
-  rpc_channel_destroy(ch);
-  service_destroy(s);
-  fake_agent_destroy(p);
-  fake_agent_destroy(q);
+  stalled_pair_free(&sp);
 }
 
-/* A request waiting at the scheduler to run whole ends DEADLINE_EXCEEDED
- * when its deadline passes while it waits (a split request holds both
- * agents, stalled); the stalled one ends as a stuck agent's request does. */
+/* The waiting request's deadline passes while it waits: DEADLINE_EXCEEDED;
+ * the stalled one ends as a stuck agent's request does. */
 static void test_waiting_request_misses_its_deadline(void **state) {
   (void)state;
   enum { SHORT_MS = 150 }; /* under the stuck floor: no agent is given up yet */
-  char db[400], addr[64];
-  snprintf(db, sizeof db, "%s/deadline.db", g.dir);
-  service *s = start_service(db, 0);
-  rpc_channel *ch = connect_to(s, addr, sizeof addr);
-  load_model(ch);
-  fake_agent *p = start_fake("p", addr, ch), *q = start_fake("q", addr, ch);
-  fake_agent_hold(p, true);
-  fake_agent_hold(q, true);
-  infer_job j[2] = {{.ch = ch}, {.ch = ch, .deadline_ms = SHORT_MS}};
-  pthread_t t[2];
-  for (int i = 0; i < 2; i++) {
-    j[i].im = st_make_image(SIDE_PX, SIDE_PX, 3, false, 1300u + (unsigned)i);
-    assert_int_equal(pthread_create(&t[i], NULL, infer_main, &j[i]), 0);
-    while (i == 0 && fake_agent_jobs_seen(p) + fake_agent_jobs_seen(q) == 0) st_sleep_ms(5);
-  }
-  pthread_join(t[1], NULL);
-  if (j[1].st != GRPC_STATUS_DEADLINE_EXCEEDED || !strstr(j[1].d, "within its deadline"))
-    fail_msg("waiting request: %s: %s", rpc_status_name(j[1].st), j[1].d);
-  assert_true(j[1].took_ms >= SHORT_MS && j[1].took_ms < PROMPT_MS);
-  pthread_join(t[0], NULL);
-  assert_int_not_equal(j[0].st, GRPC_STATUS_OK);
-  for (int i = 0; i < 2; i++) free(j[i].im.data);
-  rpc_channel_destroy(ch);
-  service_destroy(s);
-  fake_agent_destroy(p);
-  fake_agent_destroy(q);
+  stalled_pair sp;
+  stalled_pair_start(&sp, "deadline", SHORT_MS, 1300);
+  pthread_join(sp.t[1], NULL);
+  if (sp.j[1].st != GRPC_STATUS_DEADLINE_EXCEEDED || !strstr(sp.j[1].d, "within its deadline"))
+    fail_msg("waiting request: %s: %s", rpc_status_name(sp.j[1].st), sp.j[1].d);
+  assert_true(sp.j[1].took_ms >= SHORT_MS && sp.j[1].took_ms < PROMPT_MS);
+  pthread_join(sp.t[0], NULL);
+  assert_int_not_equal(sp.j[0].st, GRPC_STATUS_OK);
+  stalled_pair_free(&sp);
 }
 
 /* ---- stragglers ---------------------------------------------------------------------- */
