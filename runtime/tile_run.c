@@ -197,32 +197,28 @@ static err_code send_fe_sums(const tile_job *job, uint64_t id, const xexec_fe_su
   return tile_push(out, &o, e);
 }
 
-/* Whether the job makes the scale of the FE it is paused at itself: the
- * scheduler said it is alone in its segment (and so waits for no sums of
- * it), and its strip owns every row of the FE input, so its sums are the
- * total and the scale is bit for bit the scheduler's (model_fe_scale). */
-static bool fe_resolved_here(const model *m, const tile_job *job, const xexec_fe_sums *fe) {
-  if (!job->fe_local) return false;
-  model_shape is = model_tensor_shape(m, m->layers[fe->layer].inputs[0]);
-  return fe->owned.lo == 0 && fe->owned.hi == is.h;
-}
-
-/* The scale the scheduler would have sent, made here and given to the
- * strip, which goes on in the same stretch: nothing leaves the board, so
- * nothing need wait for the emulated clock. (Ending the stretch slept out
- * its emulated time there, and the run resumed with caches that other
- * agents of this host had filled meanwhile: vgg16c whole on one emulated
- * board cost 68 ms of CPU in 14 stretches against 60 in one.) */
-static err_code apply_own_scale(const tile_request *r, tile_job *job, const xexec_fe_sums *fe,
-                                err *e) {
-  const model *m = r->model->m;
-  model_shape is = model_tensor_shape(m, m->layers[fe->layer].inputs[0]);
-  float *scale = malloc((size_t)fe->channels * sizeof *scale);
-  if (!scale) return err_set(e, ERR_NOMEM, "tile: out of memory for an FE scale");
-  err_code rc = model_fe_scale(m, fe->layer, fe->sums, (double)is.h * is.w, scale, e);
-  if (rc == ERR_OK) rc = xexec_strip_set_fe_scale(job->slot->strip, scale, e);
-  free(scale);
-  return rc;
+/* Whether the job makes every FE scale of its strip itself, running it
+ * through them in one go (xexec_strip_run_local): the scheduler said it is
+ * alone in its segment (and so waits for no sums of it), and its strip owns
+ * every row of each FE input, so its sums are the totals and the scales
+ * bit for bit the scheduler's (model_fe_scale). Nothing leaves the board
+ * at such an FE, so nothing waits for the emulated clock there. (Each FE
+ * used to end a stretch, which an emulated board sleeps out and then
+ * resumes with caches that other agents of this host had filled: vgg16c
+ * whole on one board cost 68 ms of CPU in 14 stretches against 60 in
+ * one.) A job that is told it is alone but owns less sends its sums. */
+static bool runs_local(const model *m, const tile_job *job) {
+  if (!job->fe_local || job->n_parts != 1) return false;
+  for (int l = job->first; l < job->end; l++) {
+    if (m->layers[l].op != MODEL_OP_FE) continue;
+    model_rows owned;
+    err e = {0};
+    if (model_fe_owned_rows(m, job->first, job->end, job->out, l, &owned, &e) != ERR_OK)
+      return false;
+    if (owned.lo != 0 || owned.hi != model_tensor_shape(m, m->layers[l].inputs[0]).h)
+      return false;
+  }
+  return true;
 }
 
 static err_code send_result(const tile_job *job, uint64_t id, tile_outbox *out, err *e) {
@@ -361,12 +357,9 @@ err_code tile_run_job(tile_engine *t, tile_request *r, int j, tile_outbox *out,
   }
   bool paused = false;
   xexec_fe_sums fe;
-  err_code rc = xexec_strip_run(job->slot->strip, &paused, &fe, &pe);
-  while (rc == ERR_OK && paused && fe.sums && fe.needs_scale &&
-         fe_resolved_here(r->model->m, job, &fe)) {
-    rc = apply_own_scale(r, job, &fe, &pe);
-    if (rc == ERR_OK) rc = xexec_strip_run(job->slot->strip, &paused, &fe, &pe);
-  }
+  err_code rc = job->state == TILE_JOB_WAITING && runs_local(r->model->m, job)
+                    ? xexec_strip_run_local(job->slot->strip, &pe)
+                    : xexec_strip_run(job->slot->strip, &paused, &fe, &pe);
   cpu_gate_leave(t->o.gate);
   stretch_end(t, now, cpu0, job);
   if (rc != ERR_OK) {
