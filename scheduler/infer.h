@@ -151,23 +151,22 @@ typedef struct infer_ctx {
   /* Recent plans offered again while nearly as good (plan_recall.h);
    * NULL: every request runs its fresh plan. */
   plan_recall *recall;
-  /* Where requests to run whole wait for an agent (admit.h); NULL: each
-   * takes the agent that would finish it first at once, however loaded. */
+  /* Where requests to run whole wait for an agent (admit.h); it also
+   * counts the requests the scheduler holds. Never NULL. */
   admit *adm;
 } infer_ctx;
 
 /* Load-aware planning. Splitting a request over every agent is what makes
  * one request fast, and it costs work (halo rows recomputed, strips too
  * thin to run at full rate) and waiting (exchanges, the slowest strip).
- * When the requests the scheduler holds (from arrival, admit.h; without
- * an admission queue, those in flight), this one included, are at least as
- * many as the agents up, every agent has work anyway and those costs buy
- * nothing: a request that names no planner then runs whole on the one
- * agent that would finish it first, counting the requests it already has
- * (whole-model time x (busy + 1)), so a saturated cluster serves at its
- * capacity. A
- * request that names a planner is always split by it; so is every request
- * with infer_ctx.split_always. The plan says "single" as its planner. */
+ * When the requests the scheduler holds (from arrival, admit.h), this one
+ * included, are at least as many as the agents up, every agent has work
+ * anyway and those costs buy nothing: a request that names no planner then
+ * runs whole on the one agent that would finish it first, counting the
+ * requests it already has (whole-model time x (busy + 1)), so a saturated
+ * cluster serves at its capacity. A request that names a planner is always
+ * split by it; so is every request with infer_ctx.split_always. The plan
+ * says "single" as its planner. */
 #define INFER_SINGLE_PLANNER "single"
 /* Such requests wait at the scheduler, first come first served
  * (infer_ctx.adm), until an agent has fewer than this many requests
@@ -215,8 +214,7 @@ void infer_plan_hold(infer_plan *ip);
 /* Its agents are done with it (the attempt ended): counted busy no more,
  * the admission queue told. Again, or on a plan not held: nothing. */
 void infer_plan_done(const infer_ctx *c, infer_plan *ip);
-/* infer_plan_done, then the references given back (c may be NULL when no
- * admission queue needs telling). */
+/* infer_plan_done, then the references given back. */
 void infer_plan_free(const infer_ctx *c, infer_plan *ip);
 /* The plan's devices as the planner and plan_recall see them: devs[i] and
  * sessions[i] of members[i] (PLAN_MAX_DEVICES each). */

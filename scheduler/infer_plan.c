@@ -3,7 +3,6 @@
  * its JSON record (contract in infer.h).
  */
 #include <math.h>
-#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -86,7 +85,7 @@ void infer_plan_done(const infer_ctx *c, infer_plan *ip) {
   for (int i = 0; i < ip->n_members; i++)
     if (ip->counted & (1u << i)) cluster_agent_busy_add(ip->members[i].agent, -1, ip->single);
   ip->counted = 0;
-  if (c) admit_wake(c->adm);
+  admit_wake(c->adm);
 }
 
 void infer_plan_free(const infer_ctx *c, infer_plan *ip) {
@@ -156,7 +155,7 @@ static int count_split(void *ctx, int waiting) {
 
 typedef struct single_pick {
   const infer_plan *ip;
-  bool any_load; /* no admission queue: every member may take it */
+  bool any_load; /* a plan only shown: every member may take it, however loaded */
 } single_pick;
 
 /* admit_try_fn: of the members that may take a whole run now, the one that
@@ -182,28 +181,24 @@ static int take_single(void *ctx) {
   return best >= 0 || alive > 0 ? best : ADMIT_GIVE_UP;
 }
 
-/* A plan only shown, or no admission queue: chosen at once among every
- * member, under the queue's lock (or one of its own without a queue). */
+/* admit_locked, for a plan only shown: chosen at once among every member,
+ * under the queue's lock like every other choice. */
 static int take_now(void *ctx, int waiting) {
   (void)waiting;
   return take_single(ctx);
 }
-static pthread_mutex_t single_mu = PTHREAD_MUTEX_INITIALIZER;
 
 /* Load-aware planning (infer.h): when the cluster is saturated, keeps only
  * the member that would finish the whole model first, already counted
  * busy (the plan is held). 1 when it did, 0 when the request is split,
  * -1 (*e set) when no agent could take it before admit_until_ms. */
 static int keep_one_member(const infer_ctx *c, infer_plan *ip, double admit_until_ms, err *e) {
-  /* With an admission queue, every request since it arrived counts (this
-   * one too); without, the ones in flight, opened after planning: the
-   * others. */
-  int others = c->adm ? admit_in_system(c->adm) - 1 : inflight_count(c->inf);
+  /* Every request since it arrived counts, this one too. */
+  int others = admit_in_system(c->adm) - 1;
   if (c->split_always || ip->n_members < 2) return 0;
-  if (others + 1 < ip->n_members && (!c->adm || admit_locked(c->adm, count_split, ip)))
-    return 0;
+  if (others + 1 < ip->n_members && admit_locked(c->adm, count_split, ip)) return 0;
   int best;
-  if (c->adm && admit_until_ms > 0) {
+  if (admit_until_ms > 0) {
     single_pick sp = {.ip = ip};
     double t0 = inflight_now_ms();
     best = admit_wait(c->adm, take_single, &sp, admit_until_ms);
@@ -223,13 +218,7 @@ static int keep_one_member(const infer_ctx *c, infer_plan *ip, double admit_unti
     }
   } else {
     single_pick sp = {.ip = ip, .any_load = true};
-    if (c->adm) {
-      best = admit_locked(c->adm, take_now, &sp);
-    } else {
-      pthread_mutex_lock(&single_mu);
-      best = take_single(&sp);
-      pthread_mutex_unlock(&single_mu);
-    }
+    best = admit_locked(c->adm, take_now, &sp);
   }
   for (int i = 0; i < ip->n_members; i++)
     if (i != best) cluster_release(ip->members[i].agent);

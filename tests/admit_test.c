@@ -206,7 +206,7 @@ static void test_counts(void **state) {
   free_slot(g, &p);
   for (int i = 0; i < 2; i++) pthread_join(t[i], NULL);
   assert_int_equal(admit_locked(g, count_waiting, NULL), 0);
-  /* NULL queue: the scheduler without one. */
+  /* A NULL queue counts nothing and wakes no one. */
   admit_begin(NULL);
   assert_int_equal(admit_in_system(NULL), 0);
   assert_int_equal(admit_waiting(NULL), 0);
