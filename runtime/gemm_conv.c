@@ -39,6 +39,13 @@ bool gemm_conv_prefers(const model *m, int l) {
   return L->out_channels >= GEMM_CONV_MIN_OUT_C && k >= GEMM_CONV_MIN_K;
 }
 
+/* Pixels of a call with n * k multiply-adds per pixel: the smallest
+ * multiple of align past GEMM_CONV_MIN_CALL_MACS (probe, below). */
+static long chunk_pixels(int align, int k, int n) {
+  long per = (long)k * n, m = (GEMM_CONV_MIN_CALL_MACS + per - 1) / per;
+  return (m + align - 1) / align * align;
+}
+
 err_code gemm_conv_create(const model *m, int l, gemm_conv *g, err *e) {
   const model_layer *L = &m->layers[l];
   memset(g, 0, sizeof *g);
@@ -64,19 +71,20 @@ err_code gemm_conv_create(const model *m, int l, gemm_conv *g, err *e) {
   g->relu = L->relu;
   g->direct = L->kernel_h == 1 && L->kernel_w == 1 && L->stride_h == 1 &&
               L->stride_w == 1 && L->pad_left == 0 && L->pad_right == 0;
-  g->align = gemm_conv_align();
-  if (g->align == 0)
+  int align = gemm_conv_align();
+  if (align == 0)
     return err_set(e, ERR_BACKEND,
                    "layer %d (%s): OpenBLAS's sgemm does not reproduce a "
                    "pixel's value across call sizes here; strips would differ",
                    l, L->name);
+  g->chunk = (int)chunk_pixels(align, g->k, g->out_c);
   /* Blocks of whole chunks within the budget; a direct convolution reads
    * its input in place and needs room for one chunk only. */
   long per = (long)(GEMM_CONV_SCRATCH_BYTES / ((size_t)g->k * sizeof(float)));
   long image = (long)L->out.h * g->out_w;
-  if (per > image + g->align) per = image + g->align;
-  g->block_pixels = (int)(per / g->align * g->align);
-  if (g->block_pixels < g->align || g->direct) g->block_pixels = g->align;
+  if (per > image + g->chunk) per = image + g->chunk;
+  g->block_pixels = (int)(per / g->chunk * g->chunk);
+  if (g->block_pixels < g->chunk || g->direct) g->block_pixels = g->chunk;
 
   size_t n = (size_t)g->k * (size_t)g->out_c;
   g->weights = malloc(n * sizeof *g->weights);
@@ -103,7 +111,7 @@ void gemm_conv_destroy(gemm_conv *g) {
 
 size_t gemm_conv_scratch_floats(const gemm_conv *g) {
   return (size_t)g->block_pixels * (size_t)g->k +
-         (size_t)g->align * (size_t)g->out_c;
+         (size_t)g->chunk * (size_t)g->out_c;
 }
 
 static int clamp(int v, int lo, int hi) { return v < lo ? lo : v > hi ? hi : v; }
@@ -111,21 +119,28 @@ static int clamp(int v, int lo, int hi) { return v < lo ? lo : v > hi ? hi : v; 
 /* ---- determinism probe ----------------------------------------------------
  * OpenBLAS's kernels compute the pixels of a call in chunks of a few, and a
  * pixel's value depends on its lane in the chunk and on the chunk being
- * full (measured on Zen 3: chunks of 12). So every call here starts at a
- * pixel whose absolute index is a multiple of the alignment and covers
- * whole multiples of it, zero rows standing in for pixels outside the
- * strip; then a pixel's value no longer depends on the strip. The smallest
- * alignment for which calls of several sizes and offsets reproduce one big
- * call is found once per process. */
+ * full (measured on Zen 3: chunks of 12). On AVX-512 cores (OpenBLAS's
+ * SkylakeX and Cooperlake targets) a call of fewer than about 1e6
+ * multiply-adds also goes to a separate small-matrix kernel that rounds
+ * differently. So every call here starts at a pixel whose absolute index is
+ * a multiple of the layer's chunk (the alignment, times what lifts a call
+ * past GEMM_CONV_MIN_CALL_MACS) and covers whole chunks, zero rows standing
+ * in for pixels outside the strip; then a pixel's value no longer depends
+ * on the strip. The smallest alignment for which calls of several sizes and
+ * offsets (multiples of it), each past the floor, reproduce one big call is
+ * found once per process. */
 
 static const int probe_aligns[] = {4, 8, 12, 16, 24, 32, 48, 64};
-enum { PROBE_PIXELS = 192 }; /* a multiple of every candidate */
+enum { PROBE_PIXELS = 1024 };
 
+/* Calls past the floor at the first offsets that are multiples of align,
+ * of several sizes that are too, against one big call. */
 static bool probe_shape(int align, int k, int n, const float *a,
                         const float *b, const float *whole, float *part) {
-  for (int off = 0; off + align <= PROBE_PIXELS; off += align)
-    for (int m = align; off + m <= PROBE_PIXELS && m <= 3 * align; m += align) {
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, n, k, 1.0f,
+  long u = chunk_pixels(align, k, n);
+  for (long off = 0; off <= 8L * align; off += align)
+    for (long m = u; off + m <= PROBE_PIXELS && m <= u + 2L * align; m += align) {
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)m, n, k, 1.0f,
                   a + (size_t)off * k, k, b, n, 0.0f, part, n);
       if (memcmp(part, whole + (size_t)off * n, (size_t)m * n * sizeof *part))
         return false;
@@ -137,9 +152,10 @@ static int probe_result;
 static pthread_once_t probe_once = PTHREAD_ONCE_INIT;
 
 static void probe(void) {
-  /* K past OpenBLAS's K blocking, N with a ragged edge. */
-  static const int shapes[][2] = {{27, 16}, {300, 39}, {1100, 40}};
-  size_t max_k = 1100, max_n = 40;
+  /* K past OpenBLAS's K blocking, N with a ragged edge; each small enough
+   * that several chunks fit the probe's pixels. */
+  static const int shapes[][2] = {{144, 64}, {300, 39}, {1100, 40}};
+  size_t max_k = 1100, max_n = 64;
   float *a = malloc(PROBE_PIXELS * max_k * sizeof *a);
   float *b = malloc(max_k * max_n * sizeof *b);
   float *whole = malloc(PROBE_PIXELS * max_n * sizeof *whole);
@@ -235,7 +251,7 @@ void gemm_conv_run(const gemm_conv *g, const float *in, int in_rows,
                    int threads) {
   (void)in_rows; /* the caller checked the window (xexec.c) */
   openblas_set_num_threads(threads > 1 ? threads : 1);
-  long u = g->align, n = g->out_c;
+  long u = g->chunk, n = g->out_c;
   long valid = (long)rows * g->out_w;                /* pixels to write */
   long p0 = (long)first_row * g->out_w;              /* absolute pixel 0 */
   long head = floor_to(p0, u) - p0;                  /* <= 0, window-relative */

@@ -17,8 +17,10 @@
  *
  * Determinism: OpenBLAS does NOT give a pixel the same value whatever the
  * call (its kernels work on chunks of pixels, and a pixel's lane in its
- * chunk changes the rounding). So every sgemm call starts at an absolute
- * pixel index that is a multiple of gemm_conv_align() and covers whole
+ * chunk changes the rounding, and on AVX-512 cores a small call takes
+ * another kernel). So every sgemm call starts at an absolute pixel index
+ * that is a multiple of the layer's chunk (gemm_conv_align() pixels, times
+ * what lifts a call past GEMM_CONV_MIN_CALL_MACS) and covers whole
  * chunks, with zero rows for pixels outside the strip: with one OpenBLAS
  * thread, a pixel's value then depends on the image alone, and strips
  * reproduce a whole-image run bit for bit, as the cluster needs
@@ -35,6 +37,10 @@
 #include "runtime/err.h"
 #include "runtime/model.h"
 
+/* Multiply-adds a call makes at least: OpenBLAS sends smaller calls to a
+ * small-matrix kernel on AVX-512 cores, whose rounding differs (below). */
+enum { GEMM_CONV_MIN_CALL_MACS = 1 << 21 };
+
 /* im2col block budget: big enough that each sgemm call has a few hundred
  * pixels (OpenBLAS repacks the weights per call), small enough to stay in
  * the last-level cache. */
@@ -46,8 +52,8 @@ typedef struct gemm_conv {
   int k;          /* kernel_h * kernel_w * in_c */
   bool direct;    /* 1x1, stride 1, no horizontal padding: no im2col */
   bool relu;
-  int align;        /* gemm_conv_align() */
-  int block_pixels; /* pixels per im2col block, a multiple of align */
+  int chunk;        /* pixels per call at least, a multiple of gemm_conv_align() */
+  int block_pixels; /* pixels per im2col block, a multiple of chunk */
   float *weights; /* [k][out_c] */
   float *bias;    /* [out_c], NULL for none */
 } gemm_conv;
