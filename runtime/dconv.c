@@ -11,14 +11,20 @@
  * next 12, so that each pixel's output channels are written together. */
 #include "runtime/dconv.h"
 
-#include <immintrin.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "runtime/dconv_internal.h"
+
 bool dconv_available(void) {
   __builtin_cpu_init();
   return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+}
+
+bool dconv_has_avx512(void) {
+  __builtin_cpu_init();
+  return dconv_available() && __builtin_cpu_supports("avx512f");
 }
 
 bool dconv_supports(const model *m, int l) {
@@ -61,10 +67,11 @@ err_code dconv_create(const model *m, int l, dconv *d, err *e) {
   d->pointwise = L->kernel_h == 1 && L->kernel_w == 1 && L->stride_h == 1 &&
                  L->stride_w == 1 && L->pad_left == 0 && L->pad_right == 0 && is.w == L->out.w;
   d->n_blocks = (d->out_c + DCONV_LANES - 1) / DCONV_LANES;
+  d->avx512 = dconv_has_avx512();
   size_t taps = (size_t)d->kernel_h * (size_t)d->kernel_w, k = taps * (size_t)d->in_c;
   size_t n = (size_t)d->n_blocks * k * DCONV_LANES;
-  d->weights = aligned_alloc(32, n * sizeof(float));
-  d->bias = aligned_alloc(32, (size_t)d->n_blocks * DCONV_LANES * sizeof(float));
+  d->weights = aligned_alloc(64, n * sizeof(float));
+  d->bias = aligned_alloc(64, (size_t)d->n_blocks * DCONV_LANES * sizeof(float));
   d->zeros = calloc((size_t)d->in_c, sizeof(float));
   if (!d->weights || !d->bias || !d->zeros) {
     dconv_destroy(d);
@@ -90,180 +97,6 @@ void dconv_destroy(dconv *d) {
   memset(d, 0, sizeof *d);
 }
 
-/* A block of output pixels, consecutive in raster order (a block may run
- * from one row into the next: small maps waste no lanes at row ends).
- * iy[p], x0[p]: the top row and left column of pixel p's window in the
- * input (a column outside [0, in_w) is padding). Pixels past n repeat the
- * last real one: their lanes are computed and dropped, the others do not
- * depend on them. interior: every window lies inside the row, so a kernel
- * row's kernel_w * in_c inputs are one contiguous run (as are its OHWI
- * weights) and are read as one loop, in the same (kx, ci) order. */
-typedef struct px_block {
-  int n;
-  bool interior;
-  int iy[DCONV_MAX_PIXELS], x0[DCONV_MAX_PIXELS];
-} px_block;
-
-/* Pixel p's inputs for kernel row ky and column kx (interior blocks: the
- * start of the row's contiguous run, kx = 0). */
-static inline const float *tap(const dconv *d, const float *in, size_t in_row,
-                               const px_block *b, int p, int ky, int kx) {
-  int x = b->x0[p] + kx;
-  if (x < 0 || x >= d->in_w) return d->zeros;
-  return in + (size_t)(b->iy[p] + ky) * in_row + (size_t)x * (size_t)d->in_c;
-}
-
-/* Calls BODY(n) once per run of n inputs after setting the pointers
- * a_[0..P) (P = pixels) and wk (the run's weights, DCONV_LANES floats
- * per input): one run per kernel row for interior blocks (each pixel's
- * window start found once, a row below for each kernel row), one per tap
- * otherwise. */
-#define FOR_EACH_RUN(P, BODY)                                                        \
-  do {                                                                               \
-    const int c_ = d->in_c, kw_ = d->kernel_w;                                      \
-    const float *a_[DCONV_MAX_PIXELS];                                               \
-    if (b->interior) {                                                               \
-      for (int p = 0; p < (P); p++) a_[p] = tap(d, in, in_row, b, p, 0, 0);         \
-      for (int ky = 0; ky < d->kernel_h; ky++) {                                    \
-        const float *wk = w;                                                         \
-        BODY(kw_ * c_);                                                              \
-        w += (size_t)kw_ * c_ * DCONV_LANES;                                         \
-        for (int p = 0; p < (P); p++) a_[p] += in_row;                               \
-      }                                                                              \
-      break;                                                                         \
-    }                                                                                \
-    for (int ky = 0; ky < d->kernel_h; ky++)                                        \
-      for (int kx = 0; kx < kw_; kx++, w += (size_t)c_ * DCONV_LANES) {             \
-        for (int p = 0; p < (P); p++) a_[p] = tap(d, in, in_row, b, p, ky, kx);     \
-        const float *wk = w;                                                         \
-        BODY(c_);                                                                    \
-      }                                                                              \
-  } while (0)
-
-__attribute__((target("avx2,fma"))) static inline void store_lanes(float *o, __m256 y0, __m256 y1, int lanes, bool relu) {
-  const __m256 zero = _mm256_setzero_ps();
-  if (relu) y0 = _mm256_max_ps(y0, zero), y1 = _mm256_max_ps(y1, zero);
-  if (lanes == DCONV_LANES) {
-    _mm256_storeu_ps(o, y0);
-    _mm256_storeu_ps(o + 8, y1);
-  } else if (lanes == 8) {
-    _mm256_storeu_ps(o, y0);
-  } else {
-    float tmp[DCONV_LANES];
-    _mm256_storeu_ps(tmp, y0);
-    _mm256_storeu_ps(tmp + 8, y1);
-    memcpy(o, tmp, (size_t)lanes * sizeof(float));
-  }
-}
-
-#define FMA16(k)                                  \
-  v = _mm256_broadcast_ss(a##k + i);              \
-  c##k##0 = _mm256_fmadd_ps(v, w0, c##k##0);      \
-  c##k##1 = _mm256_fmadd_ps(v, w1, c##k##1)
-
-/* The 6 x 16 tile: twelve named accumulators (an array would invite the
- * compiler to keep one in memory, the very spill this backend exists to
- * avoid), a loop over n inputs from a_[0..6) and wk, the stores. */
-#define INIT16                                                          \
-  __m256 c00 = _mm256_load_ps(bias), c01 = _mm256_load_ps(bias + 8);   \
-  __m256 c10 = c00, c11 = c01, c20 = c00, c21 = c01, c30 = c00, c31 = c01; \
-  __m256 c40 = c00, c41 = c01, c50 = c00, c51 = c01
-#define BODY16(n)                                                                   \
-  const float *a0 = a_[0], *a1 = a_[1], *a2 = a_[2], *a3 = a_[3], *a4 = a_[4],     \
-              *a5 = a_[5];                                                          \
-  for (int i = 0; i < (n); i++, wk += DCONV_LANES) {                               \
-    __m256 w0 = _mm256_load_ps(wk), w1 = _mm256_load_ps(wk + 8), v;                \
-    FMA16(0);                                                                       \
-    FMA16(1);                                                                       \
-    FMA16(2);                                                                       \
-    FMA16(3);                                                                       \
-    FMA16(4);                                                                       \
-    FMA16(5);                                                                       \
-  }
-#define STORE16(n_px)                                                                      \
-  do {                                                                                     \
-    __m256 y_[6][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}, {c40, c41}, {c50, c51}}; \
-    for (int p = 0; p < (n_px); p++)                                                       \
-      store_lanes(out + (size_t)p * d->out_c, y_[p][0], y_[p][1], lanes, d->relu);          \
-  } while (0)
-
-/* 6 pixels x 16 output channels, any window. */
-__attribute__((target("avx2,fma"))) static void block16(const dconv *d, const float *in,
-                                                         size_t in_row, const px_block *b,
-                                                         const float *w, const float *bias,
-                                                         float *out, int lanes) {
-  INIT16;
-  FOR_EACH_RUN(6, BODY16);
-  STORE16(b->n);
-}
-
-/* 6 pixels x 16 output channels of a pointwise layer: pixel p's inputs
- * are a + p * in_c (pixels past n repeat the last). */
-__attribute__((target("avx2,fma"))) static void point16(const dconv *d, const float *a, int n,
-                                                        const float *w, const float *bias,
-                                                        float *out, int lanes) {
-  INIT16;
-  const float *a_[6];
-  for (int p = 0; p < 6; p++) a_[p] = a + (size_t)(p < n ? p : n - 1) * (size_t)d->in_c;
-  const float *wk = w;
-  BODY16(d->in_c);
-  STORE16(n);
-}
-
-#define FMA8(k) c##k = _mm256_fmadd_ps(_mm256_broadcast_ss(a##k + i), w0, c##k)
-#define INIT8                                                                        \
-  __m256 c0 = _mm256_load_ps(bias), c1 = c0, c2 = c0, c3 = c0, c4 = c0, c5 = c0;     \
-  __m256 c6 = c0, c7 = c0, c8 = c0, c9 = c0, c10 = c0, c11 = c0
-#define BODY8(n)                                                                    \
-  const float *a0 = a_[0], *a1 = a_[1], *a2 = a_[2], *a3 = a_[3], *a4 = a_[4],     \
-              *a5 = a_[5], *a6 = a_[6], *a7 = a_[7], *a8 = a_[8], *a9 = a_[9],     \
-              *a10 = a_[10], *a11 = a_[11];                                         \
-  for (int i = 0; i < (n); i++, wk += DCONV_LANES) {                               \
-    __m256 w0 = _mm256_load_ps(wk);                                                 \
-    FMA8(0);                                                                        \
-    FMA8(1);                                                                        \
-    FMA8(2);                                                                        \
-    FMA8(3);                                                                        \
-    FMA8(4);                                                                        \
-    FMA8(5);                                                                        \
-    FMA8(6);                                                                        \
-    FMA8(7);                                                                        \
-    FMA8(8);                                                                        \
-    FMA8(9);                                                                        \
-    FMA8(10);                                                                       \
-    FMA8(11);                                                                       \
-  }
-#define STORE8(n_px)                                                                  \
-  do {                                                                                \
-    __m256 y_[12] = {c0, c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11};               \
-    for (int p = 0; p < (n_px); p++)                                                  \
-      store_lanes(out + (size_t)p * d->out_c, y_[p], _mm256_setzero_ps(), lanes, d->relu); \
-  } while (0)
-
-/* 12 pixels x 8 output channels, for a block with at most 8 channels left
- * (layers of 8 or 24 channels): the 16-lane block would compute half its
- * lanes for nothing. The weights keep the 16-lane packing; lanes 8..15 are
- * not read. */
-__attribute__((target("avx2,fma"))) static void block8(const dconv *d, const float *in,
-                                                        size_t in_row, const px_block *b,
-                                                        const float *w, const float *bias,
-                                                        float *out, int lanes) {
-  INIT8;
-  FOR_EACH_RUN(12, BODY8);
-  STORE8(b->n);
-}
-
-__attribute__((target("avx2,fma"))) static void point8(const dconv *d, const float *a, int n,
-                                                       const float *w, const float *bias,
-                                                       float *out, int lanes) {
-  INIT8;
-  const float *a_[12];
-  for (int p = 0; p < 12; p++) a_[p] = a + (size_t)(p < n ? p : n - 1) * (size_t)d->in_c;
-  const float *wk = w;
-  BODY8(d->in_c);
-  STORE8(n);
-}
-
 /* Input bytes a group of rows may read: about half of a core's L2, so that
  * the group's input stays there while every block of output channels
  * (their packed weights streaming through) passes over it. */
@@ -286,6 +119,10 @@ typedef struct run_ctx {
   const float *in;
   float *out;
   size_t in_row, block_w;
+  /* A unit of output channels, what one tile computes: a block of 16, or
+   * two with AVX-512 (32 lanes). */
+  int unit_lanes;
+  size_t n_units;
   int rows, group_rows;
 } run_ctx;
 
@@ -294,10 +131,10 @@ static bool window_inside(const dconv *d, int x0) {
   return x0 >= 0 && x0 + d->kernel_w <= d->in_w;
 }
 
-/* Output channels of block nb: DCONV_LANES, or fewer in the last. */
-static int block_lanes(const dconv *d, int nb) {
-  int lanes = d->out_c - nb * DCONV_LANES;
-  return lanes < DCONV_LANES ? lanes : DCONV_LANES;
+/* Output channels of unit u: unit_lanes, or fewer in the last. */
+static int unit_lanes(const run_ctx *c, size_t u) {
+  int lanes = c->d->out_c - (int)u * c->unit_lanes;
+  return lanes < c->unit_lanes ? lanes : c->unit_lanes;
 }
 
 /* The next n pixels from (*oy, *ox) on, padded to `pixels` with copies of
@@ -349,26 +186,32 @@ static void split_group(const dconv *d, px_group *g) {
   }
 }
 
-/* Block nb of output channels for the pixels of g, which start at pixel q:
- * as one block of 8 lanes, or as 16-lane blocks of DCONV_PIXELS pixels. */
-static void run_block(const run_ctx *c, const px_group *g, long q, size_t nb) {
+/* Unit u of output channels (one block of 16, or two with AVX-512) for
+ * the pixels of g, which start at pixel q: as one block of 8 lanes, as one
+ * AVX-512 tile of 12 pixels, or as AVX2 tiles of DCONV_PIXELS pixels. */
+static void run_block(const run_ctx *c, const px_group *g, long q, size_t u) {
   const dconv *d = c->d;
+  size_t nb = u * (size_t)(c->unit_lanes / DCONV_LANES);
   const float *w = d->weights + nb * c->block_w, *bias = d->bias + nb * DCONV_LANES;
-  int lanes = block_lanes(d, (int)nb);
+  int lanes = unit_lanes(c, u);
   float *out = c->out + (size_t)q * d->out_c + nb * DCONV_LANES;
   if (lanes <= 8) {
-    block8(d, c->in, c->in_row, &g->all, w, bias, out, lanes);
-    return;
+    dconv_avx2_block8(d, c->in, c->in_row, &g->all, w, bias, out, lanes);
+  } else if (lanes > DCONV_LANES) {
+    dconv_avx512_block32(d, c->in, c->in_row, &g->all, w, c->block_w, bias, out, lanes);
+  } else if (d->avx512) {
+    dconv_avx512_block16(d, c->in, c->in_row, &g->all, w, bias, out, lanes);
+  } else {
+    for (int k = 0; k < g->n_half; k++)
+      dconv_avx2_block16(d, c->in, c->in_row, &g->half[k], w, bias,
+                         out + (size_t)k * DCONV_PIXELS * d->out_c, lanes);
   }
-  for (int k = 0; k < g->n_half; k++)
-    block16(d, c->in, c->in_row, &g->half[k], w, bias,
-            out + (size_t)k * DCONV_PIXELS * d->out_c, lanes);
 }
 
-/* Group-major: the pixels of group g for block nb only. */
-static void run_group(void *arg, size_t g, size_t nb) {
+/* Group-major: the pixels of group g for unit u only. */
+static void run_group(void *arg, size_t g, size_t u) {
   const run_ctx *c = arg;
-  const int pixels = block_lanes(c->d, (int)nb) <= 8 ? DCONV_MAX_PIXELS : DCONV_PIXELS;
+  const int pixels = unit_lanes(c, u) <= 8 || c->d->avx512 ? DCONV_MAX_PIXELS : DCONV_PIXELS;
   long q, q_end;
   group_bounds(c, g, &q, &q_end);
   int oy = (int)(q / c->d->out_w), ox = 0;
@@ -379,7 +222,7 @@ static void run_group(void *arg, size_t g, size_t nb) {
       pg.half[0] = pg.all;
       pg.n_half = 1;
     }
-    run_block(c, &pg, q, nb);
+    run_block(c, &pg, q, u);
   }
 }
 
@@ -394,7 +237,7 @@ static void run_group_all_blocks(void *arg, size_t g) {
     int n = q_end - q < DCONV_MAX_PIXELS ? (int)(q_end - q) : DCONV_MAX_PIXELS;
     fill_block(c->d, &oy, &ox, n, DCONV_MAX_PIXELS, &pg.all);
     split_group(c->d, &pg);
-    for (size_t nb = 0; nb < (size_t)c->d->n_blocks; nb++) run_block(c, &pg, q, nb);
+    for (size_t u = 0; u < c->n_units; u++) run_block(c, &pg, q, u);
   }
 }
 
@@ -410,17 +253,26 @@ static void run_point_task(void *arg, size_t t) {
   for (; q < t_end; q += DCONV_MAX_PIXELS) {
     int n = t_end - q < DCONV_MAX_PIXELS ? (int)(t_end - q) : DCONV_MAX_PIXELS;
     const float *a = c->in + (size_t)q * (size_t)d->in_c;
-    for (int nb = 0; nb < d->n_blocks; nb++) {
-      const float *w = d->weights + (size_t)nb * c->block_w, *bias = d->bias + nb * DCONV_LANES;
-      int lanes = block_lanes(d, nb);
-      float *out = c->out + (size_t)q * d->out_c + (size_t)nb * DCONV_LANES;
+    for (size_t u = 0; u < c->n_units; u++) {
+      size_t nb = u * (size_t)(c->unit_lanes / DCONV_LANES);
+      const float *w = d->weights + nb * c->block_w, *bias = d->bias + nb * DCONV_LANES;
+      int lanes = unit_lanes(c, u);
+      float *out = c->out + (size_t)q * d->out_c + nb * DCONV_LANES;
       if (lanes <= 8) {
-        point8(d, a, n, w, bias, out, lanes);
+        dconv_avx2_point8(d, a, n, w, bias, out, lanes);
         continue;
       }
-      point16(d, a, n < DCONV_PIXELS ? n : DCONV_PIXELS, w, bias, out, lanes);
+      if (lanes > DCONV_LANES) {
+        dconv_avx512_point32(d, a, n, w, c->block_w, bias, out, lanes);
+        continue;
+      }
+      if (d->avx512) {
+        dconv_avx512_point16(d, a, n, w, bias, out, lanes);
+        continue;
+      }
+      dconv_avx2_point16(d, a, n < DCONV_PIXELS ? n : DCONV_PIXELS, w, bias, out, lanes);
       if (n > DCONV_PIXELS)
-        point16(d, a + (size_t)DCONV_PIXELS * d->in_c, n - DCONV_PIXELS, w, bias,
+        dconv_avx2_point16(d, a + (size_t)DCONV_PIXELS * d->in_c, n - DCONV_PIXELS, w, bias,
                 out + (size_t)DCONV_PIXELS * d->out_c, lanes);
     }
   }
@@ -434,7 +286,9 @@ void dconv_run(const dconv *d, const float *in, float *out, int rows, pthreadpoo
                .in_row = (size_t)d->in_w * (size_t)d->in_c,
                .block_w = (size_t)d->kernel_h * (size_t)d->kernel_w * (size_t)d->in_c *
                           DCONV_LANES,
+               .unit_lanes = d->avx512 ? 2 * DCONV_LANES : DCONV_LANES,
                .rows = rows};
+  c.n_units = (size_t)((d->out_c + c.unit_lanes - 1) / c.unit_lanes);
   const size_t weights = (size_t)d->n_blocks * c.block_w * sizeof(float);
   bool small = weights <= (d->pointwise ? POINT_MAJOR_WEIGHT_BYTES : PIXEL_MAJOR_WEIGHT_BYTES);
   if (small && d->pointwise) {
@@ -471,5 +325,5 @@ void dconv_run(const dconv *d, const float *in, float *out, int rows, pthreadpoo
   size_t groups = (size_t)((rows + c.group_rows - 1) / c.group_rows);
   /* Groups outermost (pthreadpool's order without workers): a group's
    * input stays in cache while the blocks of channels pass over it. */
-  pthreadpool_parallelize_2d(pool, run_group, &c, groups, (size_t)d->n_blocks, 0);
+  pthreadpool_parallelize_2d(pool, run_group, &c, groups, c.n_units, 0);
 }

@@ -43,6 +43,9 @@ typedef struct dconv {
   int in_w, in_c, out_w, out_c;
   int n_blocks; /* ceil(out_c / DCONV_LANES) */
   bool relu;
+  /* 12-pixel tiles of 16 lanes in AVX-512 registers (dconv_avx512.c) instead
+   * of AVX2's 6: set where the CPU has AVX-512F; the bits are the same. */
+  bool avx512;
   bool pointwise; /* 1x1, stride 1, no padding: input pixel q feeds output pixel q */
   float *weights; /* [n_blocks][kernel_h][kernel_w][in_c][DCONV_LANES], zero-padded */
   float *bias;    /* [n_blocks * DCONV_LANES], zeros where none */
@@ -51,6 +54,8 @@ typedef struct dconv {
 
 /* Whether this CPU runs the kernel (AVX2 and FMA). */
 bool dconv_available(void);
+/* Whether it also has AVX-512F, for which dconv_create picks wider tiles. */
+bool dconv_has_avx512(void);
 /* Whether layer l is a convolution this backend can run (dense). */
 bool dconv_supports(const model *m, int l);
 /* Whether it runs layer l faster than XNNPACK and OpenBLAS here: dense,

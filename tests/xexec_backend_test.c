@@ -17,7 +17,10 @@
  *  - chains of a direct-kernel convolution, 1x1 ones and a max pool run in
  *    row chunks (xexec.c): formed, and the same checks;
  *  - XNNPACK convolutions split into blocks of output channels: the same
- *    checks, and equal bit for bit to the unsplit operator.
+ *    checks, and equal bit for bit to the unsplit operator;
+ *  - the direct kernel's AVX-512 tiles equal to its AVX2 tiles bit for bit
+ *    (agents on either kind of core must give the same strips), on every
+ *    path: narrow and wide blocks, pointwise, small and large weights.
  */
 #include <dirent.h>
 #include <setjmp.h>
@@ -350,6 +353,75 @@ static void test_auto(void **state) {
   chains();
 }
 
+/* One convolution (no vertical padding: dconv_run takes the window as
+ * given) through the direct kernel with its AVX-512 tiles and with its
+ * AVX2 ones: the same bits. */
+static void isas_agree_on(xt_rng *r, int h, int w, int cin, int cout, int k, int stride,
+                          int pad_w) {
+  err e = {0};
+  model *m = new_model("isa", h, w, cin);
+  int l = must(model_add_conv_ex(m, MODEL_INPUT, cout, k, k, stride, stride, 0, pad_w, 0,
+                                 pad_w, 1, true, &e),
+               &e);
+  m->layers[l].relu = cout % 2 == 0;
+  xt_randomize(r, m);
+  check_ok(model_finalize(m, &e), &e);
+  dconv d;
+  check_ok(dconv_create(m, l, &d, &e), &e);
+  assert_true(d.avx512);
+  model_shape os = m->layers[l].out;
+  size_t n_in = model_shape_elems(m->input), n_out = model_shape_elems(os);
+  float *in = malloc(n_in * sizeof *in), *wide = malloc(n_out * sizeof *wide);
+  float *narrow = malloc(n_out * sizeof *narrow);
+  assert_non_null(in);
+  assert_non_null(wide);
+  assert_non_null(narrow);
+  xt_fill(r, in, n_in, -1.0f, 1.0f);
+  dconv_run(&d, in, wide, os.h, NULL);
+  d.avx512 = false;
+  dconv_run(&d, in, narrow, os.h, NULL);
+  if (!same_bits(wide, narrow, n_out))
+    fail_msg("%dx%dx%d -> %d, %dx%d/%d: AVX-512 and AVX2 tiles differ", h, w, cin, cout, k, k,
+             stride);
+  dconv_destroy(&d);
+  model_destroy(m);
+  free(in);
+  free(wide);
+  free(narrow);
+}
+
+static void test_direct_isas_agree(void **state) {
+  (void)state;
+  if (!dconv_has_avx512()) {
+    /* dconv_create must not pick tiles this CPU cannot run */
+    print_message("this CPU has no AVX-512F: only its AVX2 tiles can run here\n");
+    if (!dconv_available()) return;
+    err e = {0};
+    model *m = new_model("isa", 4, 4, 8);
+    int l = must(model_add_conv(m, MODEL_INPUT, 16, 1, 1, 0, 1, true, &e), &e);
+    check_ok(model_finalize(m, &e), &e);
+    dconv d;
+    check_ok(dconv_create(m, l, &d, &e), &e);
+    assert_false(d.avx512);
+    dconv_destroy(&d);
+    model_destroy(m);
+    return;
+  }
+  xt_rng r = {512};
+  /* output channels on each side of 8, 16 and 32 lanes; 1x1 and 3x3 at
+   * strides 1 and 2, padded and not; 3x3 over 256 -> 96 passes the 64 KB
+   * of weights that switch to groups of rows outermost */
+  static const int couts[] = {5, 8, 13, 16, 24, 31, 32, 40, 64, 72};
+  for (size_t i = 0; i < sizeof couts / sizeof couts[0]; i++) {
+    isas_agree_on(&r, 9, 17, 24, couts[i], 1, 1, 0);
+    isas_agree_on(&r, 11, 13, 7, couts[i], 3, 1, 1);
+    isas_agree_on(&r, 11, 14, 16, couts[i], 3, 2, 1);
+    isas_agree_on(&r, 8, 9, 32, couts[i], 1, 2, 0);
+  }
+  isas_agree_on(&r, 10, 12, 256, 96, 3, 1, 1);
+  isas_agree_on(&r, 7, 7, 512, 200, 1, 1, 0);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_one_thread_spawns_none),
@@ -357,6 +429,7 @@ int main(void) {
       cmocka_unit_test(test_xnnpack_blocks),
       cmocka_unit_test(test_direct),
       cmocka_unit_test(test_auto),
+      cmocka_unit_test(test_direct_isas_agree),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
