@@ -79,7 +79,7 @@
 typedef struct tile_engine tile_engine;
 
 /* Policy defaults (tile_default_options). */
-#define TILE_DEFAULT_STRIP_CACHE_BYTES ((size_t)512 << 20)
+#define TILE_DEFAULT_STRIP_CACHE_BYTES ((size_t)128 << 20)
 #define TILE_DEFAULT_PENDING_BYTES ((size_t)256 << 20)
 enum {
   TILE_MAX_PONG_BYTES = 16 << 20, /* largest Pong payload a Ping may ask for */

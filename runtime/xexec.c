@@ -6,8 +6,10 @@
  * whole NHWC rows: the rows computed (for the range input: the rows the
  * caller supplies) plus, where a convolution reading it needs rows outside
  * the image, explicit zero rows. Buffers never live at once share memory
- * ("buffer reuse" below); a shared buffer's zero rows are cleared each run
- * before it is written, the others are zero from the allocation on. A consumer
+ * ("buffer reuse" below). Memory comes from the executor's cache, as the
+ * last strip left it (xexec_mem.h), so each buffer's zero rows are cleared
+ * each run before it is first written (the range input's before the first
+ * step). A consumer
  * reads a window of its producer's buffer by pointer offset: no copies
  * between layers. Pools read only real rows and use the operator variant for
  * the padding they see at this strip's borders. An element-wise layer that
@@ -42,6 +44,7 @@
 #include <time.h>
 
 #include "runtime/fe_moments.h"
+#include "runtime/xexec_mem.h"
 #include "runtime/xexec_ops.h"
 
 struct xexec {
@@ -52,6 +55,7 @@ struct xexec {
   xexec_strip *whole; /* xexec_run's strip, made on first use */
   xexec_strip *kept;  /* xexec_strip_kept's */
   double *layer_ms;   /* xexec_set_layer_ms's, or NULL */
+  xmem_cache *mem;    /* strips' buffer memory, kept resident between strips */
 };
 
 /* One tensor's buffer in a strip: rows [lo, hi), of which `comp` are
@@ -142,7 +146,8 @@ err_code xexec_create_ex(const model *m, int threads, xexec_conv conv,
   x->m = m;
   x->next_id = 1;
   x->ops = calloc((size_t)m->n_layers, sizeof *x->ops);
-  if (!x->ops) {
+  x->mem = xmem_create();
+  if (!x->ops || !x->mem) {
     xexec_destroy(x);
     return err_set(e, ERR_NOMEM, "out of memory for %d operators", m->n_layers);
   }
@@ -188,6 +193,7 @@ void xexec_destroy(xexec *x) {
   free(x->ops);
   if (x->env.pool) pthreadpool_destroy(x->env.pool);
   free(x->env.scratch);
+  xmem_destroy(x->mem);
   free(x);
   xnn_deinitialize();
 }
@@ -300,12 +306,12 @@ static err_code plan_buffers(xexec_strip *s, const model_rows *rows, err *e) {
     if (!rows_within(model_rows_clamp(held, h), b->comp))
       return broken(e, s->first + k - 1, "its buffer needs uncomputed rows");
     if (b->root != k) continue;
-    /* One allocation per buffer, so that a sanitizer sees any overrun;
-     * calloc: the zero rows are zero from here on, and the pages of a large
-     * buffer cost nothing until a run writes them. */
+    /* Memory for planning, not yet touched (place_buffers gives most of it
+     * back); from the executor's cache, which would otherwise pass over to
+     * glibc's heap the fresh blocks that cost a page fault per page. */
     size_t bytes = (size_t)(b->hi - b->lo) * b->row_floats * sizeof(float) +
                    XNN_EXTRA_BYTES;
-    b->base = calloc(1, bytes);
+    b->base = xmem_get(s->x->mem, bytes);
     if (!b->base)
       return err_set(e, ERR_NOMEM, "out of memory for a %zu-byte buffer", bytes);
     s->bytes += bytes;
@@ -509,9 +515,10 @@ static err_code plan_chains(xexec_strip *s, err *e) {
         if (strip_readers(s, st->layer) != 1) continue;
         size_t bytes = (size_t)head->chain_rows * st->chain_mult * row_bytes(m, st->layer) +
                        XNN_EXTRA_BYTES;
-        st->chain_out = malloc(bytes);
+        st->chain_out = xmem_get(s->x->mem, bytes);
         if (!st->chain_out)
           return err_set(e, ERR_NOMEM, "out of memory for a %zu-byte chunk buffer", bytes);
+        memset(st->chain_out, 0, bytes);
         s->bytes += bytes;
       }
     }
@@ -602,11 +609,22 @@ static err_code place_buffers(xexec_strip *s, err *e) {
     }
   }
   /* Roots in slot order are in order of first write (a group's root is its
-   * earliest tensor). */
-  for (int r = 1; r <= n; r++) {
+   * earliest tensor). The range input and the output group get a block of
+   * their own; a group living in chunk buffers keeps its untouched
+   * allocation. */
+  const int output_root = s->bufs[n].root;
+  for (int r = 0; r <= n; r++) {
     xexec_buf *b = &s->bufs[r];
-    if (b->root != r || buffer_private(s, r)) continue;
+    if (b->root != r) continue;
     size_t bytes = buffer_bytes(b);
+    if (r == 0 || r == output_root) {
+      b->block = s->n_blocks++;
+      cap[b->block] = bytes;
+      free_after[b->block] = n + 1; /* never shared */
+      occupants[b->block] = 1;
+      continue;
+    }
+    if (buffer_private(s, r)) continue;
     int pick = -1;
     for (int k = 0; k < s->n_blocks; k++) {
       if (free_after[k] >= def[r]) continue;
@@ -621,23 +639,31 @@ static err_code place_buffers(xexec_strip *s, err *e) {
     occupants[pick]++;
     b->block = pick;
   }
+  /* The planning memory of placed roots goes back first, so that their
+   * blocks can be made of it. */
+  for (int r = 0; r <= n; r++) {
+    xexec_buf *b = &s->bufs[r];
+    if (b->root != r || b->block < 0) continue;
+    xmem_put(s->x->mem, b->base);
+    b->base = NULL;
+    s->bytes -= buffer_bytes(b);
+  }
   for (int k = 0; k < s->n_blocks; k++) {
-    s->blocks[k] = calloc(1, cap[k]);
+    s->blocks[k] = xmem_get(s->x->mem, cap[k]);
     if (!s->blocks[k]) {
       rc = err_set(e, ERR_NOMEM, "out of memory for a %zu-byte buffer", cap[k]);
       goto done;
     }
   }
-  /* Swap each placed root's own allocation (untouched so far) for its
-   * block. A root's first step (its chain's head) never decreases with
-   * the slot, so the zero rows are noted in step order. */
-  for (int r = 1; r <= n; r++) {
+  /* Blocks come from the cache as their last strip left them, so every
+   * placed root's zero rows are cleared each run before its first step (the
+   * range input's before the first); a root's first step (its chain's
+   * head) never decreases with the slot, so they are noted in step order. */
+  for (int r = 0; r <= n; r++) {
     xexec_buf *b = &s->bufs[r];
     if (b->root != r || b->block < 0) continue;
-    free(b->base);
-    s->bytes -= buffer_bytes(b);
     b->base = s->blocks[b->block];
-    if (occupants[b->block] > 1) note_zero_rows(s, r, def[r]);
+    note_zero_rows(s, r, r == 0 ? 0 : def[r]);
   }
   for (int k = 0; k < s->n_blocks; k++) s->bytes += cap[k];
   for (int k = 0; k <= n; k++) s->bufs[k].base = s->bufs[s->bufs[k].root].base;
@@ -804,14 +830,14 @@ void xexec_strip_destroy(xexec_strip *s) {
   if (!s) return;
   if (s->bufs)
     for (int k = 0; k <= s->end - s->first; k++)
-      if (s->bufs[k].root == k && s->bufs[k].block < 0) free(s->bufs[k].base);
+      if (s->bufs[k].root == k && s->bufs[k].block < 0) xmem_put(s->x->mem, s->bufs[k].base);
   free(s->bufs);
-  for (int b = 0; b < s->n_blocks; b++) free(s->blocks[b]);
+  for (int b = 0; b < s->n_blocks; b++) xmem_put(s->x->mem, s->blocks[b]);
   free(s->blocks);
   free(s->zeros);
   free(s->zero_from);
   if (s->steps)
-    for (int i = 0; i < s->end - s->first; i++) free(s->steps[i].chain_out);
+    for (int i = 0; i < s->end - s->first; i++) xmem_put(s->x->mem, s->steps[i].chain_out);
   free(s->steps);
   free(s->mom_fe);
   free(s->sums);
