@@ -28,6 +28,7 @@ err_code benchcluster_start(const benchcluster_config *cfg, benchcluster *bc, er
                              .planner = cfg->planner,
                              .log_dir = cfg->dir,
                              .one_by_one = true,
+                             .agents_release_memory = cfg->agents_release_memory,
                              .n_agents = cfg->n_agents};
   for (int i = 0; i < cfg->n_agents; i++) {
     localcluster_agent *a = &lo.agents[i];

@@ -23,6 +23,7 @@ typedef struct benchcluster_config {
   const char *models;                  /* scheduler --models */
   const char *dir;                     /* database and logs go here */
   const char *scheduler_bin, *agent_bin; /* NULL: found next to this program */
+  bool agents_release_memory;          /* localcluster.h */
 } benchcluster_config;
 
 typedef struct benchcluster {

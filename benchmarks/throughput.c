@@ -19,6 +19,8 @@
  * Agent memory: for each model of --rss-models, a cluster that serves only
  * it answers --rss-requests requests, then the peak resident set (VmHWM)
  * of each agent process is read; the largest and the scheduler's are shown.
+ * Those agents run with --resident-mb 0, so that the figure is what the
+ * model needs, not the heap an agent keeps resident by default.
  */
 #include <math.h>
 #include <pthread.h>
@@ -232,7 +234,7 @@ static err_code measure_rss(const opts *o, const char *dir, const char *model,
   benchcluster_config cfg = {.n_agents = o->n_speeds, .link_mbps = o->link_mbps,
                              .link_rtt_ms = o->link_rtt_ms, .planner = o->planner,
                              .models = model, .dir = dir, .scheduler_bin = o->scheduler_bin,
-                             .agent_bin = o->agent_bin};
+                             .agent_bin = o->agent_bin, .agents_release_memory = true};
   memcpy(cfg.speeds, o->speeds, sizeof cfg.speeds);
   benchcluster bc;
   err_code rc = benchcluster_start(&cfg, &bc, e);

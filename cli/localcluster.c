@@ -181,6 +181,7 @@ err_code localcluster_spawn_agent(localcluster *c, const localcluster_agent *a,
              c->o.share_cores > 0 ? (long)c->o.share_cores : online > 0 ? online : 1);
     argv[n++] = "--share-cores", argv[n++] = cores;
   }
+  if (c->o.agents_release_memory) argv[n++] = "--resident-mb", argv[n++] = "0";
   for (int i = 0; extra && extra[i]; i++) {
     if (n + 1 >= PROCS_MAX_ARGS) return err_set(e, ERR_INVALID, "too many agent flags");
     argv[n++] = extra[i];

@@ -63,6 +63,10 @@ typedef struct localcluster_options {
    * (edgedi-agent --share-cores): 0 gives them every online core, a
    * negative value lets them time-slice (no sharing). */
   int share_cores;
+  /* Agents run with --resident-mb 0 (glibc's defaults: freed memory goes
+   * back to the system), so that their peak RSS shows what the models
+   * need rather than the resident heap. */
+  bool agents_release_memory;
   int n_agents;
   localcluster_agent agents[LOCALCLUSTER_MAX_AGENTS];
 } localcluster_options;
