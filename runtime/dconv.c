@@ -14,8 +14,14 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "runtime/dconv_internal.h"
+
+/* Input bytes a group of rows may read: about half of a core's L2, so that
+ * the group's input stays there while every block of output channels
+ * (their packed weights streaming through) passes over it. */
+enum { GROUP_INPUT_BYTES = 256 << 10 }; /* at least (dconv.group_input_bytes) */
 
 bool dconv_available(void) {
   __builtin_cpu_init();
@@ -68,6 +74,11 @@ err_code dconv_create(const model *m, int l, dconv *d, err *e) {
                  L->stride_w == 1 && L->pad_left == 0 && L->pad_right == 0 && is.w == L->out.w;
   d->n_blocks = (d->out_c + DCONV_LANES - 1) / DCONV_LANES;
   d->avx512 = dconv_has_avx512();
+  /* Half of this core's L2 where sysconf knows one larger than Zen 3's
+   * (1 MB on Zen 4/5): only the loop order depends on it, not a bit. */
+  long l2 = sysconf(_SC_LEVEL2_CACHE_SIZE);
+  d->group_input_bytes =
+      l2 / 2 > GROUP_INPUT_BYTES ? (size_t)l2 / 2 : (size_t)GROUP_INPUT_BYTES;
   size_t taps = (size_t)d->kernel_h * (size_t)d->kernel_w, k = taps * (size_t)d->in_c;
   size_t n = (size_t)d->n_blocks * k * DCONV_LANES;
   d->weights = aligned_alloc(64, n * sizeof(float));
@@ -97,10 +108,6 @@ void dconv_destroy(dconv *d) {
   memset(d, 0, sizeof *d);
 }
 
-/* Input bytes a group of rows may read: about half of a core's L2, so that
- * the group's input stays there while every block of output channels
- * (their packed weights streaming through) passes over it. */
-enum { GROUP_INPUT_BYTES = 256 << 10 };
 /* Packed weights of all blocks that stay in L1/L2 next to the pixels:
  * up to this much, every block runs on a group of pixels before the next
  * group (pixel-major), so each pixel's output channels are written
@@ -313,14 +320,15 @@ void dconv_run(const dconv *d, const float *in, float *out, int rows, pthreadpoo
   bool gaps_h = d->kernel_w < d->stride_w, gaps_v = d->kernel_h < d->stride_h;
   size_t cols = gaps_h ? (size_t)d->out_w * (size_t)d->kernel_w : (size_t)d->in_w;
   size_t row_bytes = cols * (size_t)d->in_c * sizeof(float);
-  long fit = (long)(GROUP_INPUT_BYTES / (row_bytes > 0 ? row_bytes : 1));
+  const size_t group_bytes = d->group_input_bytes;
+  long fit = (long)(group_bytes / (row_bytes > 0 ? row_bytes : 1));
   long g = gaps_v ? fit / d->kernel_h : (fit - d->kernel_h) / d->stride_h + 1;
   /* Weights far larger than all the input a run reads (the last stage's
    * 1x1s on 7x7 and 13x13 maps): one group, so that they stream once, if
    * that input still fits a core's L2. */
   size_t all_in = (size_t)(gaps_v ? (long)rows * d->kernel_h
                                   : (long)(rows - 1) * d->stride_h + d->kernel_h) * row_bytes;
-  if (weights >= 4 * all_in && all_in <= 2 * GROUP_INPUT_BYTES) g = rows;
+  if (weights >= 4 * all_in && all_in <= 2 * group_bytes) g = rows;
   c.group_rows = g < 1 ? 1 : g > rows ? rows : (int)g;
   size_t groups = (size_t)((rows + c.group_rows - 1) / c.group_rows);
   /* Groups outermost (pthreadpool's order without workers): a group's

@@ -12,7 +12,9 @@
  * kernel row when a block's windows lie inside the rows (kernel_w * in_c
  * contiguous inputs), one per tap otherwise, and for 1x1 stride-1 layers
  * a plain GEMM over the pixels. The weights are packed per block of 16
- * output channels. It needs AVX2 and FMA at run time (dconv_available).
+ * output channels. It needs AVX2 and FMA at run time (dconv_available);
+ * with AVX-512F it uses tiles of 12 pixels x 16 or 32 channels in zmm
+ * registers instead (dconv_avx512.c), which give the same bits.
  *
  * Contract, the same as gemm_conv.h's: NHWC input and output, groups == 1,
  * any kernel, stride and horizontal padding, no vertical padding (the
@@ -46,6 +48,7 @@ typedef struct dconv {
   /* 12-pixel tiles of 16 lanes in AVX-512 registers (dconv_avx512.c) instead
    * of AVX2's 6: set where the CPU has AVX-512F; the bits are the same. */
   bool avx512;
+  size_t group_input_bytes; /* input a group of rows reads: half this core's L2 */
   bool pointwise; /* 1x1, stride 1, no padding: input pixel q feeds output pixel q */
   float *weights; /* [n_blocks][kernel_h][kernel_w][in_c][DCONV_LANES], zero-padded */
   float *bias;    /* [n_blocks * DCONV_LANES], zeros where none */
