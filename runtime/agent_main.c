@@ -41,10 +41,11 @@ enum {
   SHUTDOWN_GRACE_MS = 2000,   /* running calls get this long to finish */
   SIGNAL_POLL_MS = 200,       /* how often main looks at the agent */
   MAX_MESSAGE_MB_LIMIT = 2047, /* gRPC's limits are ints of bytes */
-  /* What a model's strips and the strip cache take (vgg16 whole: 267 MB
-   * at its peak; vgg16c 127), so that an agent rarely touches a fresh page
-   * once up (resident.h). */
-  DEFAULT_RESIDENT_MB = 256,
+  /* What a model's live strips, the idle ones of the strip cache (128 MB,
+   * tile.h) and the executor's memory cache (128 MB, xexec_mem.h) take at
+   * most (vgg16 alone: 253 MB at its peak without them), so that an agent
+   * rarely touches a fresh page once up (resident.h). */
+  DEFAULT_RESIDENT_MB = 512,
   MAX_RESIDENT_MB = 16384,
   EXIT_USAGE = 2,
   EXIT_REFUSED = 3,
@@ -74,7 +75,7 @@ static const char usage_text[] =
     "  --max-message-mb N   gRPC message size limit (default 64)\n"
     "  --resident-mb N      keep N MB of heap resident from the start and never\n"
     "                       give memory back to the system, so that inference\n"
-    "                       does not wait on page faults (default 256; 0: glibc's\n"
+    "                       does not wait on page faults (default 512; 0: glibc's\n"
     "                       defaults)\n"
     "  --log-level L        error, warn, info (default) or debug\n"
     "  --exit-on-refusal    exit (status 3) when the scheduler refuses this\n"

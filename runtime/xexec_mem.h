@@ -21,7 +21,7 @@
 
 /* Most bytes the cache keeps; past it, the blocks given back longest ago
  * are freed. */
-enum { XMEM_MAX_CACHED_BYTES = 256 << 20 };
+enum { XMEM_MAX_CACHED_BYTES = 128 << 20 };
 
 typedef struct xmem_cache xmem_cache;
 
