@@ -25,76 +25,100 @@ static workload_device *device_slot(workload_result *r, const char *name) {
   return d;
 }
 
-err_code workload_run(rpc_channel *ch, const Edgedi__V1__InferRequest *req, int warmup, int n,
-                      bool (*stop)(void), workload_result *out, err *e) {
-  memset(out, 0, sizeof *out);
+/* One request's timed replies so far, in the buffer of its run. */
+typedef struct series {
+  double *lat, *pred, *dev; /* n each; dev: three per-device series */
+  uint64_t first_plan;
+} series;
+
+/* Books reply r as timed reply k of out. */
+static void record(workload_result *out, series *s, int per, int k, Edgedi__V1__InferReply *r) {
+  s->lat[k] = r->latency_ms;
+  s->pred[k] = r->predicted_ms;
+  if (k == 0) s->first_plan = r->plan_id;
+  else if (r->plan_id != s->first_plan) out->one_plan = false;
+  for (size_t j = 0; j < r->n_devices; j++) {
+    const Edgedi__V1__DeviceTiming *t = r->devices[j];
+    workload_device *d = device_slot(out, t->device);
+    if (!d) continue;
+    double *dev = s->dev + (size_t)(d - out->devices) * 3 * (size_t)per;
+    dev[d->replies] = t->compute_ms;
+    dev[per + d->replies] = t->transfer_ms;
+    dev[2 * per + d->replies] = t->predicted_ms;
+    d->replies++;
+    d->rows = t->rows;
+    d->bytes_in = t->bytes_in;
+    d->bytes_out = t->bytes_out;
+  }
+  out->bytes_moved = r->bytes_moved;
+  out->bytes_gather_all = r->bytes_gather_all;
+  rpc_free((ProtobufCMessage *)out->last);
+  out->last = r;
+  out->n = k + 1;
+}
+
+static void summarize(workload_result *out, series *s, int n) {
+  out->median_ms = stats_median(s->lat, n); /* sorted: the ends are min and max */
+  out->min_ms = s->lat[0];
+  out->max_ms = s->lat[n - 1];
+  out->predicted_ms = stats_median(s->pred, n);
+  for (int i = 0; i < out->n_devices; i++) {
+    workload_device *d = &out->devices[i];
+    double *dev = s->dev + (size_t)i * 3 * (size_t)n;
+    d->compute_ms = stats_median(dev, d->replies);
+    d->transfer_ms = stats_median(dev + n, d->replies);
+    d->predicted_ms = stats_median(dev + 2 * n, d->replies);
+  }
+}
+
+err_code workload_run_each(rpc_channel *ch, const Edgedi__V1__InferRequest *const *reqs,
+                           int n_reqs, int warmup, int n, bool (*stop)(void),
+                           workload_result *out, err *e) {
+  if (n_reqs < 1 || n_reqs > WORKLOAD_MAX_KINDS)
+    return err_set(e, ERR_INVALID, "%d kinds of request: out of range", n_reqs);
+  for (int q = 0; q < n_reqs; q++) memset(&out[q], 0, sizeof out[q]);
   if (n < 1 || n > WORKLOAD_MAX_REQUESTS || warmup < 0 || warmup > WORKLOAD_MAX_REQUESTS)
     return err_set(e, ERR_INVALID, "%d requests after %d warm-up: out of range", n, warmup);
-  /* lat, pred, then three per-device series of n values each. */
-  size_t per = (size_t)n;
-  double *buf = calloc(per * (2 + 3 * WORKLOAD_MAX_DEVICES), sizeof *buf);
+  /* Per kind: lat, pred, then three per-device series of n values each. */
+  size_t per = (size_t)n, stride = per * (2 + 3 * WORKLOAD_MAX_DEVICES);
+  double *buf = calloc(stride * (size_t)n_reqs, sizeof *buf);
   if (!buf) return err_set(e, ERR_NOMEM, "out of memory");
-  double *lat = buf, *pred = buf + per, *dev = buf + 2 * per;
-  err_code rc = ERR_OK;
-  uint64_t first_plan = 0;
-  out->one_plan = true;
-  for (int i = 0; i < warmup + n && rc == ERR_OK; i++) {
-    if (stop && stop()) {
-      rc = err_set(e, ERR_UNAVAILABLE, "interrupted");
-      break;
-    }
-    Edgedi__V1__InferReply *r = NULL;
-    err ce = {0};
-    if (client_infer(ch, req, &r, &ce) != GRPC_STATUS_OK) {
-      rc = err_set(e, ce.code ? ce.code : ERR_UNAVAILABLE, "request %d of %d: %s", i + 1,
-                   warmup + n, ce.msg);
-      break;
-    }
-    if (i < warmup) {
-      rpc_free((ProtobufCMessage *)r);
-      continue;
-    }
-    int k = i - warmup;
-    lat[k] = r->latency_ms;
-    pred[k] = r->predicted_ms;
-    if (k == 0) first_plan = r->plan_id;
-    else if (r->plan_id != first_plan) out->one_plan = false;
-    for (size_t j = 0; j < r->n_devices; j++) {
-      const Edgedi__V1__DeviceTiming *t = r->devices[j];
-      workload_device *d = device_slot(out, t->device);
-      if (!d) continue;
-      double *series = dev + (size_t)(d - out->devices) * 3 * per;
-      series[d->replies] = t->compute_ms;
-      series[per + (size_t)d->replies] = t->transfer_ms;
-      series[2 * per + (size_t)d->replies] = t->predicted_ms;
-      d->replies++;
-      d->rows = t->rows;
-      d->bytes_in = t->bytes_in;
-      d->bytes_out = t->bytes_out;
-    }
-    out->bytes_moved = r->bytes_moved;
-    out->bytes_gather_all = r->bytes_gather_all;
-    rpc_free((ProtobufCMessage *)out->last);
-    out->last = r;
-    out->n = k + 1;
+  series s[WORKLOAD_MAX_KINDS];
+  for (int q = 0; q < n_reqs; q++) {
+    double *b = buf + stride * (size_t)q;
+    s[q] = (series){.lat = b, .pred = b + per, .dev = b + 2 * per};
+    out[q].one_plan = true;
   }
-  if (rc == ERR_OK) {
-    out->median_ms = stats_median(lat, n); /* sorted: the ends are min and max */
-    out->min_ms = lat[0];
-    out->max_ms = lat[n - 1];
-    out->predicted_ms = stats_median(pred, n);
-    for (int i = 0; i < out->n_devices; i++) {
-      workload_device *d = &out->devices[i];
-      double *series = dev + (size_t)i * 3 * per;
-      d->compute_ms = stats_median(series, d->replies);
-      d->transfer_ms = stats_median(series + per, d->replies);
-      d->predicted_ms = stats_median(series + 2 * per, d->replies);
+  err_code rc = ERR_OK;
+  for (int i = 0; i < warmup + n && rc == ERR_OK; i++) {
+    for (int q = 0; q < n_reqs && rc == ERR_OK; q++) {
+      if (stop && stop()) {
+        rc = err_set(e, ERR_UNAVAILABLE, "interrupted");
+        break;
+      }
+      Edgedi__V1__InferReply *r = NULL;
+      err ce = {0};
+      if (client_infer(ch, reqs[q], &r, &ce) != GRPC_STATUS_OK) {
+        rc = err_set(e, ce.code ? ce.code : ERR_UNAVAILABLE, "request %d of %d%s%s: %s", i + 1,
+                     warmup + n, reqs[q]->planner && reqs[q]->planner[0] ? ", planner " : "",
+                     reqs[q]->planner ? reqs[q]->planner : "", ce.msg);
+        break;
+      }
+      if (i < warmup) rpc_free((ProtobufCMessage *)r);
+      else record(&out[q], &s[q], n, i - warmup, r);
     }
-  } else {
-    workload_free(out);
+  }
+  for (int q = 0; q < n_reqs; q++) {
+    if (rc == ERR_OK) summarize(&out[q], &s[q], n);
+    else workload_free(&out[q]);
   }
   free(buf);
   return rc;
+}
+
+err_code workload_run(rpc_channel *ch, const Edgedi__V1__InferRequest *req, int warmup, int n,
+                      bool (*stop)(void), workload_result *out, err *e) {
+  return workload_run_each(ch, &req, 1, warmup, n, stop, out, e);
 }
 
 void workload_free(workload_result *r) {

@@ -19,6 +19,7 @@ enum {
   WORKLOAD_MAX_REQUESTS = 100000,
   WORKLOAD_MAX_DEVICES = 32,
   WORKLOAD_NAME_BYTES = 64,
+  WORKLOAD_MAX_KINDS = 16, /* requests interleaved by workload_run_each */
 };
 
 typedef struct workload_device {
@@ -49,6 +50,13 @@ typedef struct workload_result {
  * ("request 3 of 20: UNAVAILABLE: ..."). */
 err_code workload_run(rpc_channel *ch, const Edgedi__V1__InferRequest *req, int warmup, int n,
                       bool (*stop)(void), workload_result *out, err *e);
+/* The same for n_reqs requests taken in turn (reqs[0], reqs[1], ...,
+ * then again), each warmup + n times, out[q] summing reqs[q]'s replies:
+ * what compares them (planners, say) on a machine whose speed drifts
+ * affects each alike. A failed request ends the run (every out[q] empty). */
+err_code workload_run_each(rpc_channel *ch, const Edgedi__V1__InferRequest *const *reqs,
+                           int n_reqs, int warmup, int n, bool (*stop)(void),
+                           workload_result *out, err *e);
 void workload_free(workload_result *r);
 
 /* The synthetic steel surface of sample.h as a camera would send it:
