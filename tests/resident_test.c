@@ -104,6 +104,7 @@ static void test_resident_keep(void **state) {
   free(p);
   assert_true(rss_kb() >= after - 1024);
 #else
+  (void)before;
   (void)after;
 #endif
 }
