@@ -243,7 +243,7 @@ static void run_group_all_blocks(void *arg, size_t g) {
     px_group pg;
     int n = q_end - q < DCONV_MAX_PIXELS ? (int)(q_end - q) : DCONV_MAX_PIXELS;
     fill_block(c->d, &oy, &ox, n, DCONV_MAX_PIXELS, &pg.all);
-    split_group(c->d, &pg);
+    if (!c->d->avx512) split_group(c->d, &pg); /* the AVX2 16-lane tiles take halves */
     for (size_t u = 0; u < c->n_units; u++) run_block(c, &pg, q, u);
   }
 }
