@@ -40,7 +40,6 @@
 #include "runtime/agent.h"
 #include "runtime/modelspec.h"
 #include "runtime/protocol.h"
-#include "runtime/resident.h"
 #include "runtime/rpc.h"
 #include "runtime/xexec.h"
 #include "scheduler/cluster.h"
@@ -51,8 +50,7 @@
 #include "tests/scheduler_testlib.h"
 
 enum {
-  SIDE_PX = 96,          /* models at 3 x 96 x 96: small and quick, yet a tile's
-                            CPU time on an AVX-512 core outweighs the noise */
+  SIDE_PX = 64,          /* models at 3 x 64 x 64: small and quick */
   STUCK_FLOOR_MS = 400,  /* a held agent is given up on this soon */
   ADAPT_REQUESTS = 10,   /* the speed change must show within this many */
   MEAN_OF = 3,           /* requests whose shares are averaged */
@@ -227,12 +225,6 @@ static fake_agent *start_fake(const char *name, const char *scheduler, rpc_chann
 
 static int group_setup(void **state) {
   (void)state;
-  /* The agents of this process run on a resident heap, as edgedi-agent's
-   * do by default: a first strip's page faults (microseconds each on a
-   * VM), stretched by the emulated speed, would tell the cost models an
-   * agent is slower than it is. */
-  err re = {0};
-  if (resident_keep((size_t)256 << 20, &re) != ERR_OK) return -1;
   const char *tmp = getenv("TEST_TMPDIR");
   snprintf(g.dir, sizeof g.dir, "%s/adaptXXXXXX", tmp ? tmp : "/tmp");
   if (!mkdtemp(g.dir)) return -1;

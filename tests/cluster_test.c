@@ -322,7 +322,9 @@ static void test_every_model_exact_20_requests(void **state) {
  * The default (exact) planner gives rows where they pay, which on a small
  * model can be one agent whose model-specific fit happens to look best;
  * what holds for it is that its plan is never predicted slower than the
- * proportional one, from the same cost models. */
+ * proportional one, from the same cost models, but for the reuse gain of
+ * a recalled plan. */
+static const double RECALL_GAIN = 0.10; /* PLAN_RECALL_DEFAULT_GAIN */
 static void test_faster_agents_get_more_rows(void **state) {
   (void)state;
   for (int k = 0; k < g.n_models; k++) {
@@ -332,7 +334,10 @@ static void test_faster_agents_get_more_rows(void **state) {
         client_plan(g.ch, g.models[k].name, NULL, &ex, &e) != GRPC_STATUS_OK)
       fail_msg("Plan %s: %s", g.models[k].name, e.msg);
     assert_string_equal(ex->planner, "exact");
-    if (!(ex->predicted_ms <= p->predicted_ms * (1 + 1e-9)))
+    /* The plan shown may be a recalled one, kept while within the reuse
+     * gain of a fresh exact plan (scheduler/plan_recall.h), which is never
+     * predicted slower than the proportional one. */
+    if (!(ex->predicted_ms <= p->predicted_ms * (1 + RECALL_GAIN) * (1 + 1e-9)))
       fail_msg("%s: exact predicts %.3f ms, proportional %.3f ms", g.models[k].name,
                ex->predicted_ms, p->predicted_ms);
     rpc_free((ProtobufCMessage *)ex);
