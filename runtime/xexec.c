@@ -554,11 +554,10 @@ static void step_span(const xexec_strip *s, int i, int *lo, int *hi) {
     }
 }
 
-/* Whether root r keeps its own allocation: the range input, the group that
- * holds the output, or a group whose every tensor lives in chunk buffers. */
-static bool buffer_private(const xexec_strip *s, int r) {
+/* Whether every tensor of root r's group lives in chunk buffers, so that
+ * its own allocation is never touched. */
+static bool lives_in_chunks(const xexec_strip *s, int r) {
   int n = s->end - s->first;
-  if (r == 0 || s->bufs[n].root == r) return true;
   for (int k = 1; k <= n; k++)
     if (s->bufs[k].root == r && !s->steps[k - 1].chain_out) return false;
   return true;
@@ -585,12 +584,11 @@ static err_code place_buffers(xexec_strip *s, err *e) {
   int *def = malloc((size_t)(n + 1) * sizeof *def), *last = malloc((size_t)(n + 1) * sizeof *last);
   int *free_after = malloc((size_t)(n + 1) * sizeof *free_after);
   size_t *cap = calloc((size_t)(n + 1), sizeof *cap);
-  int *occupants = calloc((size_t)(n + 1), sizeof *occupants);
   s->blocks = calloc((size_t)(n + 1), sizeof *s->blocks);
   s->zeros = calloc((size_t)(2 * n + 2), sizeof *s->zeros);
   s->zero_from = calloc((size_t)(n + 1), sizeof *s->zero_from);
   err_code rc = ERR_OK;
-  if (!def || !last || !free_after || !cap || !occupants || !s->blocks || !s->zeros ||
+  if (!def || !last || !free_after || !cap || !s->blocks || !s->zeros ||
       !s->zero_from) {
     rc = err_set(e, ERR_NOMEM, "out of memory planning a strip");
     goto done;
@@ -621,10 +619,9 @@ static err_code place_buffers(xexec_strip *s, err *e) {
       b->block = s->n_blocks++;
       cap[b->block] = bytes;
       free_after[b->block] = n + 1; /* never shared */
-      occupants[b->block] = 1;
       continue;
     }
-    if (buffer_private(s, r)) continue;
+    if (lives_in_chunks(s, r)) continue;
     int pick = -1;
     for (int k = 0; k < s->n_blocks; k++) {
       if (free_after[k] >= def[r]) continue;
@@ -636,7 +633,6 @@ static err_code place_buffers(xexec_strip *s, err *e) {
     if (pick < 0) pick = s->n_blocks++;
     if (cap[pick] < bytes) cap[pick] = bytes;
     free_after[pick] = last[r];
-    occupants[pick]++;
     b->block = pick;
   }
   /* The planning memory of placed roots goes back first, so that their
@@ -678,7 +674,6 @@ done:
   free(last);
   free(free_after);
   free(cap);
-  free(occupants);
   return rc;
 }
 

@@ -81,6 +81,10 @@ void xmem_put(xmem_cache *c, void *p) {
     return;
   }
   size_t cap = cap_of(h);
+  if (cap > XMEM_MAX_CACHED_BYTES) { /* never kept: no reason to empty the cache for it */
+    free(h);
+    return;
+  }
   unsigned char *evicted[MAX_BLOCKS];
   int n_evicted = 0;
   pthread_mutex_lock(&c->mu);
@@ -92,14 +96,10 @@ void xmem_put(xmem_cache *c, void *p) {
     memmove(&c->blocks[0], &c->blocks[1], (size_t)(c->n - 1) * sizeof *c->blocks);
     c->n--;
   }
-  bool keep = cap <= XMEM_MAX_CACHED_BYTES;
-  if (keep) {
-    c->blocks[c->n++] = h;
-    c->bytes += cap;
-  }
+  c->blocks[c->n++] = h;
+  c->bytes += cap;
   pthread_mutex_unlock(&c->mu);
   for (int i = 0; i < n_evicted; i++) free(evicted[i]);
-  if (!keep) free(h);
 }
 
 size_t xmem_cached_bytes(xmem_cache *c) {
