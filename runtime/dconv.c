@@ -144,6 +144,19 @@ static int unit_lanes(const run_ctx *c, size_t u) {
   return lanes < c->unit_lanes ? lanes : c->unit_lanes;
 }
 
+/* Unit u's packed weights and bias (its first block's; a two-block unit's
+ * second follows block_w floats on) and where pixel q's channels of it go;
+ * returns its lanes. */
+static int unit_at(const run_ctx *c, size_t u, long q, const float **w, const float **bias,
+                   float **out) {
+  const dconv *d = c->d;
+  size_t nb = u * (size_t)(c->unit_lanes / DCONV_LANES);
+  *w = d->weights + nb * c->block_w;
+  *bias = d->bias + nb * DCONV_LANES;
+  *out = c->out + (size_t)q * d->out_c + nb * DCONV_LANES;
+  return unit_lanes(c, u);
+}
+
 /* The next n pixels from (*oy, *ox) on, padded to `pixels` with copies of
  * the last; advances (*oy, *ox) past them. */
 static void fill_block(const dconv *d, int *oy, int *ox, int n, int pixels, px_block *b) {
@@ -198,10 +211,9 @@ static void split_group(const dconv *d, px_group *g) {
  * AVX-512 tile of 12 pixels, or as AVX2 tiles of DCONV_PIXELS pixels. */
 static void run_block(const run_ctx *c, const px_group *g, long q, size_t u) {
   const dconv *d = c->d;
-  size_t nb = u * (size_t)(c->unit_lanes / DCONV_LANES);
-  const float *w = d->weights + nb * c->block_w, *bias = d->bias + nb * DCONV_LANES;
-  int lanes = unit_lanes(c, u);
-  float *out = c->out + (size_t)q * d->out_c + nb * DCONV_LANES;
+  const float *w, *bias;
+  float *out;
+  int lanes = unit_at(c, u, q, &w, &bias, &out);
   if (lanes <= 8) {
     dconv_avx2_block8(d, c->in, c->in_row, &g->all, w, bias, out, lanes);
   } else if (lanes > DCONV_LANES) {
@@ -261,10 +273,9 @@ static void run_point_task(void *arg, size_t t) {
     int n = t_end - q < DCONV_MAX_PIXELS ? (int)(t_end - q) : DCONV_MAX_PIXELS;
     const float *a = c->in + (size_t)q * (size_t)d->in_c;
     for (size_t u = 0; u < c->n_units; u++) {
-      size_t nb = u * (size_t)(c->unit_lanes / DCONV_LANES);
-      const float *w = d->weights + nb * c->block_w, *bias = d->bias + nb * DCONV_LANES;
-      int lanes = unit_lanes(c, u);
-      float *out = c->out + (size_t)q * d->out_c + nb * DCONV_LANES;
+      const float *w, *bias;
+      float *out;
+      int lanes = unit_at(c, u, q, &w, &bias, &out);
       if (lanes <= 8) {
         dconv_avx2_point8(d, a, n, w, bias, out, lanes);
         continue;
@@ -280,7 +291,7 @@ static void run_point_task(void *arg, size_t t) {
       dconv_avx2_point16(d, a, n < DCONV_PIXELS ? n : DCONV_PIXELS, w, bias, out, lanes);
       if (n > DCONV_PIXELS)
         dconv_avx2_point16(d, a + (size_t)DCONV_PIXELS * d->in_c, n - DCONV_PIXELS, w, bias,
-                out + (size_t)DCONV_PIXELS * d->out_c, lanes);
+                           out + (size_t)DCONV_PIXELS * d->out_c, lanes);
     }
   }
 }

@@ -45,8 +45,9 @@ typedef struct dconv {
   int in_w, in_c, out_w, out_c;
   int n_blocks; /* ceil(out_c / DCONV_LANES) */
   bool relu;
-  /* 12-pixel tiles of 16 lanes in AVX-512 registers (dconv_avx512.c) instead
-   * of AVX2's 6: set where the CPU has AVX-512F; the bits are the same. */
+  /* 12-pixel tiles of 16 or 32 lanes in AVX-512 registers (dconv_avx512.c)
+   * instead of AVX2's 6 x 16: set where the CPU has AVX-512F; the bits are
+   * the same. */
   bool avx512;
   size_t group_input_bytes; /* input a group of rows reads: half this core's L2 */
   bool pointwise; /* 1x1, stride 1, no padding: input pixel q feeds output pixel q */

@@ -29,7 +29,7 @@ typedef struct px_block {
 /* Pixel p's inputs for kernel row ky and column kx (interior blocks: the
  * start of the row's contiguous run, kx = 0). */
 static inline const float *dconv_tap(const dconv *d, const float *in, size_t in_row,
-                               const px_block *b, int p, int ky, int kx) {
+                                     const px_block *b, int p, int ky, int kx) {
   int x = b->x0[p] + kx;
   if (x < 0 || x >= d->in_w) return d->zeros;
   return in + (size_t)(b->iy[p] + ky) * in_row + (size_t)x * (size_t)d->in_c;
@@ -40,26 +40,26 @@ static inline const float *dconv_tap(const dconv *d, const float *in, size_t in_
  * per input): one run per kernel row for interior blocks (each pixel's
  * window start found once, a row below for each kernel row), one per tap
  * otherwise. */
-#define DCONV_FOR_EACH_RUN(P, BODY)                                                        \
-  do {                                                                               \
-    const int c_ = d->in_c, kw_ = d->kernel_w;                                      \
-    const float *a_[DCONV_MAX_PIXELS];                                               \
-    if (b->interior) {                                                               \
-      for (int p = 0; p < (P); p++) a_[p] = dconv_tap(d, in, in_row, b, p, 0, 0);         \
-      for (int ky = 0; ky < d->kernel_h; ky++) {                                    \
-        const float *wk = w;                                                         \
-        BODY(kw_ * c_);                                                              \
-        w += (size_t)kw_ * c_ * DCONV_LANES;                                         \
-        for (int p = 0; p < (P); p++) a_[p] += in_row;                               \
-      }                                                                              \
-      break;                                                                         \
-    }                                                                                \
-    for (int ky = 0; ky < d->kernel_h; ky++)                                        \
-      for (int kx = 0; kx < kw_; kx++, w += (size_t)c_ * DCONV_LANES) {             \
-        for (int p = 0; p < (P); p++) a_[p] = dconv_tap(d, in, in_row, b, p, ky, kx);     \
-        const float *wk = w;                                                         \
-        BODY(c_);                                                                    \
-      }                                                                              \
+#define DCONV_FOR_EACH_RUN(P, BODY)                                                     \
+  do {                                                                                  \
+    const int c_ = d->in_c, kw_ = d->kernel_w;                                          \
+    const float *a_[DCONV_MAX_PIXELS];                                                  \
+    if (b->interior) {                                                                  \
+      for (int p = 0; p < (P); p++) a_[p] = dconv_tap(d, in, in_row, b, p, 0, 0);       \
+      for (int ky = 0; ky < d->kernel_h; ky++) {                                        \
+        const float *wk = w;                                                            \
+        BODY(kw_ * c_);                                                                 \
+        w += (size_t)kw_ * c_ * DCONV_LANES;                                            \
+        for (int p = 0; p < (P); p++) a_[p] += in_row;                                  \
+      }                                                                                 \
+      break;                                                                            \
+    }                                                                                   \
+    for (int ky = 0; ky < d->kernel_h; ky++)                                            \
+      for (int kx = 0; kx < kw_; kx++, w += (size_t)c_ * DCONV_LANES) {                 \
+        for (int p = 0; p < (P); p++) a_[p] = dconv_tap(d, in, in_row, b, p, ky, kx);   \
+        const float *wk = w;                                                            \
+        BODY(c_);                                                                       \
+      }                                                                                 \
   } while (0)
 
 /* A tile: the output channels of one block of 16 (lanes of them real)
