@@ -381,25 +381,6 @@ static err_code run_point(const opts *o, const point *p, int idx, const char *di
   err_code rc = benchcluster_start(&cfg, &bc, e);
   int64_t gantt_request = 0;
   for (int m = 0; m < n_models && rc == ERR_OK; m++) {
-    /* The cost models are refitted from every request, so a planner timed
-     * later would plan with models better fitted than the first one did:
-     * with several planners, each first sends a few untimed requests, and
-     * every timed run starts from models that have seen all their plans. */
-    for (int k = 0; o->planners.n > 1 && k < o->planners.n && rc == ERR_OK; k++) {
-      Edgedi__V1__InferRequest req = EDGEDI__V1__INFER_REQUEST__INIT;
-      req.protocol_version = EDGEDI_PROTOCOL_VERSION;
-      req.model = (char *)mb[m].name;
-      req.image = (Edgedi__V1__Image *)img;
-      req.planner = (char *)(strcmp(o->planners.item[k], "default") == 0 ? ""
-                                                                           : o->planners.item[k]);
-      workload_result w;
-      if (workload_run(bc.ch, &req, 0, SETTLE_REQUESTS, procs_stop_requested, &w, e) != ERR_OK)
-        rc = localcluster_check_alive(bc.lc, e); /* the timed run below reports it */
-      workload_free(&w);
-    }
-    /* The timed requests take the planners in turn, so that this VM's
-     * drift (a board's CPU time for the same tile moved by half within a
-     * minute) falls on each planner alike. */
     Edgedi__V1__InferRequest reqs[BENCH_MAX_LIST];
     const Edgedi__V1__InferRequest *req_of[BENCH_MAX_LIST];
     workload_result w[BENCH_MAX_LIST];
@@ -413,9 +394,22 @@ static err_code run_point(const opts *o, const point *p, int idx, const char *di
       reqs[k].planner = (char *)pl;
       req_of[k] = &reqs[k];
     }
+    /* The cost models are refitted from every request, so a planner timed
+     * later would plan with models better fitted than the first one did:
+     * with several planners, each first sends a few untimed requests, and
+     * every timed run starts from models that have seen all their plans. */
+    for (int k = 0; n_pl > 1 && k < n_pl && rc == ERR_OK; k++) {
+      if (workload_run(bc.ch, req_of[k], 0, SETTLE_REQUESTS, procs_stop_requested, &w[k], e) !=
+          ERR_OK)
+        rc = localcluster_check_alive(bc.lc, e); /* the timed run below reports it */
+      workload_free(&w[k]);
+    }
     row rows[BENCH_MAX_LIST];
     int n_rows = 0;
     if (rc == ERR_OK) {
+      /* The timed requests take the planners in turn, so that this VM's
+       * drift (a board's CPU time for the same tile moved by half within
+       * a minute) falls on each planner alike. */
       rc = workload_run_each(bc.ch, req_of, n_pl, WARMUP_REQUESTS, o->requests,
                              procs_stop_requested, w, e);
       if (rc != ERR_OK) {
