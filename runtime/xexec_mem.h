@@ -10,9 +10,10 @@
  *
  * Blocks come as they were left, not zeroed: zeroing a whole block would
  * touch the pages of buffers that a strip never writes (xexec.c clears the
- * rows that must read as zeros). Thread-safe. Under AddressSanitizer
- * nothing is cached, so that every buffer is its own allocation and an
- * overrun is seen. */
+ * rows that must read as zeros). Thread-safe. Under AddressSanitizer a
+ * cached block is poisoned, and a block handed out is addressable only up
+ * to the size asked for, so that a use after xmem_put or an overrun is
+ * reported. */
 #ifndef EDGEDI_XEXEC_MEM_H
 #define EDGEDI_XEXEC_MEM_H
 
@@ -37,7 +38,5 @@ void *xmem_get(xmem_cache *c, size_t bytes);
 void xmem_put(xmem_cache *c, void *p);
 /* Bytes the cache holds now (for tests). */
 size_t xmem_cached_bytes(xmem_cache *c);
-/* Whether this build caches at all (not under AddressSanitizer). */
-bool xmem_caching(void);
 
 #endif

@@ -42,7 +42,8 @@ static void record_tiles(infer_req *r) {
         .predicted_transfer_ms = pt->transfer_ms,
         .measured_transfer_ms = t->transfer_ms,
         .cpu_ms = t->r.cpu_ms,
-        .wait_ms = t->r.wait_ms};
+        .wait_ms = t->r.wait_ms,
+        .fresh_strip = t->r.fresh_strip};
   }
   /* The reply does not depend on history; a failed write loses only it. */
   if (n) store_tiles_add(r->c->st, v, n, NULL);

@@ -323,13 +323,21 @@ err_code refit_compute_ranges(const refit_sample *s, size_t n, double prior_ms_p
     buf_free(&f);
     return err_set(e, ERR_NOMEM, "refit: out of memory");
   }
-  size_t usable = 0;
-  double gmin = INFINITY, gmax = 0;
+  size_t usable = 0, repeats = 0, first_runs = 0;
   for (size_t i = 0; i < n; i++) {
     f.x[i] = s[i].gflop;
     f.y[i] = s[i].compute_ms;
     f.w[i] = weight_of(i); /* age counts every tile, usable or not */
     f.keep[i] = isfinite(f.x[i]) && isfinite(f.y[i]) && f.x[i] > 0 && f.y[i] > 0;
+    repeats += f.keep[i] && !s[i].first_run;
+  }
+  /* Step 0: first runs out when the repeat runs can carry the fit. */
+  double gmin = INFINITY, gmax = 0;
+  for (size_t i = 0; i < n; i++) {
+    if (f.keep[i] && s[i].first_run && repeats >= REFIT_MIN_TILES) {
+      f.keep[i] = false;
+      first_runs++;
+    }
     if (f.keep[i]) {
       usable++;
       gmin = fmin(gmin, f.x[i]);
@@ -468,6 +476,7 @@ err_code refit_compute_ranges(const refit_sample *s, size_t n, double prior_ms_p
                              .fit_error = sw > 0 ? sqrt(sr / sw) : 0,
                              .samples = count_kept(f.keep, n),
                              .dropped = dropped,
+                             .first_runs = first_runs,
                              .changed = changed,
                              .ranges = ranges,
                              .total_only = total_only};

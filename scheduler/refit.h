@@ -14,6 +14,15 @@
  * windows far larger than REFIT_WINDOW_TILES.
  *
  * The compute fit, on samples given newest first:
+ *  0. first runs of a strip (made for the tile: XNNPACK operators set up,
+ *     weights packed, buffers touched for the first time) are left out
+ *     when at least REFIT_MIN_TILES repeat runs are in the window. A first
+ *     run costs a few times a repeat one on a small tile, and a plan change
+ *     makes them on every device it moves rows to: in the fit they looked
+ *     like a slowdown of whichever device the last plan changed most
+ *     (two equal agents were once fitted at 3011 and 1110 ms per GFLOP
+ *     and split 0.24 / 0.76). The rate a plan is priced at is that of its
+ *     repeat runs; only a device with too few of them is fitted on all;
  *  1. weights halve every REFIT_HALF_LIFE_TILES samples (recency);
  *  2. a weighted least-squares line through all of them, with a prior:
  *     REFIT_B_PRIOR_WEIGHT (b - beta a)^2 added to the squared error,
@@ -92,6 +101,7 @@
 #ifndef EDGEDI_REFIT_H
 #define EDGEDI_REFIT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "runtime/err.h"
@@ -125,6 +135,7 @@ typedef struct refit_sample {
   double compute_ms;  /* measured */
   double bytes;       /* payload in + out */
   double transfer_ms; /* measured (estimated) transfer */
+  bool first_run;     /* its strip was made for it (TileResult.fresh_strip) */
 } refit_sample;
 
 typedef struct refit_compute_fit {
@@ -133,6 +144,7 @@ typedef struct refit_compute_fit {
   double fit_error;    /* weighted relative RMS over the samples kept (range factors applied) */
   size_t samples;      /* samples kept */
   size_t dropped;      /* outliers and samples before a detected change */
+  size_t first_runs;   /* first runs of their strips left out (step 0) */
   int changed;         /* 1: a change was detected and older samples cut */
   size_t ranges;       /* ranges whose cost factor was used (0: none) */
   int total_only;      /* 1: the tiles could not tell a from b; b = beta a */

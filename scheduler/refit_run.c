@@ -45,7 +45,8 @@ static refit_sample *samples_of(const store_tile *t, size_t n, const model *m, r
                           .gflop = t[i].gflop,
                           .compute_ms = t[i].measured_compute_ms,
                           .bytes = (double)t[i].bytes_in + (double)t[i].bytes_out,
-                          .transfer_ms = t[i].measured_transfer_ms};
+                          .transfer_ms = t[i].measured_transfer_ms,
+                          .first_run = t[i].fresh_strip};
   }
   return s;
 }

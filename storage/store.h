@@ -51,7 +51,7 @@
 #define STORE_KIND_MODEL_PREFIX "model:"
 
 enum {
-  STORE_SCHEMA_VERSION = 2,
+  STORE_SCHEMA_VERSION = 3,
   STORE_BUSY_TIMEOUT_MS = 5000, /* wait this long for another writer */
   /* Sizes of the string fields, terminating NUL included. Longer input is
    * refused rather than cut, so what is read back is what was written. */
@@ -262,6 +262,7 @@ typedef struct store_tile {
   double predicted_transfer_ms, measured_transfer_ms;
   double cpu_ms;  /* thread CPU time of the run */
   double wait_ms; /* waiting for inputs */
+  bool fresh_strip;   /* its strip was made for it: the run paid for preparing it */
   int64_t created_at; /* set by the store */
 } store_tile;
 

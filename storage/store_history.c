@@ -163,14 +163,14 @@ static const char k_tile_insert[] =
     "INSERT INTO tile_history(request_id, device_id, segment, first_layer, "
     "end_layer, row_lo, row_hi, gflop, bytes_in, bytes_out, "
     "predicted_compute_ms, measured_compute_ms, predicted_transfer_ms, "
-    "measured_transfer_ms, cpu_ms, wait_ms, created_at) VALUES "
+    "measured_transfer_ms, cpu_ms, wait_ms, created_at, fresh_strip) VALUES "
     "(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, "
-    "?17)";
+    "?17, ?18)";
 static const char k_tile_recent[] =
     "SELECT id, request_id, device_id, segment, first_layer, end_layer, "
     "row_lo, row_hi, gflop, bytes_in, bytes_out, predicted_compute_ms, "
     "measured_compute_ms, predicted_transfer_ms, measured_transfer_ms, "
-    "cpu_ms, wait_ms, created_at FROM tile_history WHERE device_id = ?1 "
+    "cpu_ms, wait_ms, created_at, fresh_strip FROM tile_history WHERE device_id = ?1 "
     "ORDER BY id DESC LIMIT ?2";
 /* The scan bound is the id of the device's scan-th newest tile, found on
  * tile_history_by_device; the join reads each candidate's request by its
@@ -179,7 +179,7 @@ static const char k_tile_recent_model[] =
     "SELECT t.id, t.request_id, t.device_id, t.segment, t.first_layer, "
     "t.end_layer, t.row_lo, t.row_hi, t.gflop, t.bytes_in, t.bytes_out, "
     "t.predicted_compute_ms, t.measured_compute_ms, t.predicted_transfer_ms, "
-    "t.measured_transfer_ms, t.cpu_ms, t.wait_ms, t.created_at "
+    "t.measured_transfer_ms, t.cpu_ms, t.wait_ms, t.created_at, t.fresh_strip "
     "FROM tile_history AS t JOIN requests AS r ON r.id = t.request_id "
     "WHERE t.device_id = ?1 AND r.model = ?2 "
     "AND t.id >= coalesce((SELECT id FROM tile_history WHERE device_id = ?1 "
@@ -239,6 +239,7 @@ static err_code tiles_tx(store *s, const store_tile *v, size_t n, err *e) {
     sqlite3_bind_double(st, 15, t->cpu_ms);
     sqlite3_bind_double(st, 16, t->wait_ms);
     sqlite3_bind_int64(st, 17, now);
+    sqlite3_bind_int(st, 18, t->fresh_strip);
     code = store_step_done(s, st, e, "recording a tile");
     if (code == ERR_NOT_FOUND)
       err_set(e, code, "tile %zu: request %lld or device %lld does not exist",
@@ -288,6 +289,7 @@ static void read_tile_row(sqlite3_stmt *st, void *dst) {
   t->cpu_ms = sqlite3_column_double(st, 15);
   t->wait_ms = sqlite3_column_double(st, 16);
   t->created_at = sqlite3_column_int64(st, 17);
+  t->fresh_strip = sqlite3_column_int(st, 18) != 0;
 }
 
 err_code store_tiles_recent(store *s, int64_t device_id, size_t limit,

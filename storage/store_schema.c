@@ -211,8 +211,15 @@ static const char k_step2[] =
     "GROUP BY t.request_id, t.device_id\n"
     "ORDER BY t.request_id DESC, t.device_id DESC;\n";
 
+/* Step 3: whether a tile's strip was made for it (its run paid for the
+ * strip's preparation and first touches, which later runs do not): the
+ * refit tells a device's rate from its repeat runs (scheduler/refit.h). */
+static const char k_step3[] =
+    "ALTER TABLE tile_history ADD COLUMN fresh_strip INTEGER NOT NULL DEFAULT 0\n"
+    "  CHECK (fresh_strip IN (0, 1));\n";
+
 /* Step i+1 of the schema is k_steps[i]. */
-static const char *const k_steps[] = {k_step1, k_step2};
+static const char *const k_steps[] = {k_step1, k_step2, k_step3};
 
 _Static_assert(sizeof k_steps / sizeof k_steps[0] == STORE_SCHEMA_VERSION,
                "STORE_SCHEMA_VERSION must equal the number of steps");

@@ -70,9 +70,12 @@ static const double STRAGGLER_FACTOR = 4;
  * A core that computes q's few rows in 0.05 ms (an AVX-512 one does) needs
  * a slowdown past the 100 that missed it (CI failed so once, 2026-11-27). */
 static const double STRAGGLER_SLOWDOWN = 250;
-/* Shares of r2's rows: 0.5 at one speed, 1/3 at half speed. */
-static const double SHARE_SLOW_BELOW = 0.42;
-static const double SHARE_EVEN_ABOVE = 0.42;
+/* Shares of r2's rows: 0.5 at one speed, 1/3 at half speed. "Fewer rows"
+ * and "more again" mean a move of at least this much in the mean share.
+ * Not a fixed line between 0.33 and 0.5: the fits of two equal agents on
+ * this small model scatter by 15 % (a share of 0.45 to 0.55), which put a
+ * line at 0.42 within the noise of either end. */
+static const double SHARE_MOVE = 0.07;
 
 #define MODEL "vgg16c-64" /* FE exchanges and halos in every segment */
 
@@ -256,6 +259,7 @@ static int group_teardown(void **state) {
   xexec_destroy(g.x);
   model_destroy(g.m);
   char cmd[400];
+  if (getenv("ADAPT_KEEP")) return 0; /* the databases, to read after a failure */
   snprintf(cmd, sizeof cmd, "rm -rf '%s'", g.dir);
   return system(cmd) == 0 ? 0 : -1;
 }
@@ -296,11 +300,14 @@ static void trace_costs(double share) {
     snprintf(trace + used, sizeof trace - used, "share %.2f\n", share);
 }
 
-/* Requests until the mean of r2's last MEAN_OF shares of the rows passes
- * `done`, at most ADAPT_REQUESTS: the number of requests, or -1; *share
- * gets the last mean. One share scatters (tile times on a loaded machine
- * do), a few in a row tell. */
-static int requests_until(bool (*done)(double share), double *share, unsigned seed) {
+/* Requests until the mean of r2's last MEAN_OF shares of the rows has
+ * moved by SHARE_MOVE in `direction` (-1 fewer, +1 more) from where it
+ * stood: *from, or a mean seen since that lies further the other way (the
+ * previous change may still be settling: after a restore the share can
+ * first fall on), which *from then gets. At most ADAPT_REQUESTS: the
+ * number of requests, or -1; *share gets the last mean. One share scatters (tile times on a loaded
+ * machine do), a few in a row tell. */
+static int requests_until(double *from, int direction, double *share, unsigned seed) {
   double last[MEAN_OF];
   for (int i = 1; i <= ADAPT_REQUESTS; i++) {
     infer_exact_on(g.ch, seed + (unsigned)i, NULL);
@@ -309,15 +316,12 @@ static int requests_until(bool (*done)(double share), double *share, unsigned se
     int k = i < MEAN_OF ? i : MEAN_OF;
     *share = 0;
     for (int j = 0; j < k; j++) *share += last[j] / k;
-    if (i >= MEAN_OF && done(*share)) return i;
+    if (i < MEAN_OF) continue;
+    if (direction * (*from - *share) > 0) *from = *share;
+    if (direction * (*share - *from) > SHARE_MOVE) return i;
   }
   return -1;
 }
-
-/* r1 and r2 at one speed share evenly (0.5); r2 at half speed has a third
- * of the rows (1 / (1 + 2)). Between the two: */
-static bool dropped(double share) { return share < SHARE_SLOW_BELOW; }
-static bool recovered(double share) { return share > SHARE_EVEN_ABOVE; }
 
 static void test_slowed_agent_gets_fewer_rows_then_more(void **state) {
   (void)state;
@@ -325,17 +329,20 @@ static void test_slowed_agent_gets_fewer_rows_then_more(void **state) {
   start_real(1, "r2");
   const char *names[] = {"r1", "r2"};
   st_wait_up(g.ch, names, 2);
+  double even = 0;
   for (int i = 0; i < WARM_REQUESTS; i++) {
     infer_exact_on(g.ch, 100u + (unsigned)i, "r2");
-    trace_costs(row_share("r2"));
+    double share = row_share("r2");
+    trace_costs(share);
+    if (i >= WARM_REQUESTS - MEAN_OF) even += share / MEAN_OF;
   }
-  double even = row_share("r2");
-  if (even < 0.3 || even > 0.7) fail_msg("two agents of one speed: r2 has %.2f of the rows", even);
+  if (even < 0.35 || even > 0.65)
+    fail_msg("two agents of one speed: r2 has %.2f of the rows:\n%s", even, trace);
 
   err e = {0};
   st_check_ok(agent_set_speed(g.real[1], REAL_SPEED / 2, &e), &e); /* throttled */
   double slow = 0;
-  int n = requests_until(dropped, &slow, 200);
+  int n = requests_until(&even, -1, &slow, 200);
   if (n < 0)
     fail_msg("r2 at half speed still has %.2f of the rows (was %.2f):\n%s", slow, even, trace);
   print_message("halved speed: r2's share %.2f -> %.2f (mean of %d) within %d requests\n", even,
@@ -343,7 +350,7 @@ static void test_slowed_agent_gets_fewer_rows_then_more(void **state) {
 
   st_check_ok(agent_set_speed(g.real[1], REAL_SPEED, &e), &e); /* recovered */
   double back = 0;
-  n = requests_until(recovered, &back, 300);
+  n = requests_until(&slow, +1, &back, 300);
   if (n < 0)
     fail_msg("r2 restored still has %.2f of the rows (slowed: %.2f):\n%s", back, slow, trace);
   print_message("restored: r2's share %.2f -> %.2f (mean of %d) within %d requests\n", slow, back,

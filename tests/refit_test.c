@@ -1,7 +1,7 @@
 /* refit_test.c — the arithmetic of scheduler/refit.h: the weighted compute
  * fit (exact data, noise, recency, a speed change followed within a few
  * samples and a recovery, outliers, one size, a negative intercept,
- * samples that cannot be modelled), the link fit (a real bandwidth, bytes
+ * samples that cannot be modelled, first runs of new strips), the link fit (a real bandwidth, bytes
  * that explain nothing, nonsense), the check that keeps nonsense from the
  * planner, and the change measure that decides what is stored. */
 #include <setjmp.h>
@@ -138,6 +138,33 @@ static void test_outlier_dropped(void **state) {
   assert_int_equal(refit_compute(s, WINDOW, 0, -1, &f, NULL), ERR_OK);
   assert_true(fabs(f.ms_per_gflop / 20 - 1) < 0.03);
   assert_true(f.dropped >= 1);
+}
+
+/* A plan change makes new strips on the devices it moves rows to; their
+ * first runs pay the preparation (three times a repeat run here). Flagged,
+ * they are left out: the fit stays the device's rate. Unflagged, the same
+ * times read as a slowdown (the contrast shows what the flag changes). A
+ * device with fewer repeat runs than a fit needs is fitted on all. */
+static void test_first_runs_left_out(void **state) {
+  (void)state;
+  enum { NEW_STRIPS = 8 };
+  refit_sample s[WINDOW];
+  fill(s, WINDOW, NEW_STRIPS, 60, 20, 1, 0.03, 19);
+  refit_compute_fit f;
+  assert_int_equal(refit_compute(s, WINDOW, 20, 1, &f, NULL), ERR_OK);
+  assert_true(f.changed == 1 && f.ms_per_gflop > 40); /* unflagged: a slowdown */
+  for (size_t i = 0; i < NEW_STRIPS; i++) s[i].first_run = true;
+  assert_int_equal(refit_compute(s, WINDOW, 20, 1, &f, NULL), ERR_OK);
+  if (fabs(f.ms_per_gflop / 20 - 1) > 0.05) fail_msg("%g ms/GFLOP, want about 20", f.ms_per_gflop);
+  assert_int_equal(f.changed, 0);
+  assert_int_equal(f.first_runs, NEW_STRIPS);
+  assert_int_equal(f.samples + f.dropped, WINDOW - NEW_STRIPS);
+
+  /* Only REFIT_MIN_TILES - 1 repeat runs: all samples count. */
+  size_t n = NEW_STRIPS + REFIT_MIN_TILES - 1;
+  assert_int_equal(refit_compute(s, n, 20, 1, &f, NULL), ERR_OK);
+  assert_int_equal(f.first_runs, 0);
+  assert_true(f.samples + f.dropped == n && f.ms_per_gflop > 30);
 }
 
 /* Tiles of one request span a few times in size; with 30 % scatter their
@@ -405,6 +432,7 @@ int main(void) {
       cmocka_unit_test(test_noise_is_not_a_change),
       cmocka_unit_test(test_recency_weights),
       cmocka_unit_test(test_outlier_dropped),
+      cmocka_unit_test(test_first_runs_left_out),
       cmocka_unit_test(test_prior_b_steadies_a),
       cmocka_unit_test(test_one_size_uses_prior_b),
       cmocka_unit_test(test_negative_intercept_through_origin),

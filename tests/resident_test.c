@@ -5,6 +5,8 @@
  *  - a size no cached block fits gets a new block; the cache never holds
  *    more than XMEM_MAX_CACHED_BYTES, dropping the blocks given back
  *    longest ago first;
+ *  - under AddressSanitizer, a cached block is poisoned and a block handed
+ *    out is addressable only up to the size asked for;
  *  - resident_keep: a size past its limit is refused with a message; 0
  *    changes nothing; 32 MB grows the resident set by about that much
  *    (with glibc's allocator; under AddressSanitizer it does nothing).
@@ -22,6 +24,12 @@
 #include "runtime/resident.h"
 #include "runtime/xexec_mem.h"
 
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+/* Whether any byte of [p, p + n) is poisoned. */
+static bool poisoned(const void *p, size_t n) { return __asan_region_is_poisoned((void *)p, n) != NULL; }
+#endif
+
 static void test_blocks_come_back(void **state) {
   (void)state;
   xmem_cache *c = xmem_create();
@@ -32,16 +40,22 @@ static void test_blocks_come_back(void **state) {
   memset(a, 1, 1000); /* usable */
   memset(b, 2, 4000);
   assert_true(((uintptr_t)a & 15) == 0);
+#if defined(__SANITIZE_ADDRESS__)
+  assert_false(poisoned(a, 1000));
+  assert_true(poisoned(a + 1000, 1)); /* the spare room is not the caller's */
+#endif
   xmem_put(c, a);
   xmem_put(c, b);
-  if (!xmem_caching()) {
-    assert_int_equal(xmem_cached_bytes(c), 0);
-    xmem_destroy(c);
-    return;
-  }
   assert_true(xmem_cached_bytes(c) >= 5000);
+#if defined(__SANITIZE_ADDRESS__)
+  assert_true(poisoned(a, 1) && poisoned(b + 3999, 1)); /* given back */
+#endif
   /* the smallest block that fits: a (1250 bytes with its spare room) */
   assert_ptr_equal(xmem_get(c, 1100), a);
+#if defined(__SANITIZE_ADDRESS__)
+  assert_false(poisoned(a, 1100));
+  assert_true(poisoned(a + 1100, 1));
+#endif
   /* b is more than four times 1000: a new block */
   char *d = xmem_get(c, 1000);
   assert_true(d != b && d != a);
@@ -65,13 +79,11 @@ static void test_cache_is_bounded(void **state) {
     xmem_put(c, p[i]);
     assert_true(xmem_cached_bytes(c) <= XMEM_MAX_CACHED_BYTES);
   }
-  if (xmem_caching()) {
-    /* the first two went to make room; the last two came back */
-    void *x = xmem_get(c, big), *y = xmem_get(c, big);
-    assert_true((x == p[2] && y == p[3]) || (x == p[3] && y == p[2]));
-    xmem_put(c, x);
-    xmem_put(c, y);
-  }
+  /* the first two went to make room; the last two came back */
+  void *x = xmem_get(c, big), *y = xmem_get(c, big);
+  assert_true((x == p[2] && y == p[3]) || (x == p[3] && y == p[2]));
+  xmem_put(c, x);
+  xmem_put(c, y);
   xmem_destroy(c);
 }
 

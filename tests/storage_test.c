@@ -346,7 +346,7 @@ static void test_migrates_version_1(void **state) {
   sqlite3_close(db);
 
   store *s = open_ok(f->path);
-  assert_int_equal(store_schema_version(s), 2);
+  assert_int_equal(store_schema_version(s), STORE_SCHEMA_VERSION);
   ASSERT_OK(store_integrity_check(s, &e_));
   /* The old fits became kind 'all', the newest one current. */
   store_cost_model c;
@@ -366,10 +366,17 @@ static void test_migrates_version_1(void **state) {
   ASSERT_OK(store_cost_model_save(s, 7, &k, &e_));
   /* A new request continues after the old ids. */
   assert_true(begin_request(s, "vgg16c") > 3);
+  /* Step 3: the old tile reads as a repeat run (nothing said otherwise). */
+  store_tile *w = NULL;
+  size_t n = 0;
+  ASSERT_OK(store_tiles_recent(s, 7, 10, &w, &n, &e_));
+  assert_int_equal(n, 1);
+  assert_true(w[0].measured_compute_ms == 500 && !w[0].fresh_strip);
+  store_free(w);
   store_close(s);
 
   db = raw_open(f->path);
-  assert_int_equal((int)raw_num(db, "PRAGMA user_version"), 2);
+  assert_int_equal((int)raw_num(db, "PRAGMA user_version"), STORE_SCHEMA_VERSION);
   assert_true(raw_num(db, "SELECT count(*) FROM current_cost_models") == 2);
   assert_true(raw_num(db, "SELECT ms_per_gflop FROM device_speed") == 110);
   assert_true(raw_num(db, "SELECT tiles FROM device_speed") == 1);
@@ -656,6 +663,7 @@ static void test_tiles_batch_and_window(void **state) {
   for (int i = 0; i < N; i++) {
     v[i] = tile(req, i % 5 == 0 ? b : a, 10, 10 + i);
     v[i].segment = (uint32_t)i;
+    v[i].fresh_strip = i % 3 == 0;
   }
   ASSERT_OK(store_tiles_add(s, v, N, &e_));
   ASSERT_OK(store_tiles_add(s, v, 0, &e_));
@@ -674,6 +682,7 @@ static void test_tiles_batch_and_window(void **state) {
   assert_true(w[0].measured_compute_ms == 259 && w[0].gflop == 0.5);
   assert_true(w[0].bytes_in == 1000 && w[0].bytes_out == 2000);
   assert_true(w[0].row_hi == 50 && w[0].end_layer == 4);
+  assert_true(w[0].fresh_strip && !w[4].fresh_strip); /* segments 249 and 244 */
   store_free(w);
   ASSERT_OK(store_tiles_recent(s, b, 1000, &w, &n, &e_));
   assert_int_equal(n, N / 5);
