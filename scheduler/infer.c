@@ -53,13 +53,14 @@ static void record_tiles(infer_req *r) {
 /* Every agent that reported a tile of the attempt, refitted from its
  * history. Best effort: a refit that fails keeps the model it had. */
 static void refit_agents(infer_req *r) {
+  double beta = refit_shared_beta(r->c->cl);
   for (int dev = 0; dev < r->ip.n_members; dev++) {
     bool ran = false;
     for (int i = 0; i < r->n_tiles && !ran; i++)
       ran = r->tiles[i].device == dev && r->tiles[i].reported;
     if (ran)
-      refit_device(r->c->st, r->ip.members[dev].agent, r->ip.model->name, r->ip.model->m, NULL,
-                   NULL);
+      refit_device(r->c->st, r->ip.members[dev].agent, r->ip.model->name, r->ip.model->m, beta,
+                   NULL, NULL);
   }
 }
 

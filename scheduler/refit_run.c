@@ -2,6 +2,7 @@
  * pushing its cost models (contract in refit_run.h). */
 #include "scheduler/refit_run.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -81,8 +82,30 @@ static void note(refit_report *rep, const char *what, const err *why) {
   snprintf(rep->why, sizeof rep->why, "%s: %.400s", what, why->msg);
 }
 
+static int cmp_double(const void *p, const void *q) {
+  double x = *(const double *)p, y = *(const double *)q;
+  return (x > y) - (x < y);
+}
+
+double refit_shared_beta(cluster *c) {
+  cluster_member up[PLAN_MAX_DEVICES];
+  int n = c ? cluster_acquire_up(c, NULL, up, PLAN_MAX_DEVICES) : 0;
+  double beta[PLAN_MAX_DEVICES];
+  int k = 0;
+  for (int i = 0; i < n; i++) {
+    plan_device d;
+    if (cluster_agent_profiled(up[i].agent, &d) && d.ms_per_gflop > 0 && d.fixed_ms >= 0 &&
+        isfinite(d.fixed_ms / d.ms_per_gflop))
+      beta[k++] = d.fixed_ms / d.ms_per_gflop;
+    cluster_release(up[i].agent);
+  }
+  if (k == 0) return -1;
+  qsort(beta, (size_t)k, sizeof *beta, cmp_double);
+  return k % 2 ? beta[k / 2] : (beta[k / 2 - 1] + beta[k / 2]) / 2;
+}
+
 err_code refit_device(store *st, cluster_agent *a, const char *model_name, const model *m,
-                      refit_report *rep, err *e) {
+                      double beta_gflop, refit_report *rep, err *e) {
   refit_report local;
   if (!rep) rep = &local;
   memset(rep, 0, sizeof *rep);
@@ -106,6 +129,8 @@ err_code refit_device(store *st, cluster_agent *a, const char *model_name, const
   refit_link_fit lf;
   plan_device profiled;
   if (!cluster_agent_profiled(a, &profiled)) profiled = general;
+  /* The prior's b, from the shared b / a and this device's own a. */
+  double prior_b = beta_gflop >= 0 ? beta_gflop * profiled.ms_per_gflop : profiled.fixed_ms;
   if (refit_link(s, n, general.bandwidth_mbps, &lf, &why) == ERR_OK) {
     refit_link_bound(&lf, profiled.bandwidth_mbps, profiled.rtt_ms);
     next.bandwidth_mbps = lf.bandwidth_mbps;
@@ -116,9 +141,8 @@ err_code refit_device(store *st, cluster_agent *a, const char *model_name, const
     note(rep, "link", &why);
   }
   refit_compute_fit cf = {.fit_error = 0};
-  /* The prior b / a is the calibration's: measured over sizes far apart,
-   * and the same for equal devices (refit.h, step 2). */
-  if (refit_compute(s, n, profiled.ms_per_gflop, profiled.fixed_ms, &cf, &why) == ERR_OK) {
+  /* The prior b / a is the cluster's (refit_run.h). */
+  if (refit_compute(s, n, profiled.ms_per_gflop, prior_b, &cf, &why) == ERR_OK) {
     next.ms_per_gflop = cf.ms_per_gflop;
     next.fixed_ms = cf.fixed_ms;
     rep->compute_fitted = true;
@@ -152,7 +176,7 @@ err_code refit_device(store *st, cluster_agent *a, const char *model_name, const
   bool own = cluster_agent_model_cost(a, model_name, &cur);
   if (!own) cur = rep->general;
   refit_compute_fit mf;
-  if (refit_compute_ranges(s, n, profiled.ms_per_gflop, profiled.fixed_ms, rg.gflop, rg.n, &mf,
+  if (refit_compute_ranges(s, n, profiled.ms_per_gflop, prior_b, rg.gflop, rg.n, &mf,
                            &why) == ERR_OK) {
     plan_device pm = rep->general; /* the link is the device's, whatever runs */
     pm.ms_per_gflop = mf.ms_per_gflop;

@@ -14,10 +14,15 @@
  *    blend. The planner's cost model is one line per device, so the
  *    per-range factors themselves cannot reach it; they make the line
  *    the same for equal devices whatever strips they ran.
- * The prior of every compute fit (refit.h, step 2: its b / a) is the
- * agent's calibration from profiling: measured over sizes far apart, and
- * the same for equal devices, so equal devices get equal lines. The link's
- * bound is its probe from profiling.
+ * The prior of every compute fit (refit.h, step 2: its b / a, the fixed
+ * cost in GFLOP of work) is the cluster's: the median of the up agents'
+ * calibrations from profiling (refit_shared_beta), each measured over sizes
+ * far apart. One agent's own b / a scatters too much to tell equal devices
+ * apart from unequal ones: two agents of one speed on one host calibrated
+ * at 0.0026 and 0.0118 GFLOP, and on small tiles their fits then split a
+ * and b differently (518 + 0.3 against 271 + 3.5 ms) and the rows 0.34 /
+ * 0.66. A slower device stretches a and b alike, so one ratio serves a
+ * cluster of unequal speeds too. The link's bound is its own probe.
  *
  * A fit that fails (too few tiles, nonsense) leaves the previous model in
  * place for that part (compute or link); the rest is still updated.
@@ -65,12 +70,17 @@ typedef struct refit_report {
   char why[ERR_MSG_BYTES]; /* the last fit refused, and why ("" when none) */
 } refit_report;
 
+/* The median b / a (GFLOP) of the calibrations of the agents up in c;
+ * -1 when none has one. */
+double refit_shared_beta(cluster *c);
+
 /* Refits agent `a` (its tiles are in st) for the model named `model`
  * (NULL: the general model only), whose graph `m` (may be NULL: no range
- * correction) gives its layer ranges' GFLOP. ERR_UNAVAILABLE when the
- * agent has no model to start from (still profiling); store errors as
- * they come. rep may be NULL. */
+ * correction) gives its layer ranges' GFLOP. beta_gflop is the prior's
+ * b / a (refit_shared_beta; < 0: the agent's own calibration).
+ * ERR_UNAVAILABLE when the agent has no model to start from (still
+ * profiling); store errors as they come. rep may be NULL. */
 err_code refit_device(store *st, cluster_agent *a, const char *model_name, const model *m,
-                      refit_report *rep, err *e);
+                      double beta_gflop, refit_report *rep, err *e);
 
 #endif

@@ -3,10 +3,13 @@
  * stragglers (scheduler/infer.h, scheduler/refit.h).
  *
  * What must hold:
- *  - two real agents (runtime/agent.h) of one speed share the rows; when
- *    one's speed is halved at run time (agent_set_speed, what
- *    edgedi-agent --speed-file does) it gets fewer rows within 10
- *    requests, and more again within 10 after it is restored;
+ *  - two real agents (runtime/agent.h) of one speed, computing in turn
+ *    (one cpu_gate slot, as emulated boards on a shared host do), share
+ *    the rows about evenly, and the prior of their fits is the median of
+ *    their calibrations (refit_shared_beta); when one's speed is halved at
+ *    run time (agent_set_speed, what edgedi-agent --speed-file does) its
+ *    share of the rows falls within 10 requests, and rises again within
+ *    10 after it is restored;
  *  - an agent killed in each phase of a request — when its job arrives,
  *    after its tile ran but before it said anything, when relayed halo
  *    rows arrive, when a feature-enhancement scale arrives — and an agent
@@ -54,6 +57,7 @@ enum {
   STUCK_FLOOR_MS = 400,  /* a held agent is given up on this soon */
   ADAPT_REQUESTS = 10,   /* the speed change must show within this many */
   MEAN_OF = 3,           /* requests whose shares are averaged */
+  EVEN_OF = 5,           /* last warm requests whose shares are the even level */
   WARM_REQUESTS = 10, /* first runs are left out of the fits: a few requests give them repeat runs */
   PROMPT_MS = 15000,
 };
@@ -87,6 +91,7 @@ static struct {
   xexec *x;
   agent *real[2];
   rpc_server *real_srv[2];
+  cpu_gate *gate; /* the real agents compute in turn */
   fake_agent *f[2]; /* steady fakes */
   fake_agent *victim;
   int victims;
@@ -240,6 +245,7 @@ static int group_setup(void **state) {
   err e = {0};
   st_check_ok(modelspec_build(&spec, &g.m, digest, &e), &e);
   st_check_ok(xexec_create(g.m, 1, &g.x, &e), &e);
+  st_check_ok(cpu_gate_open(g.dir, 1, &g.gate, &e), &e);
   g.svc = start_service(g.db, 0);
   g.ch = connect_to(g.svc, g.addr, sizeof g.addr);
   load_model(g.ch);
@@ -256,6 +262,7 @@ static int group_teardown(void **state) {
     fake_agent_destroy(g.f[i]);
   }
   fake_agent_destroy(g.victim);
+  cpu_gate_close(g.gate);
   xexec_destroy(g.x);
   model_destroy(g.m);
   char cmd[400];
@@ -270,6 +277,11 @@ static void start_real(int i, const char *name) {
   agent_options o = agent_default_options();
   o.name = name;
   o.speed = REAL_SPEED;
+  /* One at a time: two bursts on the two cores at once (and the test's
+   * own threads) inflate each other's CPU time, which the speed divides.
+   * An agent halved in speed then overlapped less with the other, and its
+   * tiles took 0.7x the other's CPU: it looked 1.4x slower, not 2x. */
+  o.gate = g.gate;
   err e = {0};
   int port = 0;
   st_check_ok(agent_create(&o, &g.real[i], &e), &e);
@@ -305,9 +317,14 @@ static void trace_costs(double share) {
  * stood: *from, or a mean seen since that lies further the other way (the
  * previous change may still be settling: after a restore the share can
  * first fall on), which *from then gets. At most ADAPT_REQUESTS: the
- * number of requests, or -1; *share gets the last mean. One share scatters (tile times on a loaded
- * machine do), a few in a row tell. */
-static int requests_until(double *from, int direction, double *share, unsigned seed) {
+ * number of requests, or -1; *share gets the last mean. One share
+ * scatters (tile times on a loaded machine do), a few in a row tell.
+ * With `settle`, all ADAPT_REQUESTS
+ * run, so that *share is where the split settled (the level the next
+ * change is measured from), not where it first passed the mark. */
+static int requests_until(double *from, int direction, bool settle, double *share,
+                          unsigned seed) {
+  int moved = -1;
   double last[MEAN_OF];
   for (int i = 1; i <= ADAPT_REQUESTS; i++) {
     infer_exact_on(g.ch, seed + (unsigned)i, NULL);
@@ -318,9 +335,10 @@ static int requests_until(double *from, int direction, double *share, unsigned s
     for (int j = 0; j < k; j++) *share += last[j] / k;
     if (i < MEAN_OF) continue;
     if (direction * (*from - *share) > 0) *from = *share;
-    if (direction * (*share - *from) > SHARE_MOVE) return i;
+    if (moved < 0 && direction * (*share - *from) > SHARE_MOVE) moved = i;
+    if (moved > 0 && !settle) break;
   }
-  return -1;
+  return moved;
 }
 
 static void test_slowed_agent_gets_fewer_rows_then_more(void **state) {
@@ -329,34 +347,46 @@ static void test_slowed_agent_gets_fewer_rows_then_more(void **state) {
   start_real(1, "r2");
   const char *names[] = {"r1", "r2"};
   st_wait_up(g.ch, names, 2);
+  /* The prior b / a of every fit is the median of the calibrations. */
+  cluster_member up[PLAN_MAX_DEVICES];
+  int n_up = cluster_acquire_up(service_cluster(g.svc), NULL, up, PLAN_MAX_DEVICES);
+  double lo = INFINITY, hi = -INFINITY;
+  for (int i = 0; i < n_up; i++) {
+    plan_device d;
+    assert_true(cluster_agent_profiled(up[i].agent, &d));
+    lo = fmin(lo, d.fixed_ms / d.ms_per_gflop);
+    hi = fmax(hi, d.fixed_ms / d.ms_per_gflop);
+    cluster_release(up[i].agent);
+  }
+  double beta = refit_shared_beta(service_cluster(g.svc));
+  assert_true(n_up >= 2 && beta >= lo && beta <= hi);
+
   double even = 0;
   for (int i = 0; i < WARM_REQUESTS; i++) {
     infer_exact_on(g.ch, 100u + (unsigned)i, "r2");
     double share = row_share("r2");
     trace_costs(share);
-    if (i >= WARM_REQUESTS - MEAN_OF) even += share / MEAN_OF;
+    if (i >= WARM_REQUESTS - EVEN_OF) even += share / EVEN_OF;
   }
-  /* Equal agents, but not necessarily an even split on this model: its
-   * tiles are small enough (3 to 30 MFLOP) that the fixed cost b weighs,
-   * and each fit's b / a leans on the device's own calibration, which
-   * scatters fourfold between two equal agents here (0.003 against 0.012
-   * GFLOP). The proportional split reads a alone: 0.34 to 0.66 was seen.
-   * What the test asks is that each has a real share, and that it moves. */
-  if (even < 0.25 || even > 0.75)
+  /* On this model's small tiles (3 to 30 MFLOP) the fixed cost b weighs,
+   * and with each fit's b / a leaning on the device's own calibration
+   * (0.003 against 0.012 GFLOP for these two, once) equal agents were
+   * split 0.34 / 0.66; with the cluster's median b / a, 0.45 to 0.59. */
+  if (even < 0.35 || even > 0.65)
     fail_msg("two agents of one speed: r2 has %.2f of the rows:\n%s", even, trace);
 
   err e = {0};
   st_check_ok(agent_set_speed(g.real[1], REAL_SPEED / 2, &e), &e); /* throttled */
   double slow = 0;
-  int n = requests_until(&even, -1, &slow, 200);
+  int n = requests_until(&even, -1, true, &slow, 200);
   if (n < 0)
     fail_msg("r2 at half speed still has %.2f of the rows (was %.2f):\n%s", slow, even, trace);
-  print_message("halved speed: r2's share %.2f -> %.2f (mean of %d) within %d requests\n", even,
-                slow, MEAN_OF, n);
+  print_message("halved speed: r2's share %.2f moved within %d requests, settled at %.2f (mean "
+                "of %d)\n", even, n, slow, MEAN_OF);
 
   st_check_ok(agent_set_speed(g.real[1], REAL_SPEED, &e), &e); /* recovered */
   double back = 0;
-  n = requests_until(&slow, +1, &back, 300);
+  n = requests_until(&slow, +1, false, &back, 300);
   if (n < 0)
     fail_msg("r2 restored still has %.2f of the rows (slowed: %.2f):\n%s", back, slow, trace);
   print_message("restored: r2's share %.2f -> %.2f (mean of %d) within %d requests\n", slow, back,
@@ -646,7 +676,7 @@ static void test_nonsense_cost_never_reaches_planner(void **state) {
   plan_device general;
   assert_true(cluster_agent_get_cost(a, NULL, &general));
   refit_report rep;
-  st_check_ok(refit_device(st, a, "nonsense", NULL, &rep, &e), &e);
+  st_check_ok(refit_device(st, a, "nonsense", NULL, -1, &rep, &e), &e);
   assert_false(rep.compute_fitted);
   assert_false(rep.model_fitted);
   if (!strstr(rep.why, "does not grow") && !strstr(rep.why, "explains too little"))
