@@ -51,7 +51,7 @@
 #define STORE_KIND_MODEL_PREFIX "model:"
 
 enum {
-  STORE_SCHEMA_VERSION = 3,
+  STORE_SCHEMA_VERSION = 4,
   STORE_BUSY_TIMEOUT_MS = 5000, /* wait this long for another writer */
   /* Sizes of the string fields, terminating NUL included. Longer input is
    * refused rather than cut, so what is read back is what was written. */

@@ -773,16 +773,20 @@ static void test_requests_and_views(void **state) {
   ASSERT_ERR(ERR_INVALID, "request model is empty",
              store_request_begin(s, &nr, &bad_id, &e_));
 
-  /* Device a: 5 tiles of relative error -10, 0, 10, 20, 50 %. Device b:
-   * 150 tiles, the 50 oldest 3x slower than predicted, the newest 100
-   * exact, so its window (100 newest) shows no error. */
+  /* Device a: 5 tiles of relative error -10, 0, 10, 20, 50 %, and a first
+   * run of a strip (+900 %: it prepared the strip), which the error
+   * columns leave out. Device b: 150 tiles, the 50 oldest 3x slower than
+   * predicted, the newest 100 exact, so its window (100 newest) shows no
+   * error. */
   const double measured[] = {9, 10, 11, 12, 15};
-  store_tile t[5 + 150];
+  store_tile t[5 + 150 + 1];
   for (int i = 0; i < 5; i++) t[i] = tile(ids[0], a, 10, measured[i]);
   for (int i = 0; i < 150; i++)
     t[5 + i] = tile(ids[1], b, 10, i < 50 ? 30 : 10);
   t[4].request_id = ids[1]; /* a also worked on request 2 */
-  ASSERT_OK(store_tiles_add(s, t, 155, &e_));
+  t[155] = tile(ids[1], a, 10, 100);
+  t[155].fresh_strip = true;
+  ASSERT_OK(store_tiles_add(s, t, 156, &e_));
   store_close(s);
 
   sqlite3 *db = raw_open(f->path);
@@ -794,6 +798,8 @@ static void test_requests_and_views(void **state) {
   assert_true(raw_num(db, "SELECT gflop_per_s FROM device_speed "
                           "WHERE device = 'a'") == 10);
   assert_true(raw_num(db, "SELECT tiles FROM device_speed "
+                          "WHERE device = 'a'") == 6);
+  assert_true(raw_num(db, "SELECT recent_tiles FROM device_speed "
                           "WHERE device = 'a'") == 5);
   assert_true(raw_num(db, "SELECT median_err_pct FROM device_speed "
                           "WHERE device = 'a'") == 10);
