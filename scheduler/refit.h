@@ -17,13 +17,14 @@
  *  0. first runs of a strip (made for the tile: XNNPACK operators set up,
  *     weights packed, buffers touched for the first time) are left out
  *     when at least REFIT_MIN_TILES repeat runs are in the window. A first
- *     run costs ten times a repeat one and more on a small tile (about
- *     twice on the zoo models at 200x200), and a plan change makes them on
- *     every device it moves rows to: in the fit they looked like a
- *     slowdown of whichever device the last plan changed most (two equal
- *     agents were once fitted at 3011 and 1110 ms per GFLOP and split
- *     0.24 / 0.76). The rate a plan is priced at is that of its repeat
- *     runs; only a device with too few of them is fitted on all;
+ *     run costs ten times a repeat one and more on a small tile (5-10 %
+ *     more CPU per GFLOP on the zoo models at 200x200, whose strip memory
+ *     stays resident), and a plan change makes them on every device it
+ *     moves rows to: in the fit they looked like a slowdown of whichever
+ *     device the last plan changed most (two equal agents were once
+ *     fitted at 3011 and 1110 ms per GFLOP and split 0.24 / 0.76). The
+ *     rate a plan is priced at is that of its repeat runs; only a device
+ *     with too few of them is fitted on all;
  *  1. weights halve every REFIT_HALF_LIFE_TILES samples (recency);
  *  2. a weighted least-squares line through all of them, with a prior:
  *     REFIT_B_PRIOR_WEIGHT (b - beta a)^2 added to the squared error,
