@@ -58,7 +58,7 @@ enum {
   ADAPT_REQUESTS = 10,   /* the speed change must show within this many */
   MEAN_OF = 3,           /* requests whose shares are averaged */
   EVEN_OF = 5,           /* last warm requests whose shares are the even level */
-  WARM_REQUESTS = 10, /* first runs are left out of the fits: a few requests give them repeat runs */
+  WARM_REQUESTS = 10,    /* first runs are out of the fits: these give repeat runs */
   PROMPT_MS = 15000,
 };
 
@@ -319,9 +319,9 @@ static void trace_costs(double share) {
  * first fall on), which *from then gets. At most ADAPT_REQUESTS: the
  * number of requests, or -1; *share gets the last mean. One share
  * scatters (tile times on a loaded machine do), a few in a row tell.
- * With `settle`, all ADAPT_REQUESTS
- * run, so that *share is where the split settled (the level the next
- * change is measured from), not where it first passed the mark. */
+ * With `settle`, all ADAPT_REQUESTS run, so that *share is where the
+ * split settled (the level the next change is measured from), not where
+ * it first passed the mark. */
 static int requests_until(double *from, int direction, bool settle, double *share,
                           unsigned seed) {
   int moved = -1;
@@ -336,7 +336,7 @@ static int requests_until(double *from, int direction, bool settle, double *shar
     if (i < MEAN_OF) continue;
     if (direction * (*from - *share) > 0) *from = *share;
     if (moved < 0 && direction * (*share - *from) > SHARE_MOVE) moved = i;
-    if (moved > 0 && !settle) break;
+    if (moved >= 0 && !settle) break;
   }
   return moved;
 }

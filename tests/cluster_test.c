@@ -57,6 +57,7 @@
 #include "runtime/stats.h"
 #include "runtime/xexec.h"
 #include "runtime/zoo.h"
+#include "scheduler/plan_recall.h"
 #include "storage/store.h"
 
 enum {
@@ -324,7 +325,6 @@ static void test_every_model_exact_20_requests(void **state) {
  * what holds for it is that its plan is never predicted slower than the
  * proportional one, from the same cost models, but for the reuse gain of
  * a recalled plan. */
-static const double RECALL_GAIN = 0.10; /* PLAN_RECALL_DEFAULT_GAIN */
 static void test_faster_agents_get_more_rows(void **state) {
   (void)state;
   for (int k = 0; k < g.n_models; k++) {
@@ -337,7 +337,7 @@ static void test_faster_agents_get_more_rows(void **state) {
     /* The plan shown may be a recalled one, kept while within the reuse
      * gain of a fresh exact plan (scheduler/plan_recall.h), which is never
      * predicted slower than the proportional one. */
-    if (!(ex->predicted_ms <= p->predicted_ms * (1 + RECALL_GAIN) * (1 + 1e-9)))
+    if (!(ex->predicted_ms <= p->predicted_ms * (1 + PLAN_RECALL_DEFAULT_GAIN) * (1 + 1e-9)))
       fail_msg("%s: exact predicts %.3f ms, proportional %.3f ms", g.models[k].name,
                ex->predicted_ms, p->predicted_ms);
     rpc_free((ProtobufCMessage *)ex);

@@ -27,7 +27,9 @@
 #if defined(__SANITIZE_ADDRESS__)
 #include <sanitizer/asan_interface.h>
 /* Whether any byte of [p, p + n) is poisoned. */
-static bool poisoned(const void *p, size_t n) { return __asan_region_is_poisoned((void *)p, n) != NULL; }
+static bool poisoned(const void *p, size_t n) {
+  return __asan_region_is_poisoned((void *)p, n) != NULL;
+}
 #endif
 
 static void test_blocks_come_back(void **state) {
