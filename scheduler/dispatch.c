@@ -10,6 +10,7 @@
  * than corrupting the logits.
  */
 #include "scheduler/dispatch.h"
+#include "scheduler/dispatch_internal.h"
 
 #include <grpc/status.h>
 #include <limits.h>
@@ -21,67 +22,6 @@
 
 #include "runtime/fe_moments.h"
 #include "runtime/rowcodec.h"
-
-/* Rows one device sends another between segments `segment` and + 1. */
-typedef struct dispatch_relay {
-  uint32_t segment;
-  int from, dest;
-  model_rows rows;
-  bool done;
-} dispatch_relay;
-
-/* A job as the dispatcher tracks it. */
-typedef struct dispatch_job {
-  int device;
-  uint32_t segment;
-  bool reported; /* its TileResult came */
-} dispatch_job;
-
-/* The sums of one FE layer, one slot of n_sums per part of its segment
- * (in part order, so the total does not depend on arrival order): plain
- * sums of its input, or early ones (chain > 0, fe_moments.h). */
-typedef struct dispatch_fe {
-  int layer, segment, channels, chain;
-  size_t n_sums;
-  double *sums;
-  bool *got;
-  int n_got;
-} dispatch_fe;
-
-struct dispatch {
-  const model *m;
-  xexec *head;
-  uint64_t id;
-  int n_devices;
-  int head_first;
-  bool fe_late;       /* the plan's: every FE's sums at the FE */
-  int n_segments;
-  plan_segment *segs; /* parts' `in` recomputed */
-  dispatch_msg *packed; /* the jobs, until dispatch_start */
-  dispatch_job *jobs;
-  int n_jobs;
-  bool started;
-  dispatch_relay *relays;
-  int n_relays;
-  dispatch_fe *fes;
-  int n_fes;
-  model_shape last;   /* the gathered tensor */
-  const head_rows *hr; /* the head's first FC by rows, or NULL */
-  double *hr_acc;      /* its sums so far */
-  float *gathered;
-  bool *got_row;
-  int n_got_rows;
-  float *logits;
-  int n_logits, top_class;
-  double head_ms, t_start_ms;
-  dispatch_state state;
-  uint32_t status;
-  char message[ERR_MSG_BYTES];
-  uint64_t bytes_image, bytes_relayed, bytes_output, bytes_gather_all;
-  uint64_t floats_relayed, floats_output; /* the same rows as raw floats */
-  dispatch_wire *wire; /* per segment: its output rows as floats and as sent */
-  dispatch_device devices[PLAN_MAX_DEVICES];
-};
 
 static double now_ms(void) {
   struct timespec ts;
@@ -113,8 +53,8 @@ void dispatch_outbox_free(dispatch_outbox *o) {
   o->cap = 0;
 }
 
-static err_code outbox_add(dispatch_outbox *o, int device, uint8_t *data, size_t len,
-                           err *e) {
+err_code dispatch__outbox_add(dispatch_outbox *o, int device, uint8_t *data, size_t len,
+                              err *e) {
   if (o->n == o->cap) {
     int cap = o->cap ? 2 * o->cap : 16;
     dispatch_msg *msgs = realloc(o->msgs, (size_t)cap * sizeof *msgs);
@@ -129,19 +69,11 @@ static err_code outbox_add(dispatch_outbox *o, int device, uint8_t *data, size_t
   return ERR_OK;
 }
 
-static uint8_t *pack_in(const Edgedi__V1__ExecuteIn *m, size_t *len) {
+uint8_t *dispatch__pack_in(const Edgedi__V1__ExecuteIn *m, size_t *len) {
   *len = edgedi__v1__execute_in__get_packed_size(m);
   uint8_t *data = malloc(*len ? *len : 1);
   if (data) edgedi__v1__execute_in__pack(m, data);
   return data;
-}
-
-static err_code send_in(dispatch_outbox *o, int device, const Edgedi__V1__ExecuteIn *m,
-                        err *e) {
-  size_t len;
-  uint8_t *data = pack_in(m, &len);
-  if (!data) return err_set(e, ERR_NOMEM, "dispatch: out of memory for a message");
-  return outbox_add(o, device, data, len, e);
 }
 
 /* ---- failing -------------------------------------------------------------- */
@@ -151,16 +83,7 @@ static void fail(dispatch *d, uint32_t status, const char *msg, dispatch_outbox 
   d->state = DISPATCH_FAILED;
   d->status = status == GRPC_STATUS_OK ? GRPC_STATUS_UNKNOWN : status;
   snprintf(d->message, sizeof d->message, "%s", msg);
-  if (!d->started || !out) return;
-  for (int dev = 0; dev < d->n_devices; dev++) {
-    if (d->devices[dev].jobs == 0) continue;
-    Edgedi__V1__Release rel = EDGEDI__V1__RELEASE__INIT;
-    rel.request_id = d->id;
-    Edgedi__V1__ExecuteIn in = EDGEDI__V1__EXECUTE_IN__INIT;
-    in.msg_case = EDGEDI__V1__EXECUTE_IN__MSG_RELEASE;
-    in.release = &rel;
-    if (send_in(out, dev, &in, NULL) != ERR_OK) return; /* agents time out instead */
-  }
+  if (d->started && out) dispatch__release(d, out, true);
 }
 
 /* An agent said something the plan did not ask for. */
@@ -195,7 +118,10 @@ void dispatch_destroy(dispatch *d) {
   for (int i = 0; i < d->n_fes; i++) {
     free(d->fes[i].sums);
     free(d->fes[i].got);
+    free(d->fes[i].scale);
+    free(d->fes[i].waiting);
   }
+  for (int i = 0; i < d->n_devices; i++) dispatch_outbox_free(&d->log[i]);
   free(d->fes);
   free(d->gathered);
   free(d->got_row);
@@ -285,7 +211,10 @@ static err_code make_fes(dispatch *d, err *e) {
       f->n_sums = fe_moments_size(m, l, f->chain);
       f->sums = calloc((size_t)d->segs[si].n_parts * f->n_sums, sizeof *f->sums);
       f->got = calloc((size_t)d->segs[si].n_parts, sizeof *f->got);
-      if (!f->sums || !f->got) return err_set(e, ERR_NOMEM, "dispatch: out of memory");
+      f->waiting = malloc((size_t)(d->segs[si].n_parts + DISPATCH_MAX_STANDINS) *
+                          sizeof *f->waiting);
+      if (!f->sums || !f->got || !f->waiting)
+        return err_set(e, ERR_NOMEM, "dispatch: out of memory");
     }
   return ERR_OK;
 }
@@ -360,7 +289,7 @@ static err_code make_job(dispatch *d, int si, int k, const preprocess_image *img
   in.job = &job;
   dispatch_msg *pm = &d->packed[d->n_jobs];
   pm->device = dev;
-  pm->data = pack_in(&in, &pm->len);
+  pm->data = dispatch__pack_in(&in, &pm->len);
   if (!pm->data) return err_set(e, ERR_NOMEM, "dispatch: out of memory packing a job");
   d->jobs[d->n_jobs++] = (dispatch_job){.device = dev, .segment = (uint32_t)si};
   d->devices[dev].jobs++;
@@ -465,8 +394,17 @@ err_code dispatch_start(dispatch *d, dispatch_outbox *out, err *e) {
   d->started = true;
   d->t_start_ms = now_ms();
   for (int i = 0; i < d->n_jobs; i++) {
-    err_code rc = outbox_add(out, d->packed[i].device, d->packed[i].data, d->packed[i].len, e);
-    d->packed[i].data = NULL; /* the outbox owns it now, or it is freed */
+    dispatch_msg *pm = &d->packed[i];
+    err_code rc = ERR_OK;
+    if (d->keep_log) { /* a copy, for stand-ins */
+      uint8_t *copy = malloc(pm->len ? pm->len : 1);
+      if (copy) memcpy(copy, pm->data, pm->len);
+      rc = copy ? dispatch__outbox_add(&d->log[pm->device], pm->device, copy, pm->len, e)
+                : err_set(e, ERR_NOMEM, "dispatch: out of memory");
+    }
+    if (rc == ERR_OK) rc = dispatch__outbox_add(out, pm->device, pm->data, pm->len, e);
+    else free(pm->data);
+    pm->data = NULL; /* the outbox owns it now, or it is freed */
     if (rc != ERR_OK) {
       fail(d, GRPC_STATUS_RESOURCE_EXHAUSTED, e ? e->msg : "out of memory", out);
       return rc;
@@ -537,8 +475,12 @@ static void run_head(dispatch *d, dispatch_outbox *out, double t0) {
   d->head_ms = now_ms() - t0;
 }
 
-static dispatch_state on_rows(dispatch *d, int from, const Edgedi__V1__RowsData *rd,
+/* Rows from `from`, doing device `role`'s work. With `doubled` (the role
+ * has a stand-in) rows already relayed or gathered from the other copy are
+ * dropped: the first of two copies wins. */
+static dispatch_state on_rows(dispatch *d, int role, bool doubled, const Edgedi__V1__RowsData *rd,
                               dispatch_outbox *out) {
+  int from = role;
   if (rd->segment >= (uint32_t)d->n_segments)
     return agent_bug(d, out, "device %d sent rows of segment %u of %d", from, rd->segment,
                      d->n_segments);
@@ -563,25 +505,27 @@ static dispatch_state on_rows(dispatch *d, int from, const Edgedi__V1__RowsData 
     return agent_bug(d, out, "device %d sent rows of segment %u: %s", from, rd->segment,
                      ce.msg);
   size_t len = rd->data.len; /* as it crosses the links */
-  d->wire[rd->segment].raw += n * sizeof(float);
-  d->wire[rd->segment].sent += len;
   if (rd->dest >= 0) {
     dispatch_relay *rel = NULL;
     for (int i = 0; i < d->n_relays && !rel; i++) {
       dispatch_relay *x = &d->relays[i];
-      if (!x->done && x->segment == rd->segment && x->from == from && x->dest == rd->dest &&
-          x->rows.lo == r.lo && x->rows.hi == r.hi)
+      if (x->segment == rd->segment && x->from == from && x->dest == rd->dest &&
+          x->rows.lo == r.lo && x->rows.hi == r.hi && (!x->done || doubled))
         rel = x;
     }
     if (!rel)
       return agent_bug(d, out, "device %d sent rows [%d, %d) of segment %u for device %d, "
                        "which were not asked for",
                        from, r.lo, r.hi, rd->segment, rd->dest);
+    if (rel->done) return d->state; /* the other copy's came first */
     rel->done = true;
+    d->wire[rd->segment].raw += n * sizeof(float);
+    d->wire[rd->segment].sent += len;
+    Edgedi__V1__RowsData fwd = *rd; /* as it came, under each recipient's id */
     Edgedi__V1__ExecuteIn in = EDGEDI__V1__EXECUTE_IN__INIT;
     in.msg_case = EDGEDI__V1__EXECUTE_IN__MSG_ROWS;
-    in.rows = (Edgedi__V1__RowsData *)rd; /* packed as it came */
-    if (send_in(out, rel->dest, &in, NULL) != ERR_OK) {
+    in.rows = &fwd;
+    if (dispatch__send(d, out, rel->dest, &in, true, NULL) != ERR_OK) {
       fail(d, GRPC_STATUS_RESOURCE_EXHAUSTED, "dispatch: out of memory relaying rows", out);
       return d->state;
     }
@@ -595,8 +539,12 @@ static dispatch_state on_rows(dispatch *d, int from, const Edgedi__V1__RowsData 
     return agent_bug(d, out, "device %d sent rows of segment %u to %d, not the scheduler's "
                      "last segment",
                      from, rd->segment, rd->dest);
-  for (int y = r.lo; y < r.hi; y++)
-    if (d->got_row[y]) return agent_bug(d, out, "device %d sent output row %d twice", from, y);
+  int got = 0;
+  for (int y = r.lo; y < r.hi; y++) got += d->got_row[y];
+  if (doubled && got == rows_count(r)) return d->state; /* the other copy's came first */
+  if (got) return agent_bug(d, out, "device %d sent output rows [%d, %d) twice", from, r.lo, r.hi);
+  d->wire[rd->segment].raw += n * sizeof(float);
+  d->wire[rd->segment].sent += len;
   size_t row_floats = (size_t)os.w * (size_t)os.c;
   if (rowcodec_unpack((int)rd->encoding, rd->data.data, len,
                       d->gathered + (size_t)r.lo * row_floats, n, &ce) != ERR_OK)
@@ -613,8 +561,25 @@ static dispatch_state on_rows(dispatch *d, int from, const Edgedi__V1__RowsData 
   return d->state;
 }
 
-static dispatch_state on_fe_sums(dispatch *d, int from, const Edgedi__V1__FeSums *fs,
-                                 dispatch_outbox *out) {
+/* The scale of f to sender `to` (a device or a tag). */
+static err_code send_scale(dispatch *d, const dispatch_fe *f, int to, dispatch_outbox *out,
+                           err *e) {
+  Edgedi__V1__FeScale sc = EDGEDI__V1__FE_SCALE__INIT;
+  sc.segment = (uint32_t)f->segment;
+  sc.layer = (uint32_t)f->layer;
+  sc.n_scale = (size_t)f->channels;
+  sc.scale = f->scale;
+  Edgedi__V1__ExecuteIn in = EDGEDI__V1__EXECUTE_IN__INIT;
+  in.msg_case = EDGEDI__V1__EXECUTE_IN__MSG_FE_SCALE;
+  in.fe_scale = &sc;
+  return dispatch__send(d, out, to, &in, false, e);
+}
+
+/* Sums from `from` (a device or a tag) doing device `role`'s work. Each
+ * part's first sums count; every sender gets the scale once it is known
+ * (a stand-in that reaches an FE later gets it at once). */
+static dispatch_state on_fe_sums(dispatch *d, int from, int role, bool doubled,
+                                 const Edgedi__V1__FeSums *fs, dispatch_outbox *out) {
   dispatch_fe *f = NULL;
   for (int i = 0; i < d->n_fes && !f; i++)
     if ((uint32_t)d->fes[i].layer == fs->layer && (uint32_t)d->fes[i].segment == fs->segment)
@@ -622,14 +587,14 @@ static dispatch_state on_fe_sums(dispatch *d, int from, const Edgedi__V1__FeSums
   if (!f)
     return agent_bug(d, out, "device %d sent sums of layer %u in segment %u, not an FE layer "
                      "of it",
-                     from, fs->layer, fs->segment);
+                     role, fs->layer, fs->segment);
   const plan_segment *s = &d->segs[f->segment];
-  int k = part_index(s, from);
-  if (k < 0 || f->got[k] || fs->chain != (uint32_t)f->chain || fs->n_sums != f->n_sums ||
-      !fs->owned)
+  int k = part_index(s, role);
+  if (k < 0 || (f->got[k] && !doubled) || fs->chain != (uint32_t)f->chain ||
+      fs->n_sums != f->n_sums || !fs->owned)
     return agent_bug(d, out, "device %d sent unexpected sums (%zu over a chain of %u, not %zu "
                      "over %d) for layer %d",
-                     from, fs->n_sums, fs->chain, f->n_sums, f->chain, f->layer);
+                     role, fs->n_sums, fs->chain, f->n_sums, f->chain, f->layer);
   model_rows owned;
   err e = {0};
   if (model_fe_owned_rows(d->m, s->first, s->end, s->parts[k].out, f->layer, &owned, &e) !=
@@ -638,30 +603,28 @@ static dispatch_state on_fe_sums(dispatch *d, int from, const Edgedi__V1__FeSums
        (fs->owned->lo != (uint32_t)owned.lo || fs->owned->hi != (uint32_t)owned.hi)))
     return agent_bug(d, out, "device %d summed rows [%u, %u) of layer %d's input, not its own "
                      "[%d, %d)",
-                     from, fs->owned->lo, fs->owned->hi, f->layer, owned.lo, owned.hi);
-  memcpy(f->sums + (size_t)k * f->n_sums, fs->sums, f->n_sums * sizeof(double));
-  f->got[k] = true;
-  if (++f->n_got < s->n_parts) return d->state;
-  double *total = calloc(f->n_sums, sizeof *total);
-  float *scale = malloc((size_t)f->channels * sizeof *scale);
-  err_code rc = total && scale ? ERR_OK : err_set(&e, ERR_NOMEM, "out of memory");
-  for (int j = 0; rc == ERR_OK && j < s->n_parts; j++)
-    for (size_t c = 0; c < f->n_sums; c++) total[c] += f->sums[(size_t)j * f->n_sums + c];
-  if (rc == ERR_OK) rc = fe_moments_scale(d->m, f->layer, f->chain, total, scale, &e);
-  for (int j = 0; rc == ERR_OK && j < s->n_parts; j++) {
-    Edgedi__V1__FeScale sc = EDGEDI__V1__FE_SCALE__INIT;
-    sc.request_id = d->id;
-    sc.segment = (uint32_t)f->segment;
-    sc.layer = (uint32_t)f->layer;
-    sc.n_scale = (size_t)f->channels;
-    sc.scale = scale;
-    Edgedi__V1__ExecuteIn in = EDGEDI__V1__EXECUTE_IN__INIT;
-    in.msg_case = EDGEDI__V1__EXECUTE_IN__MSG_FE_SCALE;
-    in.fe_scale = &sc;
-    rc = send_in(out, s->parts[j].device, &in, &e);
+                     role, fs->owned->lo, fs->owned->hi, f->layer, owned.lo, owned.hi);
+  err_code rc = ERR_OK;
+  if (f->scale) { /* a late copy: the scale is known */
+    rc = send_scale(d, f, from, out, &e);
+  } else {
+    f->waiting[f->n_waiting++] = from; /* room for every part and stand-in */
+    if (!f->got[k]) {
+      memcpy(f->sums + (size_t)k * f->n_sums, fs->sums, f->n_sums * sizeof(double));
+      f->got[k] = true;
+      f->n_got++;
+    }
+    if (f->n_got < s->n_parts) return d->state;
+    double *total = calloc(f->n_sums, sizeof *total);
+    f->scale = malloc((size_t)f->channels * sizeof *f->scale);
+    rc = total && f->scale ? ERR_OK : err_set(&e, ERR_NOMEM, "out of memory");
+    for (int j = 0; rc == ERR_OK && j < s->n_parts; j++)
+      for (size_t c = 0; c < f->n_sums; c++) total[c] += f->sums[(size_t)j * f->n_sums + c];
+    if (rc == ERR_OK) rc = fe_moments_scale(d->m, f->layer, f->chain, total, f->scale, &e);
+    for (int j = 0; rc == ERR_OK && j < f->n_waiting; j++)
+      rc = send_scale(d, f, f->waiting[j], out, &e);
+    free(total);
   }
-  free(total);
-  free(scale);
   if (rc != ERR_OK) {
     char msg[ERR_MSG_BYTES];
     snprintf(msg, sizeof msg, "dispatch: feature enhancement of layer %d: %.400s", f->layer,
@@ -671,17 +634,20 @@ static dispatch_state on_fe_sums(dispatch *d, int from, const Edgedi__V1__FeSums
   return d->state;
 }
 
-static dispatch_state on_result(dispatch *d, int from, const Edgedi__V1__TileResult *tr,
-                                dispatch_outbox *out) {
-  dispatch_job *job = NULL;
+static dispatch_state on_result(dispatch *d, int role, bool doubled,
+                                const Edgedi__V1__TileResult *tr, dispatch_outbox *out) {
+  dispatch_job *job = NULL, *done = NULL;
   for (int i = 0; i < d->n_jobs && !job; i++)
-    if (d->jobs[i].device == from && d->jobs[i].segment == tr->segment && !d->jobs[i].reported)
-      job = &d->jobs[i];
+    if (d->jobs[i].device == role && d->jobs[i].segment == tr->segment) {
+      if (!d->jobs[i].reported) job = &d->jobs[i];
+      else done = &d->jobs[i];
+    }
+  if (!job && doubled && done) return d->state; /* the other copy's came first */
   if (!job)
     return agent_bug(d, out, "device %d reported a result for segment %u it was not given",
-                     from, tr->segment);
+                     role, tr->segment);
   job->reported = true;
-  dispatch_device *dv = &d->devices[from];
+  dispatch_device *dv = &d->devices[role];
   dv->results++;
   dv->compute_ms += tr->compute_ms;
   dv->cpu_ms += tr->cpu_ms;
@@ -696,22 +662,24 @@ dispatch_state dispatch_on_message(dispatch *d, int from,
                                    dispatch_outbox *out) {
   if (!d) return DISPATCH_FAILED;
   if (d->state != DISPATCH_RUNNING || !msg) return d->state;
-  if (!d->started || from < 0 || from >= d->n_devices)
+  int role = dispatch__role_of(d, from);
+  if (!d->started || role < 0)
     return agent_bug(d, out, "a message from device %d of %d before or outside the request",
                      from, d->n_devices);
-  uint64_t id;
-  if (dispatch_request_of(msg, &id) && id != d->id)
+  bool doubled = dispatch__doubled(d, role);
+  uint64_t id, want = from < d->n_devices ? d->id : d->standins[from - d->n_devices].id;
+  if (dispatch_request_of(msg, &id) && id != want)
     return agent_bug(d, out, "a message of request %llu routed to request %llu",
-                     (unsigned long long)id, (unsigned long long)d->id);
+                     (unsigned long long)id, (unsigned long long)want);
   switch (msg->msg_case) {
     case EDGEDI__V1__EXECUTE_OUT__MSG_ROWS:
-      on_rows(d, from, msg->rows, out);
+      on_rows(d, role, doubled, msg->rows, out);
       break;
     case EDGEDI__V1__EXECUTE_OUT__MSG_FE_SUMS:
-      on_fe_sums(d, from, msg->fe_sums, out);
+      on_fe_sums(d, from, role, doubled, msg->fe_sums, out);
       break;
     case EDGEDI__V1__EXECUTE_OUT__MSG_RESULT:
-      on_result(d, from, msg->result, out);
+      on_result(d, role, doubled, msg->result, out);
       break;
     case EDGEDI__V1__EXECUTE_OUT__MSG_ERROR: {
       char text[ERR_MSG_BYTES];
@@ -726,7 +694,11 @@ dispatch_state dispatch_on_message(dispatch *d, int from,
   if (d->state == DISPATCH_RUNNING && d->logits) {
     bool all = true;
     for (int i = 0; i < d->n_jobs; i++) all &= d->jobs[i].reported;
-    if (all) d->state = DISPATCH_DONE;
+    if (all) {
+      d->state = DISPATCH_DONE;
+      /* Whichever copy is still at work stops. */
+      if (d->n_standins) dispatch__release(d, out, false);
+    }
   }
   return d->state;
 }
@@ -749,9 +721,10 @@ void dispatch_get_result(const dispatch *d, dispatch_result *r) {
   r->bytes_image = d->bytes_image;
   r->bytes_relayed = d->bytes_relayed;
   r->bytes_output = d->bytes_output;
-  r->bytes_moved = d->bytes_image + 2 * d->bytes_relayed + d->bytes_output;
+  r->bytes_moved = d->bytes_image + 2 * d->bytes_relayed + d->bytes_output + d->bytes_standins;
   r->bytes_gather_all = d->bytes_gather_all;
-  r->bytes_moved_raw = d->bytes_image + 2 * d->floats_relayed + d->floats_output;
+  r->bytes_moved_raw =
+      d->bytes_image + 2 * d->floats_relayed + d->floats_output + d->bytes_standins;
   r->n_devices = d->n_devices;
   r->devices = d->devices;
   r->n_segments = d->n_segments;

@@ -140,7 +140,8 @@ err_code dispatch_set_head_rows(dispatch *d, const head_rows *h, err *e);
 /* Queues every job for sending (once). */
 err_code dispatch_start(dispatch *d, dispatch_outbox *out, err *e);
 
-/* Handles one message from device `from`; returns the request's state. */
+/* Handles one message from device `from` (or a stand-in's tag, below);
+ * returns the request's state. */
 dispatch_state dispatch_on_message(dispatch *d, int from,
                                    const Edgedi__V1__ExecuteOut *msg,
                                    dispatch_outbox *out);
@@ -154,6 +155,30 @@ void dispatch_fail(dispatch *d, uint32_t status, const char *message,
 /* The request's state, logits and accounting; pointers valid until the
  * next call on d. */
 void dispatch_get_result(const dispatch *d, dispatch_result *r);
+
+/* Stand-ins (scheduler/infer.h, "Agent loss" and "Stragglers"): another
+ * agent repeats device `role`'s work from its first job, while the request
+ * runs on, because the device died or is far behind. The caller gives the
+ * stand-in a request id of its own (so that one agent may hold a device's
+ * work and a stand-in's at once) and gets a tag, n_devices + k: messages
+ * for the stand-in come out of the outbox with device == tag, and the
+ * caller passes the stand-in's messages in with from == tag. At once the
+ * outbox gets the device's jobs and every row relayed to it so far, under
+ * the stand-in's id; from then on, jobs' rows relayed to the device go to
+ * its stand-ins too, and each FE scale goes to every copy once that copy
+ * has sent its sums. Of what the device and its stand-ins send, the first
+ * copy of each relayed or gathered rows, FE sums and TileResult counts
+ * and later copies are dropped (so the logits are the plan's, whoever
+ * computed them); once the request is DONE, the device and its stand-ins
+ * get a Release so that the copy still at work stops. Needs
+ * dispatch_keep_log() before dispatch_start (a copy of every job and
+ * relayed row, kept until the dispatch is destroyed). ERR_INVALID (no log,
+ * not started, over, an id in use), ERR_RANGE (a device without work, more
+ * than DISPATCH_MAX_STANDINS), ERR_NOMEM: then the request is best failed. */
+enum { DISPATCH_MAX_STANDINS = 8 };
+err_code dispatch_keep_log(dispatch *d, err *e);
+err_code dispatch_add_standin(dispatch *d, int role, uint64_t id, int *tag,
+                              dispatch_outbox *out, err *e);
 
 /* The request an agent's message belongs to, for routing: false for Hello
  * and Pong. */

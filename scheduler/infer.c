@@ -28,7 +28,9 @@ static void record_tiles(infer_req *r) {
     const plan_part *pt = &s->parts[t->part];
     v[n++] = (store_tile){
         .request_id = r->id,
-        .device_id = r->ip.members[t->device].device_id,
+        .device_id = t->by < r->ip.n_members
+                         ? r->ip.members[t->by].device_id
+                         : r->standins[t->by - r->ip.n_members].host.device_id,
         .segment = (uint32_t)t->segment,
         .first_layer = (uint32_t)s->first,
         .end_layer = (uint32_t)s->end,
@@ -54,12 +56,11 @@ static void record_tiles(infer_req *r) {
  * history. Best effort: a refit that fails keeps the model it had. */
 static void refit_agents(infer_req *r) {
   double beta = refit_shared_beta(r->c->cl);
-  for (int dev = 0; dev < r->ip.n_members; dev++) {
+  for (int by = 0; by < r->ip.n_members + r->n_standins; by++) {
     bool ran = false;
-    for (int i = 0; i < r->n_tiles && !ran; i++)
-      ran = r->tiles[i].device == dev && r->tiles[i].reported;
+    for (int i = 0; i < r->n_tiles && !ran; i++) ran = r->tiles[i].by == by && r->tiles[i].reported;
     if (ran)
-      refit_device(r->c->st, r->ip.members[dev].agent, r->ip.model->name, r->ip.model->m, beta,
+      refit_device(r->c->st, infer__agent_of(r, by), r->ip.model->name, r->ip.model->m, beta,
                    NULL, NULL);
   }
 }
@@ -87,7 +88,11 @@ static err_code fill_reply(infer_req *r, const dispatch_result *res, infer_reply
     if (dv->jobs == 0) continue; /* planned out: it took no part */
     Edgedi__V1__DeviceTiming *t = &out->timings[m->n_devices];
     edgedi__v1__device_timing__init(t);
-    snprintf(out->names[m->n_devices], sizeof out->names[0], "%s", infer__dev_name(r, i));
+    int by = i; /* named after who ran its work: a stand-in when it ran any */
+    for (int k = 0; k < r->n_tiles; k++)
+      if (r->tiles[k].device == i && r->tiles[k].reported && r->tiles[k].by != i)
+        by = r->tiles[k].by;
+    snprintf(out->names[m->n_devices], sizeof out->names[0], "%s", infer__dev_name(r, by));
     t->device = out->names[m->n_devices];
     t->rows = (uint32_t)dv->rows;
     t->compute_ms = dv->compute_ms;
@@ -100,6 +105,8 @@ static err_code fill_reply(infer_req *r, const dispatch_result *res, infer_reply
     out->timing_ptrs[m->n_devices++] = t;
   }
   m->devices = out->timing_ptrs;
+  snprintf(out->recovery, sizeof out->recovery, "%s", r->recovery);
+  m->recovery = out->recovery;
   return ERR_OK;
 }
 
@@ -261,6 +268,7 @@ static grpc_status_code execute(infer_req *r, infer_reply *out, err *e) {
     if (st == GRPC_STATUS_OK) remember_plan(r, measured_ms);
     if (st == GRPC_STATUS_OK || r->end == INFER_END_NONE) return st;
     exclude(r);
+    infer__note(r, "started over without '%s'", infer__dev_name(r, r->end_device));
     if (r->attempt + 1 >= INFER_MAX_ATTEMPTS) {
       err_set(e, ERR_UNAVAILABLE, "gave up after %d plans: %.400s", r->attempt + 1,
               r->losses[0] ? r->losses : "stragglers");

@@ -15,34 +15,51 @@
  * (the one everybody else waits for; among several, the one silent
  * longest), and it sent nothing for any other request in that time either
  * (requests queue behind each other on an agent: busy is not stuck): it
- * is marked down (cluster_agent_fail). The request
- * then starts over: a new plan over the agents still up (the lost one
- * left out), every job sent again from segment 0 with the image, under a
- * new wire id (request id | attempt << INFER_ATTEMPT_SHIFT) so that the
- * agents drop what is left of the old attempt (Release) and its late
- * messages reach no mailbox. What that costs: the work done before the
- * loss is thrown away (the time until the loss is noticed, plus one whole
- * run on fewer agents); nothing of the surviving agents' resident strips
- * is reused, because the new plan's strips differ and the scheduler keeps
- * no copy of the rows it relayed. Exact logits need nothing more: the new
- * attempt is an ordinary distributed run. A request fails only when no
- * agent is left (UNAVAILABLE "no agent is up ..."), when its deadline
- * passes, or after INFER_MAX_ATTEMPTS plans. A lost agent that registers
- * again is profiled anew and planned on by the next request.
+ * is marked down (cluster_agent_fail). What follows is one of two
+ * recoveries (infer_ctx.on_loss):
+ *  - a stand-in: another up agent takes over the lost agent's work within
+ *    the running attempt (scheduler/dispatch.h, "Stand-ins"). It gets the
+ *    lost agent's jobs from the first and every row relayed to it so far,
+ *    under a wire id of its own (the attempt's | (k + 1) <<
+ *    INFER_STANDIN_SHIFT), so it may be an agent with work of its own in
+ *    the same request; the other agents go on where they are, their
+ *    resident strips and finished segments kept, and what the lost agent
+ *    had already sent counts (its second copy is dropped). The host is
+ *    the up agent predicted to finish the lost work first: that work at
+ *    its cost model, after its own unfinished tiles of this request;
+ *  - a restart: a new plan over the agents still up (the lost one left
+ *    out), every job sent again from segment 0 with the image, under a
+ *    new wire id (request id | attempt << INFER_ATTEMPT_SHIFT) so that the
+ *    agents drop what is left of the old attempt (Release) and its late
+ *    messages reach no mailbox. The work before the loss is thrown away,
+ *    but the rest is spread over every agent left.
+ * INFER_ON_LOSS_AUTO, the default, stands in when that is predicted to end
+ * sooner: max(the plan's time left, the host's time for the lost work)
+ * against the plan's time over the speeds left (predicted x sum of
+ * speeds / the same without the lost agent's), so a loss late in a
+ * request, or of a small share, is stood in for and an early loss of a
+ * large share starts over. Either way the logits are exact: a stand-in
+ * computes what the lost agent would have, a restart is an ordinary
+ * distributed run. A stand-in that is lost in turn is replaced the same
+ * way. A request fails only when no agent is left (UNAVAILABLE "no agent
+ * is up ..."), when its deadline passes, or after INFER_MAX_ATTEMPTS
+ * plans. A lost agent that registers again is profiled anew and planned
+ * on by the next request.
  *
- * Stragglers (infer_ctx.straggler_factor F > 0; 0, the default, is off),
- * at request granularity: when the agent owing the earliest unfinished
- * segment s has not finished it F times later than the plan predicts the
- * end of s (from the attempt's start, plus INFER_STRAGGLER_SLACK_MS), and
- * another agent is up, the attempt is abandoned and the request re-planned
- * without it, at most INFER_MAX_STRAGGLER_REPLANS times; its live cost
- * model is scaled by how late it was so that the next requests give it
- * less work until its refit says otherwise. Its late results go to the
- * abandoned attempt and are ignored. A tile-level re-issue (the first of
- * two copies wins) is not done: the scheduler keeps no inputs to give a
- * second agent. Lateness is counted from the attempt's start, so with
- * requests pipelined on the agents (a request's tiles queued behind
- * earlier ones) the factor must exceed the depth of the pipeline.
+ * Stragglers (infer_ctx.straggler_factor F > 0; 0, the default, is off):
+ * when the agent owing the earliest unfinished segment s has not finished
+ * it F times later than the plan predicts the end of s (from the
+ * attempt's start, plus INFER_STRAGGLER_SLACK_MS), its work is re-issued
+ * to another up agent as a stand-in (unless on_loss is RESTART) and the
+ * first copy of each result wins: the straggler goes on, and whichever of
+ * the two is ahead decides. When no other agent can take it (or with
+ * RESTART), the attempt is abandoned and the request re-planned without
+ * the straggler, at most INFER_MAX_STRAGGLER_REPLANS times. Either way its
+ * live cost model is scaled by how late it was so that the next requests
+ * give it less work until its refit says otherwise. Lateness is counted
+ * from the attempt's start, so with requests pipelined on the agents (a
+ * request's tiles queued behind earlier ones) the factor must exceed the
+ * depth of the pipeline.
  *
  * Online cost models: after each attempt, every agent that reported a
  * tile is refitted from its history (refit_run.h), so the next plan reads
@@ -99,6 +116,7 @@
 #ifndef EDGEDI_INFER_H
 #define EDGEDI_INFER_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include <grpc/status.h>
@@ -126,7 +144,19 @@ enum {
   INFER_STRAGGLER_SLACK_MS = 20,   /* added to a straggler's allowance */
   INFER_WATCH_TICK_MS = 20,        /* how often a request checks its agents */
   INFER_ATTEMPT_SHIFT = 48,        /* wire id = id | attempt << this */
+  INFER_STANDIN_SHIFT = 40,        /* a stand-in's: wire id | (k + 1) << this */
 };
+
+/* What a request does when it loses an agent (above, "Agent loss"). */
+typedef enum infer_on_loss {
+  INFER_ON_LOSS_AUTO,    /* a stand-in when predicted sooner, else a restart */
+  INFER_ON_LOSS_RESTART, /* always a new plan over the agents left */
+  INFER_ON_LOSS_STANDIN, /* always a stand-in while another agent is up */
+} infer_on_loss;
+
+/* "auto", "restart", "stand-in" (NULL for anything else), and back. */
+const char *infer_on_loss_name(infer_on_loss p);
+bool infer_on_loss_parse(const char *name, infer_on_loss *out);
 
 #define INFER_DEFAULT_PLANNER "exact"
 /* A lone request's plan is remembered for reuse (plan_recall.h) only when
@@ -141,7 +171,10 @@ typedef struct infer_ctx {
   inflight *inf;
   const char *default_planner; /* NULL: INFER_DEFAULT_PLANNER */
   int default_deadline_ms;     /* <= 0: INFER_DEFAULT_DEADLINE_MS */
-  double straggler_factor;     /* > 0: re-plan without stragglers; 0: off */
+  double straggler_factor;     /* > 0: stand in for stragglers; 0: off */
+  /* An infer_on_loss; atomic so that a running service can be switched
+   * (service_set_on_loss). */
+  _Atomic int on_loss;
   int stuck_floor_ms;          /* <= 0: INFER_STUCK_FLOOR_MS */
   /* Load-aware planning (below) off: every request split by its planner
    * whatever else is in flight. */
@@ -228,6 +261,7 @@ typedef struct infer_reply {
   Edgedi__V1__DeviceTiming *timing_ptrs[PLAN_MAX_DEVICES];
   char names[PLAN_MAX_DEVICES][PLAN_NAME_BYTES];
   char planner[PLAN_NAME_BYTES];
+  char recovery[ERR_MSG_BYTES]; /* InferReply.recovery */
 } infer_reply;
 
 /* Runs one request. On GRPC_STATUS_OK out->msg is the reply (free with

@@ -26,10 +26,6 @@ uint64_t infer__wire_id(const infer_req *r) {
   return (uint64_t)r->id | ((uint64_t)r->attempt << INFER_ATTEMPT_SHIFT);
 }
 
-const char *infer__dev_name(const infer_req *r, int device) {
-  return device >= 0 && device < r->ip.n_members ? r->ip.members[device].dev.name : "?";
-}
-
 static infer_tile *tile_of(infer_req *r, int device, int segment) {
   for (int i = 0; i < r->n_tiles; i++)
     if (r->tiles[i].device == device && r->tiles[i].segment == segment) return &r->tiles[i];
@@ -37,6 +33,7 @@ static infer_tile *tile_of(infer_req *r, int device, int segment) {
 }
 
 static err_code make_tiles(infer_req *r, err *e) {
+  r->n_tiles = 0;
   const plan *p = &r->ip.p;
   int n = 0;
   for (int si = 0; si < p->n_segments; si++) n += p->segments[si].n_parts;
@@ -44,8 +41,9 @@ static err_code make_tiles(infer_req *r, err *e) {
   if (!r->tiles) return err_set(e, ERR_NOMEM, "out of memory");
   for (int si = 0; si < p->n_segments; si++)
     for (int k = 0; k < p->segments[si].n_parts; k++)
-      r->tiles[r->n_tiles++] = (infer_tile){
-          .device = p->segments[si].parts[k].device, .segment = si, .part = k};
+      r->tiles[r->n_tiles++] = (infer_tile){.device = p->segments[si].parts[k].device,
+                                            .by = p->segments[si].parts[k].device,
+                                            .segment = si, .part = k};
   return ERR_OK;
 }
 
@@ -55,6 +53,7 @@ void infer__attempt_clear(infer_req *r) {
   dispatch_outbox_clear(&r->ob);
   dispatch_destroy(r->d);
   r->d = NULL;
+  infer__standins_clear(r);
   free(r->tiles);
   r->tiles = NULL;
   r->n_tiles = 0;
@@ -74,16 +73,39 @@ static bool running(const infer_req *r) {
   return !r->d || res.state == DISPATCH_RUNNING;
 }
 
-/* Ends the attempt because device `device` is lost (`why`, which names
- * it): the next attempt plans without it. The first cause wins. */
-static void lose(infer_req *r, int device, const char *why) {
+static bool owes(const infer_req *r, int device) {
+  for (int i = 0; i < r->n_tiles; i++)
+    if (r->tiles[i].device == device && !r->tiles[i].reported) return true;
+  return false;
+}
+
+/* Whether a copy of device role's work (its own or a stand-in) is not
+ * gone. */
+static bool covered(const infer_req *r, int role) {
+  if (!r->write_failed[role]) return true;
+  for (int k = 0; k < r->n_standins; k++)
+    if (r->standins[k].role == role && !r->standins[k].gone) return true;
+  return false;
+}
+
+/* Sender `sender` (a device or a stand-in) is lost (`why`, which names
+ * it). Its work goes on where another copy of it does, or is not owed; a
+ * stand-in takes it over when infer__stand_in says so; otherwise the
+ * attempt ends and the next one plans without the device. The first cause
+ * of an end wins. */
+static void lose(infer_req *r, int sender, const char *why) {
   if (r->end != INFER_END_NONE || !running(r)) return;
-  r->end = INFER_END_LOST;
-  r->end_device = device;
-  if (device >= 0 && device < r->ip.n_members) r->write_failed[device] = true;
+  int role = infer__role_of(r, sender);
+  infer__set_gone(r, sender);
   size_t used = strlen(r->losses);
   if (used + 1 < sizeof r->losses)
     snprintf(r->losses + used, sizeof r->losses - used, "%s%s", used ? "; " : "", why);
+  if (role >= 0 && r->started &&
+      (covered(r, role) || !owes(r, role) || infer__stand_in(r, role, false, why)))
+    return;
+  r->end = INFER_END_LOST;
+  r->end_device = role;
+  infer__note(r, "%s", why);
   fail_attempt(r, GRPC_STATUS_UNAVAILABLE, why);
 }
 
@@ -116,13 +138,14 @@ static err_code note_job_sent(infer_req *r, const dispatch_msg *m, err *e) {
 static void send_outbox(infer_req *r) {
   for (int i = 0; i < r->ob.n; i++) {
     dispatch_msg m = r->ob.msgs[i]; /* by value: failing may grow the outbox */
-    if (m.device < 0 || m.device >= r->ip.n_members || r->write_failed[m.device]) continue;
+    cluster_agent *a = infer__agent_of(r, m.device);
+    if (!a || infer__gone(r, m.device)) continue;
     err e = {0};
-    err_code rc = is_packed_job(&m) ? note_job_sent(r, &m, &e) : ERR_OK;
-    cluster_agent *a = r->ip.members[m.device].agent;
+    err_code rc =
+        is_packed_job(&m) && m.device < r->ip.n_members ? note_job_sent(r, &m, &e) : ERR_OK;
     if (rc == ERR_OK) rc = cluster_agent_send_packed(a, m.data, m.len, &e);
     if (rc == ERR_OK) continue;
-    r->write_failed[m.device] = true;
+    infer__set_gone(r, m.device);
     char msg[ERR_MSG_BYTES], why[ERR_MSG_BYTES / 2];
     if (!cluster_agent_alive(a, why, sizeof why)) {
       snprintf(msg, sizeof msg, "agent '%s' went down: %s", infer__dev_name(r, m.device), why);
@@ -138,6 +161,7 @@ static void send_outbox(infer_req *r) {
       fail_attempt(r, rc == ERR_INTERNAL ? GRPC_STATUS_INTERNAL : GRPC_STATUS_RESOURCE_EXHAUSTED,
                    msg);
     }
+    /* Losing may have queued a stand-in's messages: sent in this pass. */
   }
   dispatch_outbox_clear(&r->ob);
 }
@@ -169,13 +193,13 @@ static void owed(const infer_req *r, char *buf, size_t len) {
  * agent that arrived before that, less their own half round trip, show
  * how long it was busy before it got to this job. */
 static double tile_transfer_ms(const infer_req *r, const infer_tile *t) {
-  const plan_device *dv = &r->ip.members[t->device].dev;
+  const plan_device *dv = t->by < r->ip.n_members ? &r->ip.members[t->by].dev
+                                                  : &r->standins[t->by - r->ip.n_members].host.dev;
   double one_way_ms = dv->rtt_ms / 2;
   double up_ms = one_way_ms + (double)t->r.bytes_out * 8.0 / (dv->bandwidth_mbps * 1e3);
   double taken_up_by = t->at_ms - t->r.compute_ms - t->r.wait_ms - up_ms;
   double busy_ms, last_ms;
-  cluster_agent_activity(r->ip.members[t->device].agent, t->sent_ms, taken_up_by, &busy_ms,
-                         &last_ms);
+  cluster_agent_activity(infer__agent_of(r, t->by), t->sent_ms, taken_up_by, &busy_ms, &last_ms);
   /* The agent's own count wins where it has one: a model without FE sends
    * nothing while it computes, and its last result comes up behind its
    * exports, so the bound above misses a whole segment's compute. */
@@ -184,25 +208,21 @@ static double tile_transfer_ms(const infer_req *r, const infer_tile *t) {
                                   queued_ms);
 }
 
-static bool owes(const infer_req *r, int device) {
-  for (int i = 0; i < r->n_tiles; i++)
-    if (r->tiles[i].device == device && !r->tiles[i].reported) return true;
-  return false;
-}
-
 static void on_event(infer_req *r, inflight_event *ev) {
   char msg[ERR_MSG_BYTES];
+  int role = infer__role_of(r, ev->device);
   switch (ev->kind) {
     case INFLIGHT_MESSAGE: {
       Edgedi__V1__ExecuteOut *m = ev->msg;
-      if (ev->device >= 0 && ev->device < r->ip.n_members) {
-        r->last_heard_ms[ev->device] = ev->at_ms;
+      if (role >= 0) {
+        r->last_heard_ms[role] = ev->at_ms;
         r->last_any_ms = fmax(r->last_any_ms, ev->at_ms);
       }
       if (m->msg_case == EDGEDI__V1__EXECUTE_OUT__MSG_RESULT) {
-        infer_tile *t = tile_of(r, ev->device, (int)m->result->segment);
-        if (t && !t->reported) {
+        infer_tile *t = tile_of(r, role, (int)m->result->segment);
+        if (t && !t->reported) { /* the first copy's counts (dispatch.h) */
           t->reported = true;
+          t->by = ev->device;
           t->at_ms = ev->at_ms;
           t->r = *m->result;
           t->transfer_ms = tile_transfer_ms(r, t);
@@ -217,10 +237,10 @@ static void on_event(infer_req *r, inflight_event *ev) {
       break;
     }
     case INFLIGHT_AGENT_DOWN:
-      /* An agent that already sent everything of this attempt (its
-       * exports go before its results) is not needed to finish it. */
-      if (owes(r, ev->device)) lose(r, ev->device, ev->reason);
-      else if (ev->device >= 0 && ev->device < r->ip.n_members) r->write_failed[ev->device] = true;
+      /* A copy whose work is all reported (exports go before results) is
+       * not needed to finish. */
+      if (role >= 0 && owes(r, role)) lose(r, ev->device, ev->reason);
+      else infer__set_gone(r, ev->device);
       break;
     case INFLIGHT_SHUTDOWN:
       snprintf(msg, sizeof msg, "%s",
@@ -279,6 +299,15 @@ static void penalize(infer_req *r, int device, double factor) {
   cluster_agent_set_cost(a, r->ip.model->name, &d, NULL);
 }
 
+/* The live copies of device role's work: senders, at most 1 + stand-ins. */
+static int live_copies(const infer_req *r, int role, int *out) {
+  int n = 0;
+  if (!r->write_failed[role]) out[n++] = role;
+  for (int k = 0; k < r->n_standins; k++)
+    if (r->standins[k].role == role && !r->standins[k].gone) out[n++] = r->standins[k].tag;
+  return n;
+}
+
 /* Stuck agents and stragglers (infer.h). */
 static void watch(infer_req *r) {
   if (r->end != INFER_END_NONE || !running(r)) return;
@@ -289,26 +318,36 @@ static void watch(infer_req *r) {
   int floor_ms = r->c->stuck_floor_ms > 0 ? r->c->stuck_floor_ms : INFER_STUCK_FLOOR_MS;
   double stuck_ms = fmax(INFER_STUCK_FACTOR * r->ip.p.predicted_ms, floor_ms);
   char msg[ERR_MSG_BYTES];
+  int live[1 + DISPATCH_MAX_STANDINS];
+  int n_live = live_copies(r, dev, live);
   bool silent = now - r->last_any_ms > stuck_ms;
-  if (silent) {
-    /* Silent to this request but talking for others: busy (requests
-     * pipeline behind each other on an agent), not stuck. */
+  /* Silent to this request but talking for others: busy (requests
+   * pipeline behind each other on an agent), not stuck. */
+  for (int i = 0; i < n_live && silent; i++) {
     double busy_ms = 0, last_ms = now;
-    cluster_agent_activity(r->ip.members[dev].agent, now - stuck_ms, now, &busy_ms, &last_ms);
+    cluster_agent_activity(infer__agent_of(r, live[i]), now - stuck_ms, now, &busy_ms, &last_ms);
     silent = last_ms <= now - stuck_ms;
   }
   if (silent) {
     snprintf(msg, sizeof msg,
              "agent '%s' is stuck: nothing of request %lld for %.0f ms while owing segment %d "
              "(the plan predicted %.1f ms for the whole request)",
-             infer__dev_name(r, dev), (long long)r->id, now - r->last_any_ms, seg,
-             r->ip.p.predicted_ms);
-    cluster_agent_fail(r->ip.members[dev].agent, msg);
-    lose(r, dev, msg);
+             infer__dev_name(r, n_live ? live[n_live - 1] : dev), (long long)r->id,
+             now - r->last_any_ms, seg, r->ip.p.predicted_ms);
+    for (int i = 0; i < n_live; i++) cluster_agent_fail(infer__agent_of(r, live[i]), msg);
+    for (int i = 0; i < n_live; i++) lose(r, live[i], msg);
     return;
   }
   double f = r->c->straggler_factor;
-  if (!(f > 0) || r->straggler_replans >= INFER_MAX_STRAGGLER_REPLANS) return;
+  /* While a stand-in races for work still owed, the others may be waiting
+   * for it (halos, FE sums) and the plan's times no longer apply: no new
+   * straggler until it is done. */
+  bool racing = false;
+  for (int k = 0; k < r->n_standins && !racing; k++)
+    racing = !r->standins[k].gone && owes(r, r->standins[k].role);
+  if (!(f > 0) || r->straggler_replans >= INFER_MAX_STRAGGLER_REPLANS || racing ||
+      n_live != 1 || live[0] != dev)
+    return;
   double until_ms = 0; /* the plan's end of segment seg, from the attempt's start */
   for (int s = 0; s <= seg && s < r->ip.p.n_segments; s++)
     until_ms += r->ip.p.segments[s].predicted_ms;
@@ -320,6 +359,8 @@ static void watch(infer_req *r) {
            infer__dev_name(r, dev), seg, late, until_ms > 0 ? late / until_ms : INFINITY,
            until_ms);
   penalize(r, dev, until_ms > 0 ? fmax(late / until_ms, 1.0) : f);
+  if (infer__stand_in(r, dev, true, msg)) return;
+  infer__note(r, "%s", msg);
   r->straggler_replans++;
   r->end = INFER_END_STRAGGLER;
   r->end_device = dev;
@@ -369,6 +410,8 @@ grpc_status_code infer__attempt(infer_req *r, err *e) {
   r->end_device = -1;
   r->error_device = -1;
   memset(r->write_failed, 0, sizeof r->write_failed);
+  r->n_standins = 0;
+  r->started = false;
   const models_entry *en = r->ip.model;
   for (int i = 0; i < r->ip.n_members; i++) {
     double left = r->deadline_at_ms - inflight_now_ms();
@@ -386,6 +429,7 @@ grpc_status_code infer__attempt(infer_req *r, err *e) {
     rc = dispatch_create(en->m, en->digest, &r->ip.p, r->ip.n_members, &r->img, infer__wire_id(r),
                          en->head, &r->d, e);
   if (rc == ERR_OK && en->head_rows) rc = dispatch_set_head_rows(r->d, en->head_rows, e);
+  if (rc == ERR_OK && infer__standins_on(r)) rc = dispatch_keep_log(r->d, e);
   if (rc != ERR_OK) return rc == ERR_NOMEM ? GRPC_STATUS_RESOURCE_EXHAUSTED : GRPC_STATUS_INTERNAL;
   const void *keys[PLAN_MAX_DEVICES];
   for (int i = 0; i < r->ip.n_members; i++) keys[i] = r->ip.members[i].agent;
@@ -396,6 +440,7 @@ grpc_status_code infer__attempt(infer_req *r, err *e) {
     if (!cluster_agent_alive(r->ip.members[i].agent, NULL, 0)) return unusable(r, i, ERR_OK, e);
   rc = dispatch_start(r->d, &r->ob, e);
   if (rc != ERR_OK) return GRPC_STATUS_RESOURCE_EXHAUSTED;
+  r->started = true;
   r->attempt_t0_ms = r->last_any_ms = inflight_now_ms();
   for (int i = 0; i < r->ip.n_members; i++) r->last_heard_ms[i] = r->attempt_t0_ms;
   send_outbox(r);

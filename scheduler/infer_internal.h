@@ -15,6 +15,7 @@
 /* What the scheduler saw of one tile (one part of one segment). */
 typedef struct infer_tile {
   int device, segment, part;
+  int by;               /* who ran it: `device`, or a stand-in's tag */
   double sent_ms;       /* its job was written to the agent's stream */
   bool reported;        /* its TileResult came */
   double at_ms;         /* ... and was read then */
@@ -28,6 +29,15 @@ typedef enum infer_end {
   INFER_END_LOST,      /* an agent was lost: re-plan without it */
   INFER_END_STRAGGLER, /* an agent straggled: re-plan without it */
 } infer_end;
+
+/* Another agent doing device `role`'s work in this attempt (dispatch.h,
+ * "Stand-ins"; infer.h, "Agent loss"). */
+typedef struct infer_standin {
+  cluster_member host; /* a reference, given back when the attempt is cleared */
+  int role, tag;       /* tag: its device index in the dispatcher and mailbox */
+  uint64_t id;         /* its wire id */
+  bool gone;           /* lost, or its stream cannot be written */
+} infer_standin;
 
 typedef struct infer_req {
   const infer_ctx *c;
@@ -53,6 +63,7 @@ typedef struct infer_req {
   int attempt;
   infer_plan ip;
   dispatch *d;
+  bool started;         /* its jobs are out: stand-ins may follow */
   inflight_req *mb;
   dispatch_outbox ob;
   infer_tile *tiles;
@@ -62,15 +73,44 @@ typedef struct infer_req {
   infer_end end;
   int end_device;                      /* the agent lost or straggling */
   double attempt_t0_ms;                /* its jobs were written */
-  double last_heard_ms[PLAN_MAX_DEVICES]; /* a message of this attempt came */
+  double last_heard_ms[PLAN_MAX_DEVICES]; /* per device: a message of its work came */
   double last_any_ms;                  /* from any of its agents */
+  infer_standin standins[DISPATCH_MAX_STANDINS];
+  int n_standins;
+  char recovery[ERR_MSG_BYTES / 2]; /* stand-ins, for the reply: "'f1' for 'v'" */
 } infer_req;
 
 /* The wire id of the attempt running now. */
 uint64_t infer__wire_id(const infer_req *r);
 
-/* Name of device i of the attempt ("?" out of range). */
-const char *infer__dev_name(const infer_req *r, int device);
+/* Name of the agent of device or stand-in tag `sender` ("?" out of
+ * range). */
+const char *infer__dev_name(const infer_req *r, int sender);
+
+/* Senders: the attempt's devices 0 .. n_members - 1 and its stand-ins'
+ * tags after them. The device whose work `sender` does (-1: none), its
+ * agent (NULL: none), whether it is gone. */
+int infer__role_of(const infer_req *r, int sender);
+cluster_agent *infer__agent_of(const infer_req *r, int sender);
+bool infer__gone(const infer_req *r, int sender);
+void infer__set_gone(infer_req *r, int sender);
+
+/* Whether the stand-in mechanism is on for this request: loss policy
+ * other than restart, or stragglers watched. */
+bool infer__standins_on(const infer_req *r);
+
+/* Starts a stand-in for device `role` (infer.h, "Agent loss",
+ * "Stragglers"): for a loss (straggler false), when the policy says so
+ * (infer_ctx.on_loss: always, or when it is predicted to finish sooner
+ * than starting over); for a straggler, whenever another agent can. `why`
+ * says what happened, for the reply. Whether one was started. */
+bool infer__stand_in(infer_req *r, int role, bool straggler, const char *why);
+
+/* Appends to what the reply says of losses and stragglers ("; " between). */
+void infer__note(infer_req *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Gives back the stand-ins' references. */
+void infer__standins_clear(infer_req *r);
 
 /* Runs the attempt whose plan is r->ip, from models on the agents to a
  * finished or failed dispatcher. OK when done; otherwise the status, with

@@ -28,6 +28,12 @@ struct inflight_req {
   uint64_t id;
   int n_agents;
   const void **agents;
+  struct {
+    uint64_t id;
+    const void *agent;
+    int device;
+  } alias[INFLIGHT_MAX_ALIASES];
+  int n_alias;
   pthread_cond_t cv;
   node *head, *tail;
 };
@@ -61,6 +67,16 @@ void inflight_destroy(inflight *t) {
   free(t);
 }
 
+/* Whether a mailbox takes messages of `id` (under t->mu). */
+static bool in_flight_locked(const inflight *t, uint64_t id) {
+  for (const inflight_req *x = t->open; x; x = x->next) {
+    if (x->id == id) return true;
+    for (int k = 0; k < x->n_alias; k++)
+      if (x->alias[k].id == id) return true;
+  }
+  return false;
+}
+
 err_code inflight_open(inflight *t, uint64_t id, const void *const *agents,
                        int n_agents, inflight_req **out, err *e) {
   *out = NULL;
@@ -83,10 +99,8 @@ err_code inflight_open(inflight *t, uint64_t id, const void *const *agents,
   pthread_mutex_lock(&t->mu);
   if (t->shut) {
     rc = err_set(e, ERR_UNAVAILABLE, "%s", t->shut_reason);
-  } else {
-    for (inflight_req *x = t->open; x; x = x->next)
-      if (x->id == id) rc = err_set(e, ERR_INVALID, "request %llu is already in flight",
-                                    (unsigned long long)id);
+  } else if (in_flight_locked(t, id)) {
+    rc = err_set(e, ERR_INVALID, "request %llu is already in flight", (unsigned long long)id);
   }
   if (rc == ERR_OK) {
     r->next = t->open;
@@ -103,6 +117,26 @@ err_code inflight_open(inflight *t, uint64_t id, const void *const *agents,
   }
   *out = r;
   return ERR_OK;
+}
+
+err_code inflight_alias(inflight *t, inflight_req *r, uint64_t alias, const void *agent,
+                        int device, err *e) {
+  err_code rc = ERR_OK;
+  pthread_mutex_lock(&t->mu);
+  if (r->n_alias >= INFLIGHT_MAX_ALIASES)
+    rc = err_set(e, ERR_RANGE, "inflight: request %llu has %d aliases already",
+                 (unsigned long long)r->id, r->n_alias);
+  else if (in_flight_locked(t, alias))
+    rc = err_set(e, ERR_INVALID, "inflight: request %llu is already in flight",
+                 (unsigned long long)alias);
+  else {
+    int k = r->n_alias++;
+    r->alias[k].id = alias;
+    r->alias[k].agent = agent;
+    r->alias[k].device = device;
+  }
+  pthread_mutex_unlock(&t->mu);
+  return rc;
 }
 
 void inflight_close(inflight *t, inflight_req *r) {
@@ -143,9 +177,11 @@ bool inflight_deliver(inflight *t, uint64_t id, const void *agent,
   bool taken = false;
   pthread_mutex_lock(&t->mu);
   for (inflight_req *r = t->open; r && n; r = r->next) {
-    if (r->id != id) continue;
-    int dev = index_of(r, agent);
-    if (dev < 0) break; /* not one of its agents: an agent's bug, dropped */
+    int dev = -1;
+    if (r->id == id) dev = index_of(r, agent);
+    for (int k = 0; k < r->n_alias; k++)
+      if (r->alias[k].id == id && r->alias[k].agent == agent) dev = r->alias[k].device;
+    if (dev < 0) continue; /* not its id, or not one of its agents (an agent's bug) */
     n->ev = (inflight_event){.kind = INFLIGHT_MESSAGE, .device = dev, .msg = msg,
                              .at_ms = at_ms};
     post_locked(r, n);
@@ -162,20 +198,32 @@ bool inflight_deliver(inflight *t, uint64_t id, const void *agent,
 
 /* Posts a reason event to every open request `agent` is in (any, when
  * agent is NULL). Nodes are allocated under the lock: this is rare. */
+static void post(inflight_req *r, inflight_kind kind, int dev, double now, const char *reason) {
+  node *n = calloc(1, sizeof *n);
+  if (!n) return; /* the request still ends at its deadline */
+  n->ev.kind = kind;
+  n->ev.device = dev;
+  n->ev.at_ms = now;
+  snprintf(n->ev.reason, sizeof n->ev.reason, "%s", reason ? reason : "");
+  post_locked(r, n);
+}
+
+/* Posts a reason event to every open request `agent` is in (any, when
+ * agent is NULL), once as each device it is there. Nodes are allocated
+ * under the lock: this is rare. */
 static void post_all(inflight *t, inflight_kind kind, const void *agent,
                      const char *reason) {
   double now = inflight_now_ms();
   pthread_mutex_lock(&t->mu);
   for (inflight_req *r = t->open; r; r = r->next) {
-    int dev = agent ? index_of(r, agent) : -1;
-    if (agent && dev < 0) continue;
-    node *n = calloc(1, sizeof *n);
-    if (!n) continue; /* the request still ends at its deadline */
-    n->ev.kind = kind;
-    n->ev.device = dev;
-    n->ev.at_ms = now;
-    snprintf(n->ev.reason, sizeof n->ev.reason, "%s", reason ? reason : "");
-    post_locked(r, n);
+    if (!agent) {
+      post(r, kind, -1, now, reason);
+      continue;
+    }
+    int dev = index_of(r, agent);
+    if (dev >= 0) post(r, kind, dev, now, reason);
+    for (int k = 0; k < r->n_alias; k++)
+      if (r->alias[k].agent == agent) post(r, kind, r->alias[k].device, now, reason);
   }
   pthread_mutex_unlock(&t->mu);
 }

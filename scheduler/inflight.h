@@ -56,6 +56,15 @@ void inflight_destroy(inflight *t);
 err_code inflight_open(inflight *t, uint64_t id, const void *const *agents,
                        int n_agents, inflight_req **out, err *e);
 
+/* Messages of request id `alias` from `agent` go to r's mailbox as from
+ * device `device`, and so does "agent down" for that agent: a stand-in,
+ * another agent doing one of the request's devices' work under an id of
+ * its own (scheduler/dispatch.h). ERR_INVALID for an id in flight,
+ * ERR_RANGE past INFLIGHT_MAX_ALIASES. */
+enum { INFLIGHT_MAX_ALIASES = 8 };
+err_code inflight_alias(inflight *t, inflight_req *r, uint64_t alias, const void *agent,
+                        int device, err *e);
+
 /* Closes and frees the mailbox, with any events still in it. Later
  * messages of the request are dropped. */
 void inflight_close(inflight *t, inflight_req *r);

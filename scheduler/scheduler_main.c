@@ -56,8 +56,13 @@ static void usage(FILE *f) {
           "  --fe-sums WHEN       'early' (default): agents send each feature\n"
           "                       enhancement's sums as soon as they are known and\n"
           "                       compute on while they travel; 'late': at the FE\n"
-          "  --straggler-factor F re-plan a request without an agent F times later\n"
-          "                       than predicted (default 0: off)\n"
+          "  --straggler-factor F re-issue an agent's work to another agent (or\n"
+          "                       re-plan without it) when it is F times later than\n"
+          "                       predicted (default 0: off)\n"
+          "  --on-loss P          when a request loses an agent: 'stand-in' (another\n"
+          "                       agent takes over its work, the rest goes on),\n"
+          "                       'restart' (a new plan without it), 'auto' (default:\n"
+          "                       a stand-in when predicted to finish sooner)\n"
           "  --stuck-floor-ms N   an agent silent this long (and %d x the predicted\n"
           "                       time) is marked down (default %d)\n",
           INFER_DEFAULT_DEADLINE_MS, SERVICE_DEFAULT_MODELS, PLAN_RECALL_DEFAULT_GAIN,
@@ -139,6 +144,13 @@ static int parse_flags(int argc, char **argv, service_config *cfg) {
       rc = parse_int(a, v, 1, MAX_HEAD_THREADS, &cfg->head_threads);
     else if (strcmp(a, "--straggler-factor") == 0)
       rc = parse_factor(a, v, &cfg->straggler_factor);
+    else if (strcmp(a, "--on-loss") == 0) {
+      if (!v || !infer_on_loss_parse(v, &cfg->on_loss)) {
+        fprintf(stderr, "edgedi-scheduler: --on-loss takes auto, restart or stand-in, not '%s'\n",
+                v ? v : "");
+        rc = -1;
+      }
+    }
     else if (strcmp(a, "--reuse-gain") == 0) {
       rc = parse_factor(a, v, &cfg->reuse_gain);
       if (!rc && cfg->reuse_gain == 0) cfg->reuse_gain = 1e-12; /* 0 in the config: default */

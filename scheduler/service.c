@@ -316,6 +316,7 @@ err_code service_create(const service_config *cfg, service **out, err *e) {
   s->ictx = (infer_ctx){.st = s->st, .ms = s->ms, .cl = s->cl, .inf = s->inf,
                         .default_planner = s->planner, .default_deadline_ms = cfg->deadline_ms,
                         .straggler_factor = cfg->straggler_factor,
+                        .on_loss = (int)cfg->on_loss,
                         .stuck_floor_ms = cfg->stuck_floor_ms,
                         .split_always = cfg->split_always,
                         .fe_late = cfg->fe_late,
@@ -333,6 +334,8 @@ err_code service_create(const service_config *cfg, service **out, err *e) {
 int service_port(const service *s) { return s->port; }
 
 const char *service_start_note(const service *s) { return s->note; }
+
+void service_set_on_loss(service *s, infer_on_loss p) { s->ictx.on_loss = (int)p; }
 
 cluster *service_cluster(const service *s) { return s->cl; }
 

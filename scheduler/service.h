@@ -32,6 +32,7 @@
 #include <stdbool.h>
 
 #include "runtime/err.h"
+#include "scheduler/infer.h"
 
 #define SERVICE_DEFAULT_LISTEN "127.0.0.1:7000"
 #define SERVICE_DEFAULT_MODELS "vgg16c,resnet18c"
@@ -67,6 +68,9 @@ typedef struct service_config {
   /* > 0: a request re-plans without an agent this many times later than
    * predicted (infer.h, "Stragglers"); 0: off. */
   double straggler_factor;
+  /* What a request does when it loses an agent (infer.h, "Agent loss");
+   * 0: INFER_ON_LOSS_AUTO. */
+  infer_on_loss on_loss;
   int stuck_floor_ms;    /* least silence that marks an agent stuck; 0: default */
   void (*log)(void *ctx, const char *msg); /* agent events; NULL: silent */
   void *log_ctx;
@@ -88,6 +92,9 @@ int service_port(const service *s);
 const char *service_start_note(const service *s);
 
 void service_destroy(service *s);
+
+/* Switches the loss policy of the requests that start from now on. */
+void service_set_on_loss(service *s, infer_on_loss p);
 
 /* What the service runs on, for in-process tests and tools: valid until
  * service_destroy. */

@@ -17,8 +17,12 @@
  *    the single-device logits (1e-4 of the largest); the dead agent is
  *    marked down, and restarted it is planned on again;
  *  - a cluster whose only agent dies answers UNAVAILABLE "no agent is up";
- *  - with --straggler-factor, a request whose agent slows down mid-way is
- *    re-planned without it and is still exact;
+ *  - each death recovered both ways (scheduler/infer.h, "Agent loss"):
+ *    another agent stands in for the dead one within the request, or the
+ *    request starts over without it; the reply says which;
+ *  - with --straggler-factor, a request whose agent slows down mid-way has
+ *    its work re-issued to the other agent, whose copy wins (or, with
+ *    on-loss restart, is re-planned without it) and is still exact;
  *  - a cost model with nonsense values (NaN, negative, zero bandwidth)
  *    pushed into a live session, or fitted from tiles whose time falls
  *    with their work, is refused and never reaches the planner.
@@ -95,6 +99,7 @@ static struct {
   fake_agent *f[2]; /* steady fakes */
   fake_agent *victim;
   int victims;
+  char recovery[ERR_MSG_BYTES]; /* the last reply's InferReply.recovery */
 } g;
 
 /* ---- helpers ------------------------------------------------------------------ */
@@ -173,6 +178,7 @@ static bool infer_exact_on(rpc_channel *ch, unsigned seed, const char *name) {
   if (diff > TOLERANCE) fail_msg("logits differ by %g of the largest", diff);
   bool used = false;
   for (size_t i = 0; name && i < r->n_devices; i++) used |= strcmp(r->devices[i]->device, name) == 0;
+  snprintf(g.recovery, sizeof g.recovery, "%s", r->recovery ? r->recovery : "");
   free(want);
   free(im.data);
   rpc_free(&r->base);
@@ -434,36 +440,52 @@ static void fresh_victim(void) {
     fail_msg("the (re)started agent v took no part in a request");
 }
 
-static void dies_in(fake_agent_phase phase, const char *what) {
+/* v dies in `phase` of a request; the request recovers by `policy`. */
+static void dies_in(fake_agent_phase phase, infer_on_loss policy, const char *what) {
+  service_set_on_loss(g.svc, policy);
   fresh_victim();
   fake_agent_die_at(g.victim, phase, 1);
   double t0 = st_now_ms();
   infer_exact_on(g.ch, 500u + (unsigned)phase, NULL);
   if (!fake_agent_dead(g.victim)) fail_msg("v did not die %s", what);
   assert_true(st_now_ms() - t0 < PROMPT_MS);
+  /* Another agent took over v's work within the request, or the request
+   * started over without v: the reply says which. */
+  const char *want = policy == INFER_ON_LOSS_STANDIN ? "stood in for 'v'"
+                                                     : "started over without 'v'";
+  if (!strstr(g.recovery, want) || !strstr(g.recovery, "'v'"))
+    fail_msg("v died %s, on-loss %s: the reply's recovery is '%s'", what,
+             infer_on_loss_name(policy), g.recovery);
+  print_message("v died %s, on-loss %s: %s\n", what, infer_on_loss_name(policy), g.recovery);
   st_wait_state(g.ch, "v", "down");
   /* And the next request runs on the others. */
   assert_false(infer_exact_on(g.ch, 600u + (unsigned)phase, "v"));
+  assert_string_equal(g.recovery, "");
+  service_set_on_loss(g.svc, INFER_ON_LOSS_AUTO);
 }
 
 static void test_dies_before_its_tile(void **state) {
   (void)state;
-  dies_in(FAKE_DIE_ON_JOB, "when its job arrived");
+  dies_in(FAKE_DIE_ON_JOB, INFER_ON_LOSS_RESTART, "when its job arrived");
+  dies_in(FAKE_DIE_ON_JOB, INFER_ON_LOSS_STANDIN, "when its job arrived");
 }
 
 static void test_dies_during_its_tile(void **state) {
   (void)state;
-  dies_in(FAKE_DIE_IN_TILE, "after running its tile");
+  dies_in(FAKE_DIE_IN_TILE, INFER_ON_LOSS_RESTART, "after running its tile");
+  dies_in(FAKE_DIE_IN_TILE, INFER_ON_LOSS_STANDIN, "after running its tile");
 }
 
 static void test_dies_in_halo_exchange(void **state) {
   (void)state;
-  dies_in(FAKE_DIE_ON_ROWS, "when halo rows arrived");
+  dies_in(FAKE_DIE_ON_ROWS, INFER_ON_LOSS_RESTART, "when halo rows arrived");
+  dies_in(FAKE_DIE_ON_ROWS, INFER_ON_LOSS_STANDIN, "when halo rows arrived");
 }
 
 static void test_dies_in_fe_exchange(void **state) {
   (void)state;
-  dies_in(FAKE_DIE_ON_FE_SCALE, "when an FE scale arrived");
+  dies_in(FAKE_DIE_ON_FE_SCALE, INFER_ON_LOSS_RESTART, "when an FE scale arrived");
+  dies_in(FAKE_DIE_ON_FE_SCALE, INFER_ON_LOSS_STANDIN, "when an FE scale arrived");
 }
 
 /* Held: it swallows everything, answers nothing, its stream stays open.
@@ -614,7 +636,10 @@ static void test_waiting_request_misses_its_deadline(void **state) {
 
 /* ---- stragglers ---------------------------------------------------------------------- */
 
-static void test_straggler_is_replanned(void **state) {
+/* q slows down far past its model mid-way: its work is re-issued to p as
+ * a stand-in and p's copy wins, or (on-loss restart) the request is
+ * re-planned without q; exact either way. */
+static void test_straggler_is_stood_in_for(void **state) {
   (void)state;
   char db[400], addr[64];
   snprintf(db, sizeof db, "%s/straggler.db", g.dir);
@@ -623,11 +648,30 @@ static void test_straggler_is_replanned(void **state) {
   load_model(ch);
   fake_agent *p = start_fake("p", addr, ch), *q = start_fake("q", addr, ch);
   for (int i = 0; i < WARM_REQUESTS; i++) infer_exact_on(ch, 900u + (unsigned)i, "q");
-  fake_agent_set_speed(q, FAKE_SPEED / STRAGGLER_SLOWDOWN); /* far slower than its model says */
-  /* Re-planned without q (its late results ignored), and exact. */
-  assert_false(infer_exact_on(ch, 950, "q"));
-  fake_agent_set_speed(q, FAKE_SPEED);
-  infer_exact_on(ch, 951, NULL);
+  /* A straggler's model is scaled by how late it was (infer.h): each
+   * policy starts from the warm model, so that q has rows to be late with. */
+  cluster_agent *qa = cluster_find(service_cluster(s), "q");
+  assert_non_null(qa);
+  plan_device warm;
+  assert_true(cluster_agent_get_cost(qa, MODEL, &warm));
+  const infer_on_loss policies[] = {INFER_ON_LOSS_AUTO, INFER_ON_LOSS_RESTART};
+  for (int i = 0; i < 2; i++) {
+    err e = {0};
+    st_check_ok(cluster_agent_set_cost(qa, MODEL, &warm, &e), &e);
+    service_set_on_loss(s, policies[i]);
+    fake_agent_set_speed(q, FAKE_SPEED / STRAGGLER_SLOWDOWN); /* far slower than its model says */
+    /* q's work done by p (each device named after who ran its work), or
+     * q left out of the new plan; q's late results ignored. */
+    assert_false(infer_exact_on(ch, 950u + (unsigned)i, "q"));
+    const char *want = i == 0 ? "'p' stood in for 'q'" : "started over without 'q'";
+    if (!strstr(g.recovery, "'q' straggled") || !strstr(g.recovery, want))
+      fail_msg("on-loss %s: the reply's recovery is '%s'", infer_on_loss_name(policies[i]),
+               g.recovery);
+    print_message("q straggled, on-loss %s: %s\n", infer_on_loss_name(policies[i]), g.recovery);
+    fake_agent_set_speed(q, FAKE_SPEED);
+    infer_exact_on(ch, 960u + (unsigned)i, NULL);
+  }
+  cluster_release(qa);
   rpc_channel_destroy(ch);
   service_destroy(s);
   fake_agent_destroy(p);
@@ -708,7 +752,7 @@ int main(void) {
       cmocka_unit_test(test_only_agent_dies),
       cmocka_unit_test(test_waiting_request_when_all_agents_die),
       cmocka_unit_test(test_waiting_request_misses_its_deadline),
-      cmocka_unit_test(test_straggler_is_replanned),
+      cmocka_unit_test(test_straggler_is_stood_in_for),
       cmocka_unit_test(test_nonsense_cost_never_reaches_planner),
   };
   return cmocka_run_group_tests(tests, group_setup, group_teardown);

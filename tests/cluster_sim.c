@@ -67,14 +67,25 @@ static void take_tile(cs_sim *s, int dev, tile_outbox *o) {
   tile_outbox_clear(o);
 }
 
-void cs_take_dispatch(cs_sim *s, dispatch_outbox *o) {
+/* The engine of dispatch d's device or stand-in tag `to`. */
+static int engine_of(const cs_sim *s, const dispatch *d, int to) {
+  for (int k = 0; k < s->n_standins; k++)
+    if (s->standin[k].d == d && s->standin[k].tag == to) return s->standin[k].engine;
+  return to;
+}
+
+static void take_dispatch_of(cs_sim *s, const dispatch *d, dispatch_outbox *o) {
   for (int i = 0; i < o->n; i++) {
-    assert_true(o->msgs[i].device >= 0 && o->msgs[i].device < s->n);
-    cs_push(s, -1, o->msgs[i].device, o->msgs[i].data, o->msgs[i].len);
+    int to = engine_of(s, d, o->msgs[i].device);
+    assert_true(to >= 0 && to < s->n);
+    if (s->dead[to]) free(o->msgs[i].data);
+    else cs_push(s, -1, to, o->msgs[i].data, o->msgs[i].len);
     o->msgs[i].data = NULL;
   }
   dispatch_outbox_clear(o);
 }
+
+void cs_take_dispatch(cs_sim *s, dispatch_outbox *o) { take_dispatch_of(s, NULL, o); }
 
 static bool knows(const cs_sim *s, int dev, uint64_t req) {
   for (int i = 0; i < s->n_known; i++)
@@ -121,7 +132,15 @@ static int pick(cs_sim *s) {
   return -1;
 }
 
-static dispatch *route(cs_sim *s, uint64_t req) {
+/* The dispatch of request id `req` from engine `from`, and the sender's
+ * device index or stand-in tag in it. */
+static dispatch *route(cs_sim *s, uint64_t req, int from, int *as) {
+  *as = from;
+  for (int k = 0; k < s->n_standins; k++)
+    if (s->standin[k].id == req && s->standin[k].engine == from) {
+      *as = s->standin[k].tag;
+      return s->standin[k].d;
+    }
   for (int i = 0; i < s->n_ds; i++)
     if (s->ds_id[i] == req) return s->ds[i];
   return NULL;
@@ -142,11 +161,12 @@ void cs_step(cs_sim *s) {
       s->results_seen++;
       s->results_fresh += o->result->fresh_strip;
     }
-    dispatch *d = route(s, m.request);
+    int as;
+    dispatch *d = route(s, m.request, m.from, &as);
     if (d) {
       dispatch_outbox dout = {0};
-      dispatch_on_message(d, m.from, o, &dout);
-      cs_take_dispatch(s, &dout);
+      dispatch_on_message(d, as, o, &dout);
+      take_dispatch_of(s, d, &dout);
       dispatch_outbox_free(&dout);
     }
     edgedi__v1__execute_out__free_unpacked(o, NULL);
@@ -182,7 +202,32 @@ void cs_start(cs_sim *s, dispatch *d, uint64_t id) {
   dispatch_outbox out = {0};
   err e = {0};
   cs_check_ok(dispatch_start(d, &out, &e), &e);
-  cs_take_dispatch(s, &out);
+  take_dispatch_of(s, d, &out);
+  dispatch_outbox_free(&out);
+}
+
+void cs_kill(cs_sim *s, int engine) {
+  s->dead[engine] = true;
+  int kept = 0;
+  for (int i = 0; i < s->nq; i++) {
+    if (s->q[i].from == engine || s->q[i].to == engine) free(s->q[i].data);
+    else s->q[kept++] = s->q[i];
+  }
+  s->nq = kept;
+}
+
+void cs_add_standin(cs_sim *s, dispatch *d, int role, uint64_t id, int engine) {
+  assert_true(s->n_standins < CS_MAX_STANDINS && !s->dead[engine]);
+  dispatch_outbox out = {0};
+  err e = {0};
+  int tag = -1;
+  cs_check_ok(dispatch_add_standin(d, role, id, &tag, &out, &e), &e);
+  int k = s->n_standins++;
+  s->standin[k].d = d;
+  s->standin[k].id = id;
+  s->standin[k].tag = tag;
+  s->standin[k].engine = engine;
+  take_dispatch_of(s, d, &out);
   dispatch_outbox_free(&out);
 }
 
@@ -206,6 +251,7 @@ void cs_add_model(cs_sim *s, const char *digest, const model *m) {
 /* No engine holds anything of a request that is over. */
 void cs_check_idle(const cs_sim *s) {
   for (int i = 0; i < s->n; i++) {
+    if (s->dead[i]) continue; /* what it held died with it */
     tile_stats st;
     tile_engine_stats(s->eng[i], &st);
     assert_int_equal(st.requests, 0);

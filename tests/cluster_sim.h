@@ -32,6 +32,7 @@ enum {
   CS_SIDE_PX = 64,       /* input side of the models the tests build */
   CS_MAX_DISPATCHES = 4, /* requests in flight at once */
   CS_MAX_KNOWN = 4096,   /* (device, request) pairs a run may see */
+  CS_MAX_STANDINS = 8,   /* stand-ins a run may add (dispatch.h) */
 };
 #define CS_LOGIT_TOL 1e-4 /* DESIGN.md's exactness contract */
 
@@ -64,6 +65,14 @@ typedef struct cs_sim {
   dispatch *ds[CS_MAX_DISPATCHES];
   uint64_t ds_id[CS_MAX_DISPATCHES];
   int n_ds;
+  /* Stand-ins: dispatch d's tag runs on engine `engine` under id. */
+  struct {
+    dispatch *d;
+    uint64_t id;
+    int tag, engine;
+  } standin[CS_MAX_STANDINS];
+  int n_standins;
+  bool dead[CS_MAX_DEVICES]; /* killed engines: nothing to or from them */
   int tile_errors; /* TileErrors the engines sent */
   int fe_sums;     /* FeSums the engines sent */
   char first_tile_error[ERR_MSG_BYTES];
@@ -84,6 +93,12 @@ void cs_take_dispatch(cs_sim *s, dispatch_outbox *o);
 /* Registers d (request id) for routing and queues its jobs. */
 void cs_start(cs_sim *s, dispatch *d, uint64_t id);
 void cs_step(cs_sim *s); /* delivers one message */
+/* Engine `engine` dies: what it sent and what waits for it are dropped,
+ * and nothing reaches it from now on. */
+void cs_kill(cs_sim *s, int engine);
+/* dispatch_add_standin(d, role, id) run on engine `engine`; its replay
+ * queued. */
+void cs_add_standin(cs_sim *s, dispatch *d, int role, uint64_t id, int engine);
 void cs_run(cs_sim *s);  /* until the queue is empty */
 /* No engine holds anything of any request. */
 void cs_check_idle(const cs_sim *s);
