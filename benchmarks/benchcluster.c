@@ -26,6 +26,7 @@ err_code benchcluster_start(const benchcluster_config *cfg, benchcluster *bc, er
                              .db_path = bc->db_path,
                              .models = cfg->models,
                              .planner = cfg->planner,
+                             .on_loss = cfg->on_loss,
                              .log_dir = cfg->dir,
                              .one_by_one = true,
                              .agents_release_memory = cfg->agents_release_memory,

@@ -20,6 +20,7 @@ typedef struct benchcluster_config {
   double speeds[LOCALCLUSTER_MAX_AGENTS];
   double link_mbps, link_rtt_ms;
   const char *planner;                 /* scheduler --planner; NULL: its default */
+  const char *on_loss;                 /* scheduler --on-loss; NULL: its default */
   const char *models;                  /* scheduler --models */
   const char *dir;                     /* database and logs go here */
   const char *scheduler_bin, *agent_bin; /* NULL: found next to this program */

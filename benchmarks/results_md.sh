@@ -116,6 +116,19 @@ table "$OUT/planners_cluster.jsonl" "| model | devices | planner | median ms (mi
   '"| " j($0,"model") " | " j($0,"devices") " | " j($0,"planner") " | " j($0,"median_ms") " (" j($0,"min_ms") ".." j($0,"max_ms") ") | " j($0,"predicted_ms") " | " j($0,"speedup") " | " j($0,"bound") " | " j($0,"ratio_to_bound") " | " j($0,"exact") " |"'
 
 
+if [ -s "$OUT/recovery.jsonl" ]; then
+  echo
+  echo "## Losing a board mid-request (\`//benchmarks:recovery\`)"
+  echo
+  echo "The demo's cluster, one per loss policy (\`edgedi-scheduler --on-loss\`): dev-0 (a"
+  echo "Pi 3B+ at speed 0.1) killed with SIGKILL at a fraction of the no-loss latency T"
+  echo "after its request was sent, then started again. Latency of the requests that lost"
+  echo "it; how each recovered (a stand-in took its work over, the request started over,"
+  echo "or neither: its work was all in); the largest difference from the no-loss logits."
+  echo
+  table "$OUT/recovery.jsonl" "| policy | model | at (of T) | at ms | T ms | median ms (min..max) | vs T | stand-in | restart | neither | failed | rel_diff | exact |" \
+    '"| " j($0,"policy") " | " j($0,"model") " | " j($0,"at") " | " j($0,"at_ms") " | " j($0,"base_ms") " | " j($0,"median_ms") " (" j($0,"min_ms") ".." j($0,"max_ms") ") | " j($0,"vs_base") " | " j($0,"standins") " | " j($0,"restarts") " | " j($0,"neither") " | " j($0,"failed") " | " j($0,"max_rel_diff") " | " j($0,"exact") " |"'
+fi
 if [ -s "$OUT/manycore.jsonl" ]; then
   echo "## Real cores (\`scripts/bench_manycore.sh\`)"
   echo

@@ -52,6 +52,8 @@ static void usage(FILE *f) {
           "  --models LIST        models the scheduler loads at start (its default:\n"
           "                       vgg16c,resnet18c)\n"
           "  --planner NAME       the scheduler's default planner\n"
+          "  --on-loss P          when a request loses an agent: auto (default),\n"
+          "                       stand-in or restart (edgedi-scheduler --help)\n"
           "  --logs DIR           children's logs to DIR/<name>.log (default: stderr)\n"
           "  --scheduler-bin P    edgedi-scheduler (default: found next to this program)\n"
           "  --agent-bin P        edgedi-agent (default: found next to this program)\n"
@@ -170,6 +172,7 @@ static int parse(int argc, char **argv, cluster_opts *o) {
     else if (strcmp(a, "--port") == 0) ok = flags_parse_int(v, 0, 65535, &o->lc.port);
     else if (strcmp(a, "--models") == 0) o->lc.models = v;
     else if (strcmp(a, "--planner") == 0) o->lc.planner = v;
+    else if (strcmp(a, "--on-loss") == 0) o->lc.on_loss = v;
     else if (strcmp(a, "--logs") == 0) o->lc.log_dir = v;
     else if (strcmp(a, "--scheduler-bin") == 0) o->lc.scheduler_bin = v;
     else if (strcmp(a, "--agent-bin") == 0) o->lc.agent_bin = v;

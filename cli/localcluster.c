@@ -11,6 +11,7 @@
 #include "cli/localcluster.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,6 +28,7 @@ struct localcluster {
   char db_path[LOCALCLUSTER_PATH_BYTES];
   char models[1024];
   char planner[LOCALCLUSTER_NAME_BYTES];
+  char on_loss[LOCALCLUSTER_NAME_BYTES];
   char log_dir[LOCALCLUSTER_PATH_BYTES];
   char address[64];
   int port;
@@ -144,6 +146,7 @@ static err_code start_scheduler(localcluster *c, err *e) {
   if (c->db_path[0]) argv[n++] = "--db", argv[n++] = c->db_path;
   if (c->o.models) argv[n++] = "--models", argv[n++] = c->models;
   if (c->planner[0]) argv[n++] = "--planner", argv[n++] = c->planner;
+  if (c->on_loss[0]) argv[n++] = "--on-loss", argv[n++] = c->on_loss;
   if (c->o.deadline_ms > 0) {
     snprintf(deadline, sizeof deadline, "%d", c->o.deadline_ms);
     argv[n++] = "--deadline-ms", argv[n++] = deadline;
@@ -226,6 +229,7 @@ err_code localcluster_start(const localcluster_options *o, localcluster **out, e
   if ((rc = copy_str(c->db_path, sizeof c->db_path, o->db_path, "--db", e)) ||
       (rc = copy_str(c->models, sizeof c->models, o->models, "--models", e)) ||
       (rc = copy_str(c->planner, sizeof c->planner, o->planner, "--planner", e)) ||
+      (rc = copy_str(c->on_loss, sizeof c->on_loss, o->on_loss, "--on-loss", e)) ||
       (rc = copy_str(c->log_dir, sizeof c->log_dir, o->log_dir, "log directory", e)))
     goto fail;
   if (o->scheduler_bin)
@@ -332,6 +336,18 @@ err_code localcluster_wait_up(localcluster *c, int timeout_ms, err *e) {
 err_code localcluster_restart_scheduler(localcluster *c, err *e) {
   procs_stop_one(&c->scheduler, PROCS_DEFAULT_GRACE_MS);
   return start_scheduler(c, e);
+}
+
+void localcluster_kill_agent(localcluster *c, int i) {
+  procs_child *a = &c->agents[i];
+  if (a->pid > 0 && !a->reaped) kill(a->pid, SIGKILL);
+  procs_stop_one(a, 0); /* reaps it */
+}
+
+err_code localcluster_restart_agent(localcluster *c, int i, err *e) {
+  if (i < 0 || i >= c->o.n_agents) return err_set(e, ERR_RANGE, "no agent %d", i);
+  procs_stop_one(&c->agents[i], PROCS_DEFAULT_GRACE_MS);
+  return localcluster_spawn_agent(c, &c->o.agents[i], NULL, &c->agents[i], e);
 }
 
 bool localcluster_stop(localcluster *c) {

@@ -52,6 +52,7 @@ typedef struct localcluster_options {
   int port;                  /* scheduler port on 127.0.0.1; 0: any free */
   const char *models;        /* scheduler --models; NULL: its default */
   const char *planner;       /* scheduler --planner; NULL: its default */
+  const char *on_loss;       /* scheduler --on-loss; NULL: its default */
   int deadline_ms;           /* scheduler --deadline-ms; 0: its default */
   const char *log_dir;       /* children's stderr to DIR/<name>.log; NULL: ours */
   /* Start each agent once the one before is up: on one machine, agents
@@ -107,6 +108,12 @@ err_code localcluster_check_alive(localcluster *c, err *e);
 /* Stops the scheduler (SIGTERM, as an operator would) and starts it again
  * on the same port with the same database and flags. */
 err_code localcluster_restart_scheduler(localcluster *c, err *e);
+
+/* Agent i dies as a board losing power does (SIGKILL, then reaped). */
+void localcluster_kill_agent(localcluster *c, int i);
+/* Starts agent i again with its flags (after it died or was killed); it
+ * registers with the scheduler on its own (localcluster_wait_up waits). */
+err_code localcluster_restart_agent(localcluster *c, int i, err *e);
 
 /* Starts one more agent that the cluster does not own (the caller stops
  * it with procs_stop_one), registering with this scheduler; `extra` are

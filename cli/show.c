@@ -242,6 +242,7 @@ void show_infer(FILE *f, const Edgedi__V1__InferReply *r) {
   if (r->bytes_moved > 0)
     fprintf(f, " (%.1fx more)", (double)r->bytes_gather_all / (double)r->bytes_moved);
   fprintf(f, "\n");
+  if (r->recovery && r->recovery[0]) fprintf(f, "recovered: %s\n", r->recovery);
 }
 
 void show_infer_json(FILE *f, const Edgedi__V1__InferReply *r) {
@@ -250,6 +251,8 @@ void show_infer_json(FILE *f, const Edgedi__V1__InferReply *r) {
   fprintf(f, "{\"request_id\":%llu,\"plan_id\":\"%016llx\",\"planner\":",
           (unsigned long long)r->request_id, (unsigned long long)r->plan_id);
   cli_json_string(f, r->planner);
+  fprintf(f, ",\"recovery\":");
+  cli_json_string(f, r->recovery ? r->recovery : "");
   fprintf(f, ",\"top_class\":%zu,\"top_class_name\":", top);
   cli_json_string(f, cli_class_name((int)top, (int)r->n_logits, buf, sizeof buf));
   fprintf(f, ",\"logits\":[");

@@ -118,16 +118,18 @@ static bool is_packed_job(const dispatch_msg *m) {
 }
 
 /* Notes when the job in `m` goes out: its tile's transfer is timed from
- * here. Only jobs are decoded (to learn their segment); relayed rows, the
- * bulk of the bytes, are written as the dispatcher packed them. */
+ * here (a stand-in's copy from when its own copy went). Only jobs are
+ * decoded (to learn their segment); relayed rows, the bulk of the bytes,
+ * are written as the dispatcher packed them. */
 static err_code note_job_sent(infer_req *r, const dispatch_msg *m, err *e) {
   Edgedi__V1__ExecuteIn *in = edgedi__v1__execute_in__unpack(NULL, m->len, m->data);
   if (!in || in->msg_case != EDGEDI__V1__EXECUTE_IN__MSG_JOB) {
     if (in) protobuf_c_message_free_unpacked(&in->base, NULL);
     return err_set(e, ERR_INTERNAL, "a job of the dispatcher does not decode");
   }
-  infer_tile *t = tile_of(r, m->device, (int)in->job->segment);
-  if (t) t->sent_ms = inflight_now_ms();
+  infer_tile *t = tile_of(r, infer__role_of(r, m->device), (int)in->job->segment);
+  if (t && m->device < r->ip.n_members) t->sent_ms = inflight_now_ms();
+  else if (t) t->standin_sent_ms = inflight_now_ms();
   protobuf_c_message_free_unpacked(&in->base, NULL);
   return ERR_OK;
 }
@@ -141,8 +143,7 @@ static void send_outbox(infer_req *r) {
     cluster_agent *a = infer__agent_of(r, m.device);
     if (!a || infer__gone(r, m.device)) continue;
     err e = {0};
-    err_code rc =
-        is_packed_job(&m) && m.device < r->ip.n_members ? note_job_sent(r, &m, &e) : ERR_OK;
+    err_code rc = is_packed_job(&m) ? note_job_sent(r, &m, &e) : ERR_OK;
     if (rc == ERR_OK) rc = cluster_agent_send_packed(a, m.data, m.len, &e);
     if (rc == ERR_OK) continue;
     infer__set_gone(r, m.device);
@@ -199,12 +200,13 @@ static double tile_transfer_ms(const infer_req *r, const infer_tile *t) {
   double up_ms = one_way_ms + (double)t->r.bytes_out * 8.0 / (dv->bandwidth_mbps * 1e3);
   double taken_up_by = t->at_ms - t->r.compute_ms - t->r.wait_ms - up_ms;
   double busy_ms, last_ms;
-  cluster_agent_activity(infer__agent_of(r, t->by), t->sent_ms, taken_up_by, &busy_ms, &last_ms);
+  double sent_ms = t->by == t->device ? t->sent_ms : t->standin_sent_ms;
+  cluster_agent_activity(infer__agent_of(r, t->by), sent_ms, taken_up_by, &busy_ms, &last_ms);
   /* The agent's own count wins where it has one: a model without FE sends
    * nothing while it computes, and its last result comes up behind its
    * exports, so the bound above misses a whole segment's compute. */
-  double queued_ms = fmax(fmax(busy_ms, last_ms - one_way_ms - t->sent_ms), t->r.queued_ms);
-  return profile_tile_transfer_ms(t->sent_ms, t->at_ms, t->r.compute_ms, t->r.wait_ms,
+  double queued_ms = fmax(fmax(busy_ms, last_ms - one_way_ms - sent_ms), t->r.queued_ms);
+  return profile_tile_transfer_ms(sent_ms, t->at_ms, t->r.compute_ms, t->r.wait_ms,
                                   queued_ms);
 }
 

@@ -17,6 +17,7 @@ typedef struct infer_tile {
   int device, segment, part;
   int by;               /* who ran it: `device`, or a stand-in's tag */
   double sent_ms;       /* its job was written to the agent's stream */
+  double standin_sent_ms; /* ... and to its latest stand-in's */
   bool reported;        /* its TileResult came */
   double at_ms;         /* ... and was read then */
   Edgedi__V1__TileResult r;

@@ -10,7 +10,8 @@
 # (concurrent clients, agent memory), cluster (sweeps over devices,
 # heterogeneity, link and round trip), planners (the four planners' solve
 # times and predictions, and their measured latencies on the device sweep:
-# cluster with all four named). JSON lines go to benchmarks/results/*.jsonl,
+# cluster with all four named), recovery (a board killed mid-request,
+# per loss policy). JSON lines go to benchmarks/results/*.jsonl,
 # plots to benchmarks/results/*.png, and RESULTS.md is regenerated from
 # them. Extra environment: PLANNERS=p1,p2 (cluster --planners; default the
 # scheduler's), BAZEL_OUTPUT_BASE (default /root/.cache/bazel_bench).
@@ -33,7 +34,8 @@ mkdir -p "$OUT"
 if [ "$REPLOT" -eq 0 ]; then
 bash scripts/setup.sh --bench
 BAZEL=(nice -n 10 bazel --output_base="$OUTPUT_BASE")
-TARGETS=(//benchmarks:vs_ort //benchmarks:throughput //benchmarks:cluster //benchmarks:planners)
+TARGETS=(//benchmarks:vs_ort //benchmarks:throughput //benchmarks:cluster //benchmarks:planners
+  //benchmarks:recovery)
 "${BAZEL[@]}" build -c opt --symlink_prefix=/ "${TARGETS[@]}"
 BIN=$("${BAZEL[@]}" info -c opt bazel-bin 2>/dev/null)/benchmarks
 ALL_PLANNERS=exact,heuristic,proportional,equal
@@ -80,6 +82,12 @@ else
   run planners "$BIN/planners"
   run planners_cluster "$BIN/cluster" --dir "$WORK/planners" --sweeps devices,hetero,link,rtt \
     --models vgg16c,resnet18c --planners "$ALL_PLANNERS"
+fi
+if [ "$QUICK" -eq 1 ]; then
+  run recovery "$BIN/recovery" --dir "$WORK/recovery" --models vgg16c --requests 2 \
+    --policies restart,stand-in
+else
+  run recovery "$BIN/recovery" --dir "$WORK/recovery"
 fi
 fi # REPLOT
 
