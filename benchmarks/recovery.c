@@ -16,7 +16,6 @@
  * it died); the largest difference of their logits from the no-loss reply's
  * (the contract: 1e-4 of the largest logit); requests that failed.
  */
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,6 +24,7 @@
 #include "benchmarks/benchutil.h"
 #include "cli/client.h"
 #include "cli/flags.h"
+#include "cli/lossrun.h"
 #include "cli/procs.h"
 #include "cli/workload.h"
 #include "runtime/protocol.h"
@@ -136,35 +136,6 @@ static int parse(int argc, char **argv, opts *o) {
 
 /* ---- one request that loses a board ----------------------------------------- */
 
-typedef struct shot {
-  const char *address;
-  const Edgedi__V1__InferRequest *req;
-  const float *want; /* the no-loss logits */
-  size_t n_want;
-  double latency_ms, diff;
-  grpc_status_code st;
-  char recovery[512];
-  err e;
-} shot;
-
-static void *shoot(void *arg) {
-  shot *s = arg;
-  rpc_channel *ch = NULL;
-  s->st = GRPC_STATUS_UNAVAILABLE;
-  if (client_connect(s->address, &ch, &s->e) != ERR_OK) return NULL;
-  Edgedi__V1__InferReply *r = NULL;
-  double t0 = stats_now_ms();
-  s->st = client_infer(ch, s->req, &r, &s->e);
-  s->latency_ms = stats_now_ms() - t0;
-  if (s->st == GRPC_STATUS_OK) {
-    s->diff = r->n_logits == s->n_want ? stats_max_rel_diff(r->logits, s->want, s->n_want) : 1;
-    snprintf(s->recovery, sizeof s->recovery, "%s", r->recovery ? r->recovery : "");
-    rpc_free((ProtobufCMessage *)r);
-  }
-  rpc_channel_destroy(ch);
-  return NULL;
-}
-
 typedef struct point {
   const char *policy, *model;
   double at, at_ms, base_ms;
@@ -177,25 +148,20 @@ typedef struct point {
  * agent again, and the cluster warm again. */
 static err_code lose_one(benchcluster *bc, const opts *o, const Edgedi__V1__InferRequest *req,
                          const float *want, size_t n_want, point *pt, err *e) {
-  shot s = {.address = localcluster_address(bc->lc), .req = req, .want = want,
-            .n_want = n_want};
-  pthread_t th;
-  if (pthread_create(&th, NULL, shoot, &s) != 0)
-    return err_set(e, ERR_INTERNAL, "pthread_create failed");
-  procs_sleep_ms((int)(pt->at_ms + 0.5));
-  localcluster_kill_agent(bc->lc, o->victim);
-  pthread_join(th, NULL);
-  if (s.st != GRPC_STATUS_OK) {
+  lossrun_result lr;
+  err_code rc = lossrun_once(bc->lc, o->victim, req, pt->at_ms, want, n_want, &lr, e);
+  if (rc != ERR_OK) return rc;
+  if (lr.st != GRPC_STATUS_OK) {
     pt->failed++;
-    fprintf(stderr, "recovery: %s, %s, at %.2f: %s\n", pt->policy, pt->model, pt->at, s.e.msg);
+    fprintf(stderr, "recovery: %s, %s, at %.2f: %s\n", pt->policy, pt->model, pt->at, lr.why.msg);
   } else {
-    pt->lat[pt->n++] = s.latency_ms;
-    if (s.diff > pt->max_diff) pt->max_diff = s.diff;
-    if (strstr(s.recovery, "stood in")) pt->standins++;
-    else if (strstr(s.recovery, "started over")) pt->restarts++;
+    pt->lat[pt->n++] = lr.latency_ms;
+    if (lr.rel_diff > pt->max_diff) pt->max_diff = lr.rel_diff;
+    if (strstr(lr.recovery, "stood in")) pt->standins++;
+    else if (strstr(lr.recovery, "started over")) pt->restarts++;
     else pt->neither++;
   }
-  err_code rc = localcluster_restart_agent(bc->lc, o->victim, e);
+  rc = localcluster_restart_agent(bc->lc, o->victim, e);
   if (rc == ERR_OK) rc = localcluster_wait_up(bc->lc, UP_TIMEOUT_MS, e);
   workload_result w;
   if (rc == ERR_OK && o->rewarm > 0 &&

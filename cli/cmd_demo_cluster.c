@@ -22,6 +22,11 @@
  * The cluster's logits are checked against the baseline's, the exactness
  * contract: the demo fails if they differ by more than 1e-4 relative.
  *
+ * Last, a board is lost: pi3b-1 is killed (SIGKILL, as a power loss) 40 %
+ * into a request of the first model, which must still answer with the
+ * single device's logits (scheduler/infer.h, "Agent loss"; the reply says
+ * how it recovered); then the board is started again and is profiled anew.
+ *
  * `edgedi demo --local` is the single-device demo (cmd_demo.c) instead.
  */
 #include <errno.h>
@@ -37,6 +42,7 @@
 #include "cli/baseline.h"
 #include "cli/client.h"
 #include "cli/localcluster.h"
+#include "cli/lossrun.h"
 #include "cli/procs.h"
 #include "cli/show.h"
 #include "cli/workload.h"
@@ -62,6 +68,8 @@ enum {
 #define FACTORY_WIFI_MBPS 100.0
 #define FACTORY_WIFI_RTT_MS 1.0
 #define EXACT_REL_TOLERANCE 1e-4
+/* The lost board dies this far into a request (of the median latency). */
+#define DEMO_LOSS_AT 0.4
 
 static const struct {
   const char *name;
@@ -308,6 +316,44 @@ static void print_summary(const demo_opts *o, const outcome *out, int n, double 
     }
 }
 
+/* A board lost mid-request, and back (the file's comment). */
+static int demo_loss(localcluster *c, const demo_opts *o, const Edgedi__V1__Image *img,
+                     const outcome *first) {
+  const int victim = 0;
+  double median = first->by[0].w.median_ms, at = DEMO_LOSS_AT * median;
+  printf("\n== losing a board: %s killed %.0f ms into a %s request (planner %s) ==\n",
+         demo_boards[victim].name, at, o->models[0], o->planners[0]);
+  fflush(stdout);
+  Edgedi__V1__InferRequest req = EDGEDI__V1__INFER_REQUEST__INIT;
+  req.protocol_version = EDGEDI_PROTOCOL_VERSION;
+  req.model = (char *)o->models[0];
+  req.planner = (char *)o->planners[0];
+  req.image = (Edgedi__V1__Image *)img;
+  lossrun_result lr;
+  err e = {0};
+  if (lossrun_once(c, victim, &req, at, first->base.logits, (size_t)first->base.n_logits, &lr,
+                   &e) != ERR_OK || lr.st != GRPC_STATUS_OK) {
+    fprintf(stderr, "edgedi demo: the request that lost %s: %s\n", demo_boards[victim].name,
+            lr.st != GRPC_STATUS_OK ? lr.why.msg : e.msg);
+    return CLI_EXIT_FAIL;
+  }
+  bool exact = lr.rel_diff <= EXACT_REL_TOLERANCE;
+  printf("  answered in %.1f ms (median without loss %.1f ms)\n  recovery: %s\n"
+         "  logits equal the single-device run's within %.1e relative (limit %.0e): %s\n",
+         lr.latency_ms, median, lr.recovery[0] ? lr.recovery : "none needed (its work was in)",
+         lr.rel_diff, EXACT_REL_TOLERANCE, exact ? "yes" : "NO");
+  double t0 = cli_now_ms();
+  if (localcluster_restart_agent(c, victim, &e) != ERR_OK ||
+      localcluster_wait_up(c, LOCALCLUSTER_DEFAULT_UP_TIMEOUT_MS, &e) != ERR_OK) {
+    fprintf(stderr, "edgedi demo: starting %s again: %s\n", demo_boards[victim].name, e.msg);
+    return CLI_EXIT_FAIL;
+  }
+  printf("  %s started again: registered and profiled anew in %.1f s\n",
+         demo_boards[victim].name, (cli_now_ms() - t0) / 1e3);
+  fflush(stdout);
+  return exact ? CLI_EXIT_OK : CLI_EXIT_FAIL;
+}
+
 static int demo_cluster(const demo_opts *o) {
   procs_catch_stop_signals();
   double t0 = cli_now_ms();
@@ -410,6 +456,7 @@ static int demo_cluster(const demo_opts *o) {
     for (int k = 0; k < o->n_planners; k++)
       if (status == CLI_EXIT_OK && !out[i].by[k].ok) status = CLI_EXIT_FAIL;
   }
+  if (status == CLI_EXIT_OK) status = demo_loss(c, o, &img, &out[0]);
   rpc_channel_destroy(ch);
   if (c && !localcluster_stop(c)) fprintf(stderr, "edgedi demo: a child did not stop cleanly\n");
   localcluster_destroy(c);

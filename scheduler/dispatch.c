@@ -604,6 +604,9 @@ static dispatch_state on_fe_sums(dispatch *d, int from, int role, bool doubled,
     return agent_bug(d, out, "device %d summed rows [%u, %u) of layer %d's input, not its own "
                      "[%d, %d)",
                      role, fs->owned->lo, fs->owned->hi, f->layer, owned.lo, owned.hi);
+  for (int j = 0; j < f->n_waiting; j++)
+    if (f->waiting[j] == from)
+      return agent_bug(d, out, "device %d sent the sums of layer %d twice", from, f->layer);
   err_code rc = ERR_OK;
   if (f->scale) { /* a late copy: the scale is known */
     rc = send_scale(d, f, from, out, &e);

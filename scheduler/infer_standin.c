@@ -77,7 +77,7 @@ void infer__standins_clear(infer_req *r) {
 /* Whether agent `a` does, or did, any copy of this attempt's work that is
  * now gone or stood in for (a straggler's), or is excluded from the
  * request. */
-static bool unusable(const infer_req *r, const cluster_agent *a) {
+static bool cannot_host(const infer_req *r, const cluster_agent *a) {
   for (int i = 0; i < r->ip.n_members; i++)
     if (r->ip.members[i].agent == a && r->write_failed[i]) return true;
   for (int k = 0; k < r->n_standins; k++)
@@ -140,7 +140,7 @@ static bool pick_host(infer_req *r, int role, cluster_member *host, double *ms) 
   int n = cluster_acquire_up(r->c->cl, r->ip.model->name, up, PLAN_MAX_DEVICES);
   int best = -1;
   for (int i = 0; i < n; i++) {
-    if (unusable(r, up[i].agent) || copies(r, role, up[i].agent)) continue;
+    if (cannot_host(r, up[i].agent) || copies(r, role, up[i].agent)) continue;
     int member = -1;
     for (int j = 0; j < r->ip.n_members; j++)
       if (r->ip.members[j].agent == up[i].agent) member = j;
