@@ -6,6 +6,19 @@
 #include <unistd.h>
 
 #include "cli/client.h"
+#include "cli/flags.h"
+
+bool benchcluster_flag(const char *a, const char *v, benchcluster_flags *f, bool *ok) {
+  if (strcmp(a, "--link-mbps") == 0)
+    *ok = v && flags_parse_double(v, 0, 1e6, &f->link_mbps);
+  else if (strcmp(a, "--link-rtt-ms") == 0)
+    *ok = v && flags_parse_double(v, 0, 1e4, &f->link_rtt_ms);
+  else if (strcmp(a, "--dir") == 0) *ok = (f->dir = v) != NULL;
+  else if (strcmp(a, "--scheduler-bin") == 0) *ok = (f->scheduler_bin = v) != NULL;
+  else if (strcmp(a, "--agent-bin") == 0) *ok = (f->agent_bin = v) != NULL;
+  else return false;
+  return true;
+}
 
 err_code benchcluster_start(const benchcluster_config *cfg, benchcluster *bc, err *e) {
   memset(bc, 0, sizeof *bc);

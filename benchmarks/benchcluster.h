@@ -11,6 +11,8 @@
 #ifndef EDGEDI_BENCH_BENCHCLUSTER_H
 #define EDGEDI_BENCH_BENCHCLUSTER_H
 
+#include <stdbool.h>
+
 #include "cli/localcluster.h"
 #include "runtime/err.h"
 #include "runtime/rpc.h"
@@ -32,6 +34,17 @@ typedef struct benchcluster {
   rpc_channel *ch;
   char db_path[LOCALCLUSTER_PATH_BYTES + 32];
 } benchcluster;
+
+/* The flags every cluster benchmark takes: --link-mbps M, --link-rtt-ms R,
+ * --dir DIR, --scheduler-bin P, --agent-bin P. */
+typedef struct benchcluster_flags {
+  double link_mbps, link_rtt_ms;
+  const char *dir, *scheduler_bin, *agent_bin;
+} benchcluster_flags;
+
+/* Whether flag `a` is one of those; if so, *ok says whether its value `v`
+ * was good, and f has it. */
+bool benchcluster_flag(const char *a, const char *v, benchcluster_flags *f, bool *ok);
 
 /* Starts it and waits until every agent is up with a cost model. On
  * failure nothing is left running and bc is zeroed. */

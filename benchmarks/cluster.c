@@ -72,8 +72,8 @@ typedef struct opts {
   int requests, max_devices, baseline_runs;
   double max_sum_speed;
   bool quick, real_cores, json;
-  double link_mbps, link_rtt_ms; /* --real-cores: the link of every point */
-  const char *dir, *scheduler_bin, *agent_bin, *gantt;
+  benchcluster_flags cf; /* with --real-cores, its link is every point's */
+  const char *gantt;
 } opts;
 
 typedef struct point {
@@ -155,18 +155,9 @@ static int parse(int argc, char **argv, opts *o) {
       ok = flags_parse_double(v, 0.01, 1024, &o->max_sum_speed);
     } else if (strcmp(a, "--baseline-runs") == 0) {
       ok = flags_parse_int(v, 1, 1000, &o->baseline_runs);
-    } else if (strcmp(a, "--link-mbps") == 0) {
-      ok = flags_parse_double(v, 0, 1e6, &o->link_mbps);
-    } else if (strcmp(a, "--link-rtt-ms") == 0) {
-      ok = flags_parse_double(v, 0, 1e4, &o->link_rtt_ms);
+    } else if (benchcluster_flag(a, v, &o->cf, &ok)) {
     } else if (strcmp(a, "--gantt") == 0) {
       o->gantt = v;
-    } else if (strcmp(a, "--dir") == 0) {
-      o->dir = v;
-    } else if (strcmp(a, "--scheduler-bin") == 0) {
-      o->scheduler_bin = v;
-    } else if (strcmp(a, "--agent-bin") == 0) {
-      o->agent_bin = v;
     } else {
       ok = false;
     }
@@ -220,7 +211,7 @@ static int make_points(const opts *o, point *pts) {
         bool in_quick = false;
         for (int q = 0; q < 4; q++) in_quick |= quick[q] == d;
         if (o->quick && !in_quick) continue;
-        if (o->real_cores) pts[n++] = make_point(o, sw, d, 1, o->link_mbps, o->link_rtt_ms);
+        if (o->real_cores) pts[n++] = make_point(o, sw, d, 1, o->cf.link_mbps, o->cf.link_rtt_ms);
         else pts[n++] = make_point(o, sw, d, BASE_RATIO, BASE_LINK_MBPS, BASE_RTT_MS);
       }
     } else if (strcmp(sw, "base") == 0) {
@@ -374,8 +365,8 @@ static err_code run_point(const opts *o, const point *p, int idx, const char *di
     snprintf(models + len, sizeof models - len, "%s%s", i ? "," : "", mb[i].name);
   }
   benchcluster_config cfg = {.n_agents = p->n, .link_mbps = p->mbps, .link_rtt_ms = p->rtt_ms,
-                             .models = models, .dir = pdir, .scheduler_bin = o->scheduler_bin,
-                             .agent_bin = o->agent_bin};
+                             .models = models, .dir = pdir, .scheduler_bin = o->cf.scheduler_bin,
+                             .agent_bin = o->cf.agent_bin};
   memcpy(cfg.speeds, p->speeds, sizeof cfg.speeds);
   benchcluster bc;
   err_code rc = benchcluster_start(&cfg, &bc, e);
@@ -457,7 +448,7 @@ int main(int argc, char **argv) {
   for (int i = 0; i < o.base_models.n && all.n < BENCH_MAX_LIST; i++)
     memcpy(all.item[all.n++], o.base_models.item[i], BENCH_ITEM_BYTES);
   model_base *mb = calloc((size_t)all.n, sizeof *mb);
-  if (!mb || bench_work_dir(o.dir, "cluster", dir, sizeof dir, &e) != ERR_OK ||
+  if (!mb || bench_work_dir(o.cf.dir, "cluster", dir, sizeof dir, &e) != ERR_OK ||
       workload_sample_image(SIDE_PX, SIDE_PX, &img, &px, &e) != ERR_OK ||
       measure_bases(&o, &all, &img, mb, &e) != ERR_OK) {
     fprintf(stderr, "cluster: %s\n", mb ? e.msg : "out of memory");

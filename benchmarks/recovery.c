@@ -48,8 +48,7 @@ typedef struct opts {
   int n_at, base, requests, rewarm, victim;
   double speeds[LOCALCLUSTER_MAX_AGENTS];
   int n_speeds;
-  double link_mbps, link_rtt_ms;
-  const char *dir, *scheduler_bin, *agent_bin;
+  benchcluster_flags cf;
   bool json;
 } opts;
 
@@ -79,7 +78,7 @@ static void usage(FILE *f) {
 static int parse(int argc, char **argv, opts *o) {
   *o = (opts){.base = DEFAULT_BASE, .requests = DEFAULT_REQUESTS, .rewarm = DEFAULT_REWARM,
               .at = {0.25, 0.5, 0.75}, .n_at = 3, .speeds = {0.1, 0.1, 0.15, 0.15},
-              .n_speeds = 4, .link_mbps = 100, .link_rtt_ms = 1};
+              .n_speeds = 4, .cf = {.link_mbps = 100, .link_rtt_ms = 1}};
   err e = {0};
   bench_parse_list("vgg16c,vgg16", &o->models, &e);
   bench_parse_list("restart,stand-in,auto", &o->policies, &e);
@@ -113,16 +112,7 @@ static int parse(int argc, char **argv, opts *o) {
     } else if (strcmp(a, "--speeds") == 0) {
       ok = bench_parse_doubles(v, 0.001, 64, o->speeds, LOCALCLUSTER_MAX_AGENTS, &o->n_speeds,
                                &e) == ERR_OK;
-    } else if (strcmp(a, "--link-mbps") == 0) {
-      ok = flags_parse_double(v, 0, 1e6, &o->link_mbps);
-    } else if (strcmp(a, "--link-rtt-ms") == 0) {
-      ok = flags_parse_double(v, 0, 1e4, &o->link_rtt_ms);
-    } else if (strcmp(a, "--dir") == 0) {
-      o->dir = v;
-    } else if (strcmp(a, "--scheduler-bin") == 0) {
-      o->scheduler_bin = v;
-    } else if (strcmp(a, "--agent-bin") == 0) {
-      o->agent_bin = v;
+    } else if (benchcluster_flag(a, v, &o->cf, &ok)) {
     } else {
       ok = false;
     }
@@ -210,10 +200,10 @@ static int run_policy(const opts *o, const char *dir, const char *policy,
   for (int i = 0; i < o->models.n; i++)
     snprintf(models + strlen(models), sizeof models - strlen(models), "%s%s", i ? "," : "",
              o->models.item[i]);
-  benchcluster_config cfg = {.n_agents = o->n_speeds, .link_mbps = o->link_mbps,
-                             .link_rtt_ms = o->link_rtt_ms, .models = models, .dir = made,
-                             .on_loss = policy, .scheduler_bin = o->scheduler_bin,
-                             .agent_bin = o->agent_bin};
+  benchcluster_config cfg = {.n_agents = o->n_speeds, .link_mbps = o->cf.link_mbps,
+                             .link_rtt_ms = o->cf.link_rtt_ms, .models = models, .dir = made,
+                             .on_loss = policy, .scheduler_bin = o->cf.scheduler_bin,
+                             .agent_bin = o->cf.agent_bin};
   memcpy(cfg.speeds, o->speeds, sizeof cfg.speeds);
   benchcluster bc;
   if (benchcluster_start(&cfg, &bc, &e) != ERR_OK) {
@@ -264,7 +254,7 @@ int main(int argc, char **argv) {
   char dir[512];
   Edgedi__V1__Image img;
   uint8_t *px = NULL;
-  if (bench_work_dir(o.dir, "recovery", dir, sizeof dir, &e) != ERR_OK ||
+  if (bench_work_dir(o.cf.dir, "recovery", dir, sizeof dir, &e) != ERR_OK ||
       workload_sample_image(SIDE_PX, SIDE_PX, &img, &px, &e) != ERR_OK) {
     fprintf(stderr, "recovery: %s\n", e.msg);
     return 1;
@@ -272,7 +262,7 @@ int main(int argc, char **argv) {
   if (!o.json) {
     printf("recovery: dev-%d (speed %.2f) killed mid-request on %d emulated agents, %.0f "
            "Mbit/s, %.1f ms; %d requests per point; T: median of %d without loss\n",
-           o.victim, o.speeds[o.victim], o.n_speeds, o.link_mbps, o.link_rtt_ms, o.requests,
+           o.victim, o.speeds[o.victim], o.n_speeds, o.cf.link_mbps, o.cf.link_rtt_ms, o.requests,
            o.base);
     printf("%-9s %-9s %5s %8s %8s %9s %-17s %7s %8s %8s %7s %6s %9s %5s\n", "policy", "model",
            "at", "at_ms", "T_ms", "median_ms", "(min..max)", "vs_T", "stand-in", "restart",

@@ -48,12 +48,12 @@ enum {
 };
 
 typedef struct opts {
-  const char *model, *planner, *dir, *scheduler_bin, *agent_bin;
+  const char *model, *planner;
+  benchcluster_flags cf;
   int clients[BENCH_MAX_LIST], n_clients;
   int per_client, rss_requests;
   double speeds[LOCALCLUSTER_MAX_AGENTS];
   int n_speeds;
-  double link_mbps, link_rtt_ms;
   bench_list rss_models;
   bool json;
 } opts;
@@ -81,7 +81,8 @@ static void usage(FILE *f) {
 
 static int parse(int argc, char **argv, opts *o) {
   *o = (opts){.model = "vgg16c", .per_client = DEFAULT_PER_CLIENT,
-              .rss_requests = DEFAULT_RSS_REQUESTS, .link_mbps = 100, .link_rtt_ms = 1,
+              .rss_requests = DEFAULT_RSS_REQUESTS,
+              .cf = {.link_mbps = 100, .link_rtt_ms = 1},
               .clients = {1, 4, 16}, .n_clients = 3,
               .speeds = {0.1, 0.1, 0.15, 0.15}, .n_speeds = 4};
   bench_all_models(&o->rss_models);
@@ -117,20 +118,11 @@ static int parse(int argc, char **argv, opts *o) {
     } else if (strcmp(a, "--speeds") == 0) {
       ok = bench_parse_doubles(v, 0.001, 64, o->speeds, LOCALCLUSTER_MAX_AGENTS, &o->n_speeds,
                                &e) == ERR_OK;
-    } else if (strcmp(a, "--link-mbps") == 0) {
-      ok = flags_parse_double(v, 0, 1e6, &o->link_mbps);
-    } else if (strcmp(a, "--link-rtt-ms") == 0) {
-      ok = flags_parse_double(v, 0, 1e4, &o->link_rtt_ms);
+    } else if (benchcluster_flag(a, v, &o->cf, &ok)) {
     } else if (strcmp(a, "--rss-models") == 0) {
       if (strcmp(v, "none") == 0) o->rss_models.n = 0;
       else ok = bench_parse_list(v, &o->rss_models, &e) == ERR_OK &&
                 bench_check_models(&o->rss_models, &e) == ERR_OK;
-    } else if (strcmp(a, "--dir") == 0) {
-      o->dir = v;
-    } else if (strcmp(a, "--scheduler-bin") == 0) {
-      o->scheduler_bin = v;
-    } else if (strcmp(a, "--agent-bin") == 0) {
-      o->agent_bin = v;
     } else {
       ok = false;
     }
@@ -231,10 +223,10 @@ typedef struct rss_row {
 static err_code measure_rss(const opts *o, const char *dir, const char *model,
                             const Edgedi__V1__Image *img, rss_row *row, err *e) {
   *row = (rss_row){.model = model};
-  benchcluster_config cfg = {.n_agents = o->n_speeds, .link_mbps = o->link_mbps,
-                             .link_rtt_ms = o->link_rtt_ms, .planner = o->planner,
-                             .models = model, .dir = dir, .scheduler_bin = o->scheduler_bin,
-                             .agent_bin = o->agent_bin, .agents_release_memory = true};
+  benchcluster_config cfg = {.n_agents = o->n_speeds, .link_mbps = o->cf.link_mbps,
+                             .link_rtt_ms = o->cf.link_rtt_ms, .planner = o->planner,
+                             .models = model, .dir = dir, .scheduler_bin = o->cf.scheduler_bin,
+                             .agent_bin = o->cf.agent_bin, .agents_release_memory = true};
   memcpy(cfg.speeds, o->speeds, sizeof cfg.speeds);
   benchcluster bc;
   err_code rc = benchcluster_start(&cfg, &bc, e);
@@ -271,7 +263,7 @@ int main(int argc, char **argv) {
   Edgedi__V1__Image img;
   uint8_t *px = NULL;
   baseline base = {0};
-  if (bench_work_dir(o.dir, "throughput", dir, sizeof dir, &e) != ERR_OK ||
+  if (bench_work_dir(o.cf.dir, "throughput", dir, sizeof dir, &e) != ERR_OK ||
       workload_sample_image(SIDE_PX, SIDE_PX, &img, &px, &e) != ERR_OK ||
       baseline_measure(o.model, &img, BASELINE_RUNS, true, &base, &e) != ERR_OK) {
     fprintf(stderr, "throughput: %s\n", e.msg);
@@ -284,13 +276,13 @@ int main(int argc, char **argv) {
   if (!o.json)
     printf("throughput: %s on %d emulated agents (sum of speeds %.2f), %.0f Mbit/s, %.1f ms; "
            "%s whole here: %.2f ms thread CPU, so capacity %.2f requests/s\n",
-           o.model, o.n_speeds, sum_speed, o.link_mbps, o.link_rtt_ms, o.model, base.cpu_ms,
+           o.model, o.n_speeds, sum_speed, o.cf.link_mbps, o.cf.link_rtt_ms, o.model, base.cpu_ms,
            capacity_rps);
 
-  benchcluster_config cfg = {.n_agents = o.n_speeds, .link_mbps = o.link_mbps,
-                             .link_rtt_ms = o.link_rtt_ms, .planner = o.planner,
-                             .models = o.model, .dir = dir, .scheduler_bin = o.scheduler_bin,
-                             .agent_bin = o.agent_bin};
+  benchcluster_config cfg = {.n_agents = o.n_speeds, .link_mbps = o.cf.link_mbps,
+                             .link_rtt_ms = o.cf.link_rtt_ms, .planner = o.planner,
+                             .models = o.model, .dir = dir, .scheduler_bin = o.cf.scheduler_bin,
+                             .agent_bin = o.cf.agent_bin};
   memcpy(cfg.speeds, o.speeds, sizeof cfg.speeds);
   benchcluster bc;
   int status = 0;

@@ -98,7 +98,8 @@ err_code dispatch_add_standin(dispatch *d, int role, uint64_t id, int *tag, disp
   if (d->n_standins >= DISPATCH_MAX_STANDINS)
     return err_set(e, ERR_RANGE, "dispatch: request %llu has %d stand-ins already",
                    (unsigned long long)d->id, d->n_standins);
-  if (id == d->id || id == 0) return err_set(e, ERR_INVALID, "dispatch: a stand-in needs its own id");
+  if (id == d->id || id == 0)
+    return err_set(e, ERR_INVALID, "dispatch: a stand-in needs its own id");
   for (int k = 0; k < d->n_standins; k++)
     if (d->standins[k].id == id)
       return err_set(e, ERR_INVALID, "dispatch: id %llu is another stand-in's",

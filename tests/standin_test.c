@@ -115,32 +115,39 @@ static void new_sim(cs_sim *s, const model *m, xt_rng *r) {
   cs_add_model(s, "digest", m);
 }
 
+/* Trial i of model `name`: a random plan; at a random point of the
+ * request a device's work gets a stand-in, on the spare engine (odd i) or
+ * on another device's; with `kill` the device dies there first. Whether
+ * that point came before the request was over. */
+static bool trial_run(const char *name, int i, bool kill, xt_rng *r) {
+  trial tr;
+  trial_init(&tr, name, r);
+  cs_sim s;
+  new_sim(&s, tr.m, r);
+  uint64_t id = cs_new_request_id();
+  dispatch *d = start(&s, &tr, id, (cs_mode)(i % CS_MODES));
+  int dev = device_with_work(&tr.p, r);
+  int host = i % 2 ? SPARE : (dev + 1 + xt_int(r, 0, DEVICES - 2)) % DEVICES;
+  bool running = run_for(&s, d, xt_int(r, 0, MAX_KILL_STEP));
+  if (running) {
+    if (kill) cs_kill(&s, dev);
+    cs_add_standin(&s, d, dev, id | (1ull << 40), host);
+  }
+  /* Both copies of a live device run to the end or to their Release. */
+  check_done(&s, d, &tr,
+             kill ? "a device killed and stood in for" : "a stand-in racing the device");
+  dispatch_destroy(d);
+  cs_free(&s);
+  trial_free(&tr);
+  return running;
+}
+
 static void test_dead_device_replaced(void **state) {
   (void)state;
   xt_rng r = {101};
   int killed = 0, runs = 0;
   for (const char *const *name = zoo_names(); *name; name++)
-    for (int i = 0; i < TRIALS; i++) {
-      trial tr;
-      trial_init(&tr, *name, &r);
-      cs_sim s;
-      new_sim(&s, tr.m, &r);
-      uint64_t id = cs_new_request_id();
-      dispatch *d = start(&s, &tr, id, (cs_mode)(i % CS_MODES));
-      int victim = device_with_work(&tr.p, &r);
-      /* On the spare, or on a device that has its own work here too. */
-      int host = i % 2 ? SPARE : (victim + 1 + xt_int(&r, 0, DEVICES - 2)) % DEVICES;
-      if (run_for(&s, d, xt_int(&r, 0, MAX_KILL_STEP))) {
-        cs_kill(&s, victim);
-        cs_add_standin(&s, d, victim, id | (1ull << 40), host);
-        killed++;
-      }
-      runs++;
-      check_done(&s, d, &tr, "a device killed and stood in for");
-      dispatch_destroy(d);
-      cs_free(&s);
-      trial_free(&tr);
-    }
+    for (int i = 0; i < TRIALS; i++, runs++) killed += trial_run(*name, i, true, &r);
   /* Most kills land while the request runs. */
   assert_true(killed * 2 > runs);
 }
@@ -173,22 +180,7 @@ static void test_stand_in_races_live_device(void **state) {
   (void)state;
   xt_rng r = {303};
   for (const char *const *name = zoo_names(); *name; name++)
-    for (int i = 0; i < TRIALS; i++) {
-      trial tr;
-      trial_init(&tr, *name, &r);
-      cs_sim s;
-      new_sim(&s, tr.m, &r);
-      uint64_t id = cs_new_request_id();
-      dispatch *d = start(&s, &tr, id, (cs_mode)(i % CS_MODES));
-      int slow = device_with_work(&tr.p, &r);
-      if (run_for(&s, d, xt_int(&r, 0, MAX_KILL_STEP)))
-        cs_add_standin(&s, d, slow, id | (1ull << 40), i % 2 ? SPARE : (slow + 1) % DEVICES);
-      /* Both copies run to the end or to their Release; nothing stays. */
-      check_done(&s, d, &tr, "a stand-in racing the device");
-      dispatch_destroy(d);
-      cs_free(&s);
-      trial_free(&tr);
-    }
+    for (int i = 0; i < TRIALS; i++) trial_run(*name, i, false, &r);
 }
 
 static void test_stand_ins_refused(void **state) {
