@@ -54,6 +54,8 @@ static void print_json(const store_request_row *r) {
   printf(",\"measured_ms\":%.3f,\"bytes_moved\":%llu,\"error\":", r->measured_ms,
          (unsigned long long)r->bytes_moved);
   cli_json_string(stdout, r->error);
+  printf(",\"recovery\":");
+  cli_json_string(stdout, r->recovery);
   printf("}\n");
 }
 
@@ -73,6 +75,7 @@ static void print_row(const store_request_row *r) {
   printf("%6lld  %-14s  %-12s %-12s %-7s %10.1f %10s %10s %10s %6s  %s\n", (long long)r->id,
          when, r->model, r->planner, status_word(r->status), r->measured_ms, pred, moved, all,
          ratio, r->status == STORE_REQUEST_ERROR ? r->error : r->devices);
+  if (r->recovery[0]) printf("%6s  recovered: %s\n", "", r->recovery);
 }
 
 typedef struct model_sum {

@@ -321,7 +321,8 @@ grpc_status_code infer_run(const infer_ctx *c, const Edgedi__V1__InferRequest *r
   store_request_result fin = {.ok = st == GRPC_STATUS_OK,
                               .measured_ms = inflight_now_ms() - r.t0_ms,
                               .bytes_moved = r.bytes_moved,
-                              .error = st == GRPC_STATUS_OK ? NULL : e->msg};
+                              .error = st == GRPC_STATUS_OK ? NULL : e->msg,
+                              .recovery = r.recovery};
   store_request_finish(c->st, r.id, &fin, NULL);
   /* Only what the plan alone explains: the cluster to itself, and no strip
    * being prepared. */

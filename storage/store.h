@@ -51,7 +51,7 @@
 #define STORE_KIND_MODEL_PREFIX "model:"
 
 enum {
-  STORE_SCHEMA_VERSION = 4,
+  STORE_SCHEMA_VERSION = 5,
   STORE_BUSY_TIMEOUT_MS = 5000, /* wait this long for another writer */
   /* Sizes of the string fields, terminating NUL included. Longer input is
    * refused rather than cut, so what is read back is what was written. */
@@ -215,6 +215,7 @@ typedef struct store_request_result {
   double measured_ms;   /* >= 0: end to end, or until it failed */
   uint64_t bytes_moved; /* everything that crossed a link */
   const char *error;    /* why it failed: required when !ok, else ignored */
+  const char *recovery; /* agents lost or straggling and what was done; NULL: none */
 } store_request_result;
 
 /* Records a request as running; *id_out is its id, never reused, the
@@ -241,6 +242,7 @@ typedef struct store_request_row {
    * maps at every segment (from the stored plan; 0 when it does not say). */
   uint64_t bytes_gather_all;
   char error[ERR_MSG_BYTES];
+  char recovery[ERR_MSG_BYTES]; /* agents lost or straggling, what was done; "" */
   int64_t created_at, finished_at; /* finished_at 0 while running */
 } store_request_row;
 

@@ -25,7 +25,7 @@ static const char k_request_insert[] =
     "status, created_at) VALUES (?1, ?2, ?3, ?4, ?5, 'running', ?6)";
 static const char k_request_finish[] =
     "UPDATE requests SET status = ?2, measured_ms = ?3, bytes_moved = ?4, "
-    "error = ?5, finished_at = ?6 WHERE id = ?1 AND status = 'running'";
+    "error = ?5, finished_at = ?6, recovery = ?7 WHERE id = ?1 AND status = 'running'";
 static const char k_request_status[] =
     "SELECT status FROM requests WHERE id = ?1";
 
@@ -104,6 +104,7 @@ err_code store_request_finish(store *s, int64_t request_id,
     sqlite3_bind_int64(st, 4, (int64_t)r->bytes_moved);
     if (!r->ok) sqlite3_bind_text(st, 5, r->error, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 6, store_now());
+    sqlite3_bind_text(st, 7, r->recovery ? r->recovery : "", -1, SQLITE_STATIC);
     code = store_step_done(s, st, e, "finishing a request");
     if (code == ERR_OK && sqlite3_changes(s->db) == 0)
       code = explain_unfinished(s, request_id, e);
@@ -119,7 +120,7 @@ static const char k_request_recent[] =
     "coalesce(predicted_ms, 0), coalesce(measured_ms, 0), bytes_moved, "
     "CASE WHEN json_valid(plan) THEN "
     "coalesce(json_extract(plan, '$.bytes_gather_all'), 0) ELSE 0 END, "
-    "coalesce(error, ''), created_at, coalesce(finished_at, 0) "
+    "coalesce(error, ''), created_at, coalesce(finished_at, 0), recovery "
     "FROM requests ORDER BY id DESC LIMIT ?1";
 
 static store_request_status status_from_text(const char *t) {
@@ -146,6 +147,7 @@ static void read_request_row(sqlite3_stmt *st, void *dst) {
   store_column_text(st, 10, r->error, sizeof r->error);
   r->created_at = sqlite3_column_int64(st, 11);
   r->finished_at = sqlite3_column_int64(st, 12);
+  store_column_text(st, 13, r->recovery, sizeof r->recovery);
 }
 
 err_code store_request_recent(store *s, size_t limit, store_request_row **out,

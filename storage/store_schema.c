@@ -232,8 +232,14 @@ static const char k_step4[] =
     "DROP VIEW device_speed;\n"
     DEVICE_SPEED_VIEW(" AND t.fresh_strip = 0");
 
+/* Step 5: what a request did about agents it lost or that straggled
+ * (InferReply.recovery: "agent 'x' went down: ...; 'y' stood in for 'x'";
+ * '' for none), so that an operator finds such requests in the history. */
+static const char k_step5[] =
+    "ALTER TABLE requests ADD COLUMN recovery TEXT NOT NULL DEFAULT '';\n";
+
 /* Step i+1 of the schema is k_steps[i]. */
-static const char *const k_steps[] = {k_step1, k_step2, k_step3, k_step4};
+static const char *const k_steps[] = {k_step1, k_step2, k_step3, k_step4, k_step5};
 
 _Static_assert(sizeof k_steps / sizeof k_steps[0] == STORE_SCHEMA_VERSION,
                "STORE_SCHEMA_VERSION must equal the number of steps");

@@ -457,6 +457,14 @@ static void dies_in(fake_agent_phase phase, infer_on_loss policy, const char *wh
     fail_msg("v died %s, on-loss %s: the reply's recovery is '%s'", what,
              infer_on_loss_name(policy), g.recovery);
   print_message("v died %s, on-loss %s: %s\n", what, infer_on_loss_name(policy), g.recovery);
+  /* The history keeps it (requests.recovery). */
+  store_request_row *rows = NULL;
+  size_t n = 0;
+  err e = {0};
+  st_check_ok(store_request_recent(service_store(g.svc), 1, &rows, &n, &e), &e);
+  assert_int_equal(n, 1);
+  assert_string_equal(rows[0].recovery, g.recovery);
+  store_free(rows);
   st_wait_state(g.ch, "v", "down");
   /* And the next request runs on the others. */
   assert_false(infer_exact_on(g.ch, 600u + (unsigned)phase, "v"));

@@ -366,6 +366,13 @@ static void test_migrates_version_1(void **state) {
   ASSERT_OK(store_cost_model_save(s, 7, &k, &e_));
   /* A new request continues after the old ids. */
   assert_true(begin_request(s, "vgg16c") > 3);
+  /* Step 5: the old request recovered from nothing. */
+  store_request_row *rr = NULL;
+  size_t nr = 0;
+  ASSERT_OK(store_request_recent(s, 10, &rr, &nr, &e_));
+  assert_true(nr == 2 && rr[1].id == 3);
+  assert_string_equal(rr[1].recovery, "");
+  store_free(rr);
   /* Step 3: the old tile reads as a repeat run (nothing said otherwise). */
   store_tile *w = NULL;
   size_t n = 0;
@@ -867,7 +874,8 @@ static void test_request_recent(void **state) {
                                    .plan = "{\"bytes_gather_all\":12345,\"segments\":[]}",
                                    .predicted_ms = 80};
   ASSERT_OK(store_request_begin(s, &with_gather, &ids[0], &e_));
-  store_request_result ok = {.ok = true, .measured_ms = 90, .bytes_moved = 4000};
+  store_request_result ok = {.ok = true, .measured_ms = 90, .bytes_moved = 4000,
+                             .recovery = "agent 'pi3' went down; 'pi1' stood in for 'pi3'"};
   ASSERT_OK(store_request_finish(s, ids[0], &ok, &e_));
   ids[1] = begin_request(s, "resnet18c"); /* a plan without the number */
   store_request_result bad = {.ok = false, .measured_ms = 3, .error = "agent pi2 died"};
@@ -889,6 +897,8 @@ static void test_request_recent(void **state) {
   assert_int_equal(v[2].status, STORE_REQUEST_ERROR);
   assert_string_equal(v[2].error, "agent pi2 died");
   assert_int_equal(v[2].bytes_gather_all, 0);
+  assert_string_equal(v[2].recovery, ""); /* none said */
+  assert_string_equal(v[3].recovery, "agent 'pi3' went down; 'pi1' stood in for 'pi3'");
   assert_int_equal(v[3].status, STORE_REQUEST_OK);
   assert_true(v[3].has_plan);
   assert_string_equal(v[3].model, "vgg16c");
