@@ -2,6 +2,13 @@
  * machine (localcluster.h), each agent emulating a device of a given speed
  * behind a given link; then a workload, a command, or waiting for Ctrl-C.
  *
+ * While it waits it supervises: a child that dies (an agent killed, a
+ * crash) is started again, as a service manager would, at most
+ * CLUSTER_MAX_RESTARTS times each. A restarted agent registers and is
+ * profiled anew; requests it was part of recover without it (the
+ * scheduler's --on-loss); a restarted scheduler is found again by the
+ * agents (runtime/agent.h). --no-restart stops everything instead.
+ *
  * Ctrl-C and SIGTERM never kill this process outright (procs.h catches
  * them): the children sit in their own process groups, so the terminal's
  * signal reaches only us, and we stop agents then scheduler in order.
@@ -26,6 +33,7 @@ enum {
   CLUSTER_DEFAULT_AGENTS = 4,
   CLUSTER_DEFAULT_PORT = 7000,
   CLUSTER_WATCH_MS = 500, /* how often a waiting cluster checks its children */
+  CLUSTER_MAX_RESTARTS = 5, /* per child: then something is wrong with it */
   CLUSTER_MAX_WORKLOADS = 8,
   CLUSTER_SAMPLE_SIDE_PX = 200, /* the zoo's default input */
 };
@@ -58,12 +66,14 @@ static void usage(FILE *f) {
           "  --scheduler-bin P    edgedi-scheduler (default: found next to this program)\n"
           "  --agent-bin P        edgedi-agent (default: found next to this program)\n"
           "  --up-timeout-ms N    how long agents may take to come up (default %d)\n"
+          "  --no-restart         a child that dies stops the cluster (default: it is\n"
+          "                       started again, up to %d times)\n"
           "  --workload M:N,...   then run N inferences of model M on a synthetic\n"
           "                       200x200 gray image, for each pair, and stop\n"
           "  --run CMD            then run the shell command CMD (with %s set\n"
           "                       to the scheduler's address), stop, exit with its status\n",
           CLUSTER_DEFAULT_AGENTS, STORE_DEFAULT_PATH, CLUSTER_DEFAULT_PORT,
-          LOCALCLUSTER_DEFAULT_UP_TIMEOUT_MS, CLIENT_SCHEDULER_ENV);
+          LOCALCLUSTER_DEFAULT_UP_TIMEOUT_MS, CLUSTER_MAX_RESTARTS, CLIENT_SCHEDULER_ENV);
 }
 
 typedef struct workload_spec {
@@ -75,6 +85,7 @@ typedef struct cluster_opts {
   localcluster_options lc;
   const char *speeds, *names, *workloads, *run;
   int agents, threads, up_timeout_ms;
+  bool no_restart;
   double link_mbps, link_rtt_ms;
   workload_spec work[CLUSTER_MAX_WORKLOADS];
   int n_work;
@@ -158,6 +169,10 @@ static int parse(int argc, char **argv, cluster_opts *o) {
     if (cli_is_help(a)) {
       usage(stdout);
       return -1;
+    }
+    if (strcmp(a, "--no-restart") == 0) {
+      o->no_restart = true;
+      continue;
     }
     if (!v) return usage_error("unknown flag or missing value: %s", a);
     bool ok = true;
@@ -245,13 +260,32 @@ static int run_command(const char *cmd, const char *address) {
   return procs_exited_cleanly(&c) && !procs_stop_requested() ? CLI_EXIT_OK : CLI_EXIT_FAIL;
 }
 
-/* Until Ctrl-C or a child's death. */
-static int watch(localcluster *c) {
-  err e = {0};
+/* Until Ctrl-C: children that die are started again (the file's comment),
+ * or, with no_restart or past CLUSTER_MAX_RESTARTS, everything stops. */
+static int watch(localcluster *c, bool no_restart) {
+  int restarts[LOCALCLUSTER_MAX_AGENTS + 1] = {0}; /* agents, then the scheduler */
+  int n = localcluster_n_agents(c);
   while (!procs_stop_requested()) {
-    if (localcluster_check_alive(c, &e) != ERR_OK) {
-      fprintf(stderr, "edgedi cluster: %s; stopping the rest\n", e.msg);
-      return CLI_EXIT_FAIL;
+    for (int i = 0; i <= n; i++) {
+      procs_child *p = i < n ? localcluster_agent_process(c, i) : localcluster_scheduler(c);
+      if (procs_alive(p)) continue;
+      char how[64];
+      procs_describe_exit(p, how, sizeof how);
+      if (no_restart || restarts[i] >= CLUSTER_MAX_RESTARTS) {
+        fprintf(stderr, "edgedi cluster: %s stopped (%s)%s; stopping the rest\n", p->name, how,
+                no_restart ? "" : ", too many times");
+        return CLI_EXIT_FAIL;
+      }
+      restarts[i]++;
+      fprintf(stderr, "edgedi cluster: %s stopped (%s); starting it again (%d of %d)\n",
+              p->name, how, restarts[i], CLUSTER_MAX_RESTARTS);
+      err e = {0};
+      err_code rc = i < n ? localcluster_restart_agent(c, i, &e)
+                          : localcluster_restart_scheduler(c, &e);
+      if (rc != ERR_OK) {
+        fprintf(stderr, "edgedi cluster: %s; stopping the rest\n", e.msg);
+        return CLI_EXIT_FAIL;
+      }
     }
     procs_sleep_ms(CLUSTER_WATCH_MS);
   }
@@ -300,7 +334,7 @@ int cmd_cluster(int argc, char **argv) {
     else {
       fprintf(stderr, "edgedi cluster: ready; try `edgedi devices --scheduler %s`. "
                       "Ctrl-C stops it.\n", address);
-      status = watch(c);
+      status = watch(c, o.no_restart);
     }
   }
   fprintf(stderr, "edgedi cluster: stopping\n");

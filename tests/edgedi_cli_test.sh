@@ -63,6 +63,33 @@ SCRIPT
   || { cat "$T/cluster.txt" "$T"/*.log >&2; fail "the client script failed"; }
 grep -q '^cluster up: ' "$T/cluster.txt" || fail "no 'cluster up' line"
 
+# Supervision: an agent killed while the cluster waits is started again,
+# registers, and serves; Ctrl-C (SIGINT) then stops everything cleanly.
+"$E" cluster --agents 2 --speeds 0.5 --port 0 --db "$T/s.db" --logs "$T/s" \
+  --models resnet18c > "$T/sup.txt" 2>&1 &
+SUP=$!
+mkdir -p "$T/s"
+wait_for() { # pattern, file, seconds
+  for _ in $(seq $(($3 * 10))); do grep -q "$1" "$2" && return 0; sleep 0.1; done
+  cat "$2" >&2; fail "no '$1' in $2 within $3 s"
+}
+wait_for 'ready;' "$T/sup.txt" 120
+ADDR=$(sed -n 's/^cluster up: scheduler at \([^,]*\),.*/\1/p' "$T/sup.txt")
+[ -n "$ADDR" ] || fail "supervised cluster: no address"
+VICTIM=$(pgrep -f "edgedi-agent .*--scheduler $ADDR .*--name agent-1 " || true)
+[ -n "$VICTIM" ] || fail "supervised cluster: no agent-1 process"
+kill -9 "$VICTIM"
+wait_for 'agent-1 stopped (killed by signal 9.*starting it again' "$T/sup.txt" 30
+for _ in $(seq 600); do
+  "$E" devices --scheduler "$ADDR" 2>/dev/null | grep -q '^agent-1 *up' && break
+  sleep 0.1
+done
+"$E" devices --scheduler "$ADDR" | grep -q '^agent-1 *up' || fail "agent-1 not up again"
+"$E" infer resnet18c "$T/img.pgm" --scheduler "$ADDR" | grep -q '^top class: ' \
+  || fail "infer after agent-1 came back"
+kill -INT "$SUP"
+wait "$SUP" || fail "supervised cluster: exit $? after Ctrl-C: $(cat "$T/sup.txt")"
+
 "$E" history --db "$T/e.db" > "$T/history.txt"
 grep -q 'vgg16c .* ok ' "$T/history.txt" || fail "history: $(cat "$T/history.txt")"
 [ "$(grep -c ' ok ' "$T/history.txt")" -ge 6 ] || fail "history: fewer than 6 requests"
