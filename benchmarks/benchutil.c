@@ -106,6 +106,16 @@ double bench_peak_rss_mb(int pid) {
   return mb;
 }
 
+bench_flag bench_common_flag(const char *a, bool *json, void (*usage)(FILE *)) {
+  if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+    usage(stdout);
+    return BENCH_FLAG_HELP;
+  }
+  if (strcmp(a, "--json") != 0) return BENCH_FLAG_OTHER;
+  *json = true;
+  return BENCH_FLAG_TAKEN;
+}
+
 int bench_bad_flag(const char *prog, const char *flag, const err *why, void (*usage)(FILE *)) {
   fprintf(stderr, "%s: unknown flag, missing or bad value: %s%s%s\n", prog, flag,
           why && why->msg[0] ? ": " : "", why ? why->msg : "");

@@ -24,6 +24,12 @@ typedef struct bench_list {
   char item[BENCH_MAX_LIST][BENCH_ITEM_BYTES];
 } bench_list;
 
+/* The flags every benchmark takes: --help or -h prints the usage on stdout
+ * (BENCH_FLAG_HELP: the caller returns), --json sets *json
+ * (BENCH_FLAG_TAKEN); BENCH_FLAG_OTHER for any other flag. */
+typedef enum { BENCH_FLAG_OTHER, BENCH_FLAG_TAKEN, BENCH_FLAG_HELP } bench_flag;
+bench_flag bench_common_flag(const char *a, bool *json, void (*usage)(FILE *));
+
 /* Prints "PROG: unknown flag, missing or bad value: FLAG[: why]" and the
  * usage on stderr; returns BENCH_EXIT_USAGE. */
 int bench_bad_flag(const char *prog, const char *flag, const err *why, void (*usage)(FILE *));

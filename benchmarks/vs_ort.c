@@ -103,14 +103,9 @@ static int parse(int argc, char **argv, opts *o) {
   o->runs_compact = DEFAULT_RUNS_COMPACT;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-    if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
-      usage(stdout);
-      return -1;
-    }
-    if (strcmp(a, "--json") == 0) {
-      o->json = true;
-      continue;
-    }
+    bench_flag common = bench_common_flag(a, &o->json, usage);
+    if (common == BENCH_FLAG_HELP) return -1;
+    if (common == BENCH_FLAG_TAKEN) continue;
     bool ok = v != NULL;
     err e = {0};
     if (!ok) {
