@@ -52,7 +52,10 @@
  * attempt's start, plus INFER_STRAGGLER_SLACK_MS), its work is re-issued
  * to another up agent as a stand-in (unless on_loss is RESTART) and the
  * first copy of each result wins: the straggler goes on, and whichever of
- * the two is ahead decides. When no other agent can take it (or with
+ * the two is ahead decides. While a stand-in races for work still owed no
+ * other straggler is called (the others may be waiting for its rows), and
+ * an agent stood in for never hosts a stand-in. When no other agent can
+ * take it (or with
  * RESTART), the attempt is abandoned and the request re-planned without
  * the straggler, at most INFER_MAX_STRAGGLER_REPLANS times. Either way its
  * live cost model is scaled by how late it was so that the next requests
@@ -82,10 +85,12 @@
  * agent is bounded separately by the rpc layer's write timeout).
  *
  * Records: from planning on, every request is a row of `requests` (begun
- * with its plan, finished with its outcome, whatever happens), and every
- * tile that reported a result a row of `tile_history` with predicted and
- * measured times. Requests refused before planning (bad input) are not
- * recorded: they never reached the cluster.
+ * with its plan, finished with its outcome and, in `recovery`, what it did
+ * about agents lost or straggling, whatever happens), and every tile that
+ * reported a result a row of `tile_history` with predicted and measured
+ * times (a stand-in's under its host, its transfer timed from its own
+ * job). Requests refused before planning (bad input) are not recorded:
+ * they never reached the cluster.
  *
  * What transfer time means. An agent reports, per tile, its compute time
  * (the run, emulated slowdown and strip preparation included) and its
