@@ -26,7 +26,9 @@
  *    resident strips and finished segments kept, and what the lost agent
  *    had already sent counts (its second copy is dropped). The host is
  *    the up agent predicted to finish the lost work first: that work at
- *    its cost model, after its own unfinished tiles of this request;
+ *    its cost model, after its own unfinished tiles of this request,
+ *    stretched by the other requests it is busy with; a stand-in counts in
+ *    its host's busy count (cluster_agent_busy) until the attempt ends;
  *  - a restart: a new plan over the agents still up (the lost one left
  *    out), every job sent again from segment 0 with the image, under a
  *    new wire id (request id | attempt << INFER_ATTEMPT_SHIFT) so that the

@@ -38,6 +38,7 @@ typedef struct infer_standin {
   int role, tag;       /* tag: its device index in the dispatcher and mailbox */
   uint64_t id;         /* its wire id */
   bool gone;           /* lost, or its stream cannot be written */
+  bool counted;        /* in its host's busy count (cluster_agent_busy_add) */
 } infer_standin;
 
 typedef struct infer_req {

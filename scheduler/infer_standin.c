@@ -68,8 +68,14 @@ bool infer__standins_on(const infer_req *r) {
 }
 
 void infer__standins_clear(infer_req *r) {
-  for (int k = 0; k < r->n_standins; k++) cluster_release(r->standins[k].host.agent);
+  bool counted = false;
+  for (int k = 0; k < r->n_standins; k++) {
+    if (r->standins[k].counted) cluster_agent_busy_add(r->standins[k].host.agent, -1, false);
+    counted |= r->standins[k].counted;
+    cluster_release(r->standins[k].host.agent);
+  }
   r->n_standins = 0;
+  if (counted) admit_wake(r->c->adm); /* a host may take whole runs again */
 }
 
 /* ---- the choice ------------------------------------------------------------------ */
@@ -134,7 +140,10 @@ static double restart_ms(const infer_req *r, int role) {
 }
 
 /* The up agent predicted to finish device role's work first; false when
- * there is none. *host gets a reference. */
+ * there is none. *host gets a reference. Other requests an agent is busy
+ * with (cluster_agent_busy) stretch its time: their work queues with the
+ * stand-in's, so requests that lose the same agent at once spread their
+ * stand-ins. */
 static bool pick_host(infer_req *r, int role, cluster_member *host, double *ms) {
   cluster_member up[PLAN_MAX_DEVICES];
   int n = cluster_acquire_up(r->c->cl, r->ip.model->name, up, PLAN_MAX_DEVICES);
@@ -144,7 +153,9 @@ static bool pick_host(infer_req *r, int role, cluster_member *host, double *ms) 
     int member = -1;
     for (int j = 0; j < r->ip.n_members; j++)
       if (r->ip.members[j].agent == up[i].agent) member = j;
-    double t = host_ms(r, role, &up[i].dev, member);
+    bool here = member >= 0 && (r->ip.counted & (1u << member)) != 0; /* this request */
+    int others = cluster_agent_busy(up[i].agent, NULL) - (here ? 1 : 0);
+    double t = host_ms(r, role, &up[i].dev, member) * (1 + (others > 0 ? others : 0));
     if (best < 0 || t < *ms) {
       best = i;
       *ms = t;
@@ -204,6 +215,8 @@ bool infer__stand_in(infer_req *r, int role, bool straggler, const char *why) {
     s->gone = true;
     return false;
   }
+  cluster_agent_busy_add(host.agent, 1, false); /* load-aware planning sees it */
+  s->counted = true;
   r->last_heard_ms[role] = r->last_any_ms = now; /* silence counts from here */
   infer__note(r, "%s", why);
   infer__note(r, "'%s' stood in for '%s'", host.dev.name, r->ip.members[role].dev.name);
