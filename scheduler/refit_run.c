@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "runtime/stats.h"
+
 /* The window's distinct layer ranges and their GFLOP over the whole
  * picture (from the model's graph); each sample gets its range's index,
  * -1 for a range the graph does not have. */
@@ -82,11 +84,6 @@ static void note(refit_report *rep, const char *what, const err *why) {
   snprintf(rep->why, sizeof rep->why, "%s: %.400s", what, why->msg);
 }
 
-static int cmp_double(const void *p, const void *q) {
-  double x = *(const double *)p, y = *(const double *)q;
-  return (x > y) - (x < y);
-}
-
 double refit_shared_beta(cluster *c) {
   cluster_member up[PLAN_MAX_DEVICES];
   int n = c ? cluster_acquire_up(c, NULL, up, PLAN_MAX_DEVICES) : 0;
@@ -99,9 +96,7 @@ double refit_shared_beta(cluster *c) {
       beta[k++] = d.fixed_ms / d.ms_per_gflop;
     cluster_release(up[i].agent);
   }
-  if (k == 0) return -1;
-  qsort(beta, (size_t)k, sizeof *beta, cmp_double);
-  return k % 2 ? beta[k / 2] : (beta[k / 2 - 1] + beta[k / 2]) / 2;
+  return k ? stats_median(beta, k) : -1;
 }
 
 err_code refit_device(store *st, cluster_agent *a, const char *model_name, const model *m,
