@@ -395,13 +395,7 @@ err_code dispatch_start(dispatch *d, dispatch_outbox *out, err *e) {
   d->t_start_ms = now_ms();
   for (int i = 0; i < d->n_jobs; i++) {
     dispatch_msg *pm = &d->packed[i];
-    err_code rc = ERR_OK;
-    if (d->keep_log) { /* a copy, for stand-ins */
-      uint8_t *copy = malloc(pm->len ? pm->len : 1);
-      if (copy) memcpy(copy, pm->data, pm->len);
-      rc = copy ? dispatch__outbox_add(&d->log[pm->device], pm->device, copy, pm->len, e)
-                : err_set(e, ERR_NOMEM, "dispatch: out of memory");
-    }
+    err_code rc = dispatch__log(d, pm->device, pm->data, pm->len, e);
     if (rc == ERR_OK) rc = dispatch__outbox_add(out, pm->device, pm->data, pm->len, e);
     else free(pm->data);
     pm->data = NULL; /* the outbox owns it now, or it is freed */

@@ -91,6 +91,10 @@ err_code dispatch__outbox_add(dispatch_outbox *o, int device, uint8_t *data, siz
                               err *e);
 uint8_t *dispatch__pack_in(const Edgedi__V1__ExecuteIn *m, size_t *len);
 
+/* With keep_log, a copy of `len` packed bytes sent to `device` into its
+ * log (for stand-ins); nothing otherwise. */
+err_code dispatch__log(dispatch *d, int device, const uint8_t *data, size_t len, err *e);
+
 /* Queues `m` for device `device` (a device or a stand-in's tag) under the
  * request id that recipient knows. With copy_to_standins (jobs and relayed
  * rows, for a device), it also goes to the device's stand-ins and into its

@@ -37,13 +37,21 @@ static err_code add_packed(dispatch_outbox *o, int to, Edgedi__V1__ExecuteIn *m,
   return dispatch__outbox_add(o, to, data, *len, e);
 }
 
+err_code dispatch__log(dispatch *d, int device, const uint8_t *data, size_t len, err *e) {
+  if (!d->keep_log) return ERR_OK;
+  uint8_t *copy = malloc(len ? len : 1);
+  if (!copy) return err_set(e, ERR_NOMEM, "dispatch: out of memory for the log");
+  memcpy(copy, data, len);
+  return dispatch__outbox_add(&d->log[device], device, copy, len, e);
+}
+
 err_code dispatch__send(dispatch *d, dispatch_outbox *o, int device, Edgedi__V1__ExecuteIn *m,
                         bool copy_to_standins, err *e) {
   size_t len;
   set_id(m, id_of(d, device));
   err_code rc = add_packed(o, device, m, &len, e);
   if (rc != ERR_OK || !copy_to_standins || device >= d->n_devices) return rc;
-  if (d->keep_log) rc = add_packed(&d->log[device], device, m, &len, e);
+  rc = dispatch__log(d, device, o->msgs[o->n - 1].data, len, e); /* the bytes just packed */
   for (int k = 0; k < d->n_standins && rc == ERR_OK; k++) {
     if (d->standins[k].role != device) continue;
     set_id(m, d->standins[k].id);
