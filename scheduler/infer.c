@@ -28,9 +28,7 @@ static void record_tiles(infer_req *r) {
     const plan_part *pt = &s->parts[t->part];
     v[n++] = (store_tile){
         .request_id = r->id,
-        .device_id = t->by < r->ip.n_members
-                         ? r->ip.members[t->by].device_id
-                         : r->standins[t->by - r->ip.n_members].host.device_id,
+        .device_id = infer__member_of(r, t->by)->device_id,
         .segment = (uint32_t)t->segment,
         .first_layer = (uint32_t)s->first,
         .end_layer = (uint32_t)s->end,

@@ -79,13 +79,20 @@ static bool owes(const infer_req *r, int device) {
   return false;
 }
 
+/* The live copies of device role's work: senders, at most 1 + stand-ins. */
+static int live_copies(const infer_req *r, int role, int *out) {
+  int n = 0;
+  if (!r->write_failed[role]) out[n++] = role;
+  for (int k = 0; k < r->n_standins; k++)
+    if (r->standins[k].role == role && !r->standins[k].gone) out[n++] = r->standins[k].tag;
+  return n;
+}
+
 /* Whether a copy of device role's work (its own or a stand-in) is not
  * gone. */
 static bool covered(const infer_req *r, int role) {
-  if (!r->write_failed[role]) return true;
-  for (int k = 0; k < r->n_standins; k++)
-    if (r->standins[k].role == role && !r->standins[k].gone) return true;
-  return false;
+  int live[1 + DISPATCH_MAX_STANDINS];
+  return live_copies(r, role, live) > 0;
 }
 
 /* Sender `sender` (a device or a stand-in) is lost (`why`, which names
@@ -194,8 +201,7 @@ static void owed(const infer_req *r, char *buf, size_t len) {
  * agent that arrived before that, less their own half round trip, show
  * how long it was busy before it got to this job. */
 static double tile_transfer_ms(const infer_req *r, const infer_tile *t) {
-  const plan_device *dv = t->by < r->ip.n_members ? &r->ip.members[t->by].dev
-                                                  : &r->standins[t->by - r->ip.n_members].host.dev;
+  const plan_device *dv = &infer__member_of(r, t->by)->dev; /* who ran it */
   double one_way_ms = dv->rtt_ms / 2;
   double up_ms = one_way_ms + (double)t->r.bytes_out * 8.0 / (dv->bandwidth_mbps * 1e3);
   double taken_up_by = t->at_ms - t->r.compute_ms - t->r.wait_ms - up_ms;
@@ -299,15 +305,6 @@ static void penalize(infer_req *r, int device, double factor) {
   d.ms_per_gflop *= factor;
   d.fixed_ms *= factor;
   cluster_agent_set_cost(a, r->ip.model->name, &d, NULL);
-}
-
-/* The live copies of device role's work: senders, at most 1 + stand-ins. */
-static int live_copies(const infer_req *r, int role, int *out) {
-  int n = 0;
-  if (!r->write_failed[role]) out[n++] = role;
-  for (int k = 0; k < r->n_standins; k++)
-    if (r->standins[k].role == role && !r->standins[k].gone) out[n++] = r->standins[k].tag;
-  return n;
 }
 
 /* Stuck agents and stragglers (infer.h). */

@@ -91,8 +91,9 @@ const char *infer__dev_name(const infer_req *r, int sender);
 
 /* Senders: the attempt's devices 0 .. n_members - 1 and its stand-ins'
  * tags after them. The device whose work `sender` does (-1: none), its
- * agent (NULL: none), whether it is gone. */
+ * agent as a member (NULL: none), whether it is gone. */
 int infer__role_of(const infer_req *r, int sender);
+const cluster_member *infer__member_of(const infer_req *r, int sender); /* NULL: none */
 cluster_agent *infer__agent_of(const infer_req *r, int sender);
 bool infer__gone(const infer_req *r, int sender);
 void infer__set_gone(infer_req *r, int sender);

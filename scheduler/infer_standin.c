@@ -39,16 +39,20 @@ int infer__role_of(const infer_req *r, int sender) {
   return s ? s->role : -1;
 }
 
-cluster_agent *infer__agent_of(const infer_req *r, int sender) {
-  if (sender >= 0 && sender < r->ip.n_members) return r->ip.members[sender].agent;
+const cluster_member *infer__member_of(const infer_req *r, int sender) {
+  if (sender >= 0 && sender < r->ip.n_members) return &r->ip.members[sender];
   const infer_standin *s = standin_of(r, sender);
-  return s ? s->host.agent : NULL;
+  return s ? &s->host : NULL;
+}
+
+cluster_agent *infer__agent_of(const infer_req *r, int sender) {
+  const cluster_member *m = infer__member_of(r, sender);
+  return m ? m->agent : NULL;
 }
 
 const char *infer__dev_name(const infer_req *r, int sender) {
-  if (sender >= 0 && sender < r->ip.n_members) return r->ip.members[sender].dev.name;
-  const infer_standin *s = standin_of(r, sender);
-  return s ? s->host.dev.name : "?";
+  const cluster_member *m = infer__member_of(r, sender);
+  return m ? m->dev.name : "?";
 }
 
 bool infer__gone(const infer_req *r, int sender) {
