@@ -15,14 +15,37 @@ static int by_segment(const void *a, const void *b) {
   return (x->segment > y->segment) - (x->segment < y->segment);
 }
 
+static const char *device_name(const store_device *devs, size_t n, int64_t id) {
+  for (size_t i = 0; i < n; i++)
+    if (devs[i].id == id) return devs[i].name;
+  return "?";
+}
+
+/* The measured timeline: every compute stretch the agents reported. */
+static int write_spans(const store_span *p, size_t n, const store_device *devs, size_t n_devs,
+                       int64_t request_id, FILE *f) {
+  fprintf(f, "# request %lld: device segment phase start_ms end_ms (measured compute "
+          "stretches, tile_spans; the gaps are waits)\n", (long long)request_id);
+  for (size_t i = 0; i < n; i++)
+    fprintf(f, "%s\t%u\tcompute\t%.3f\t%.3f\n", device_name(devs, n_devs, p[i].device_id),
+            p[i].segment, p[i].start_ms, p[i].end_ms);
+  return (int)n;
+}
+
 err_code gantt_write(const char *db_path, int64_t request_id, FILE *f, err *e) {
   store *s = NULL;
   store_device *devs = NULL;
   size_t n_devs = 0;
+  store_span *spans = NULL;
+  size_t n_spans = 0;
   err_code rc = store_open(db_path, &s, e);
   if (rc == ERR_OK) rc = store_device_list(s, &devs, &n_devs, e);
+  if (rc == ERR_OK) rc = store_request_spans(s, request_id, &spans, &n_spans, e);
   int rows = 0;
-  if (rc == ERR_OK)
+  if (rc == ERR_OK && n_spans) {
+    rows = write_spans(spans, n_spans, devs, n_devs, request_id, f);
+    n_devs = 0; /* done: no rebuilt timeline */
+  } else if (rc == ERR_OK)
     fprintf(f, "# request %lld: device segment phase start_ms end_ms (rebuilt from "
             "tile_history)\n", (long long)request_id);
   for (size_t d = 0; d < n_devs && rc == ERR_OK; d++) {
@@ -51,6 +74,7 @@ err_code gantt_write(const char *db_path, int64_t request_id, FILE *f, err *e) {
     }
     store_free(t);
   }
+  store_free(spans);
   store_free(devs);
   store_close(s);
   if (rc == ERR_OK && rows == 0)

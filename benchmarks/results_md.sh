@@ -92,7 +92,7 @@ for png in speedup predicted gantt; do
   case $png in
     speedup) echo "Speedup against devices, with the bound:" ;;
     predicted) echo "Measured against predicted latency:" ;;
-    gantt) echo "One request across the devices (the base point; rebuilt from tile_history, see benchmarks/gantt.h):" ;;
+    gantt) echo "One request across the devices (the base point; its compute stretches as the agents measured them, colour by segment, benchmarks/gantt.h):" ;;
   esac
   echo
   echo "![$png]($REL/$png.png)"

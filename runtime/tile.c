@@ -141,6 +141,7 @@ static void job_free(tile_job *job) {
   free(job->input);
   free(job->have);
   free(job->exports);
+  free(job->spans);
 }
 
 static void request_free(tile_engine *t, tile_request *r) {

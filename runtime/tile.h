@@ -85,6 +85,7 @@ enum {
   TILE_MAX_PONG_BYTES = 16 << 20, /* largest Pong payload a Ping may ask for */
   TILE_DROPPED_MEMORY = 64,       /* dropped request ids remembered */
   TILE_MIN_PART_ROWS = 3,         /* rows of a part of a strip, at least */
+  TILE_MAX_SPANS = 256,           /* compute stretches a TileResult lists */
 };
 
 /* Looks up a model the engine does not know yet: the model for `digest`,

@@ -83,6 +83,10 @@ typedef struct tile_job {
   bool fresh_strip; /* its strip was made for it, not taken from the cache */
   double wait_ms, compute_ms, cpu_ms, gflop;
   uint64_t bytes_in, bytes_out;
+  /* Its compute stretches, (start, end) pairs on tile_now_ms's clock: the
+   * TileResult's spans. */
+  double *spans;
+  int n_spans, cap_spans;
 } tile_job;
 
 typedef struct tile_request {

@@ -11,6 +11,7 @@
  * recently used first once the cache passes its byte budget.
  */
 #include <errno.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -121,6 +122,28 @@ static void sleep_ms(double ms) {
   }
 }
 
+/* Books a compute stretch [t0, t1] on the job for its TileResult. Past
+ * TILE_MAX_SPANS the last one grows to cover the rest; without memory the
+ * stretch goes unlisted (the spans are a record, the run does not need
+ * them). */
+static void add_span(tile_job *job, double t0, double t1) {
+  if (job->n_spans == TILE_MAX_SPANS) {
+    job->spans[2 * job->n_spans - 1] = t1;
+    return;
+  }
+  if (job->n_spans == job->cap_spans) {
+    int cap = job->cap_spans ? 2 * job->cap_spans : 16;
+    if (cap > TILE_MAX_SPANS) cap = TILE_MAX_SPANS;
+    double *v = realloc(job->spans, (size_t)cap * 2 * sizeof *v);
+    if (!v) return;
+    job->spans = v;
+    job->cap_spans = cap;
+  }
+  job->spans[2 * job->n_spans] = t0;
+  job->spans[2 * job->n_spans + 1] = t1;
+  job->n_spans++;
+}
+
 /* Ends one stretch of running: stretches it to cpu / speed when emulating a
  * slower device, and books its times on the job. */
 static void stretch_end(const tile_engine *t, double wall0, double cpu0, tile_job *job) {
@@ -135,6 +158,7 @@ static void stretch_end(const tile_engine *t, double wall0, double cpu0, tile_jo
   }
   job->compute_ms += wall;
   job->cpu_ms += cpu;
+  add_span(job, wall0, wall0 + wall);
 }
 
 /* Sends rows [rows.lo, rows.hi) of the job's output, zero-masked when that
@@ -233,6 +257,15 @@ static err_code send_result(const tile_job *job, uint64_t id, tile_outbox *out, 
   tr.gflop = job->gflop;
   tr.bytes_in = job->bytes_in;
   tr.bytes_out = job->bytes_out;
+  /* From the job's arrival (its message waited queued_ms for the engine):
+   * the scheduler places them on its own clock between its sending the job
+   * and this result's arrival. */
+  float spans[2 * TILE_MAX_SPANS];
+  double arrived = job->t_arrive_ms - job->queued_ms;
+  for (int i = 0; i < 2 * job->n_spans; i++) spans[i] = (float)fmax(job->spans[i] - arrived, 0);
+  tr.spans = spans;
+  tr.n_spans = (size_t)(2 * job->n_spans);
+  tr.done_ms = fmax(tile_now_ms() - arrived, 0);
   Edgedi__V1__ExecuteOut o = EDGEDI__V1__EXECUTE_OUT__INIT;
   o.msg_case = EDGEDI__V1__EXECUTE_OUT__MSG_RESULT;
   o.result = &tr;

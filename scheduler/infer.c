@@ -43,7 +43,9 @@ static void record_tiles(infer_req *r) {
         .measured_transfer_ms = t->transfer_ms,
         .cpu_ms = t->r.cpu_ms,
         .wait_ms = t->r.wait_ms,
-        .fresh_strip = t->r.fresh_strip};
+        .fresh_strip = t->r.fresh_strip,
+        .spans = t->spans,
+        .n_spans = t->n_spans};
   }
   /* The reply does not depend on history; a failed write loses only it. */
   if (n) store_tiles_add(r->c->st, v, n, NULL);

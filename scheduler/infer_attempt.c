@@ -54,6 +54,7 @@ void infer__attempt_clear(infer_req *r) {
   dispatch_destroy(r->d);
   r->d = NULL;
   infer__standins_clear(r);
+  for (int i = 0; i < r->n_tiles; i++) free(r->tiles[i].spans);
   free(r->tiles);
   r->tiles = NULL;
   r->n_tiles = 0;
@@ -216,6 +217,30 @@ static double tile_transfer_ms(const infer_req *r, const infer_tile *t) {
                                   queued_ms);
 }
 
+/* The result's compute stretches on this attempt's clock (infer_tile.spans).
+ * Its job reached the agent after half of what the round trip from our
+ * sending the job to the result's arrival took beyond the agent's done_ms
+ * (the ways down and up taken as equal: each is a half round trip and the
+ * bytes queued before the message). Pairs out of the promised order (an
+ * agent's bug) are left out. */
+static void take_spans(infer_req *r, infer_tile *t, const Edgedi__V1__TileResult *res) {
+  size_t n = res->n_spans / 2;
+  free(t->spans);
+  t->spans = n ? malloc(n * 2 * sizeof *t->spans) : NULL;
+  t->n_spans = 0;
+  if (!t->spans) return; /* a record only: the request goes on without it */
+  double sent = t->by == t->device ? t->sent_ms : t->standin_sent_ms;
+  double ways = fmax(t->at_ms - sent - res->done_ms, 0);
+  double arrived = sent + ways / 2 - r->attempt_t0_ms;
+  for (size_t i = 0; i < n; i++) {
+    double a = res->spans[2 * i], b = res->spans[2 * i + 1];
+    if (!(a >= 0 && b >= a && b <= res->done_ms + 1)) continue;
+    t->spans[2 * t->n_spans] = fmax(arrived + a, 0);
+    t->spans[2 * t->n_spans + 1] = fmax(arrived + b, 0);
+    t->n_spans++;
+  }
+}
+
 static void on_event(infer_req *r, inflight_event *ev) {
   char msg[ERR_MSG_BYTES];
   int role = infer__role_of(r, ev->device);
@@ -233,7 +258,10 @@ static void on_event(infer_req *r, inflight_event *ev) {
           t->by = ev->device;
           t->at_ms = ev->at_ms;
           t->r = *m->result;
+          t->r.spans = NULL; /* freed with m below */
+          t->r.n_spans = 0;
           t->transfer_ms = tile_transfer_ms(r, t);
+          take_spans(r, t, m->result);
         }
       } else if (m->msg_case == EDGEDI__V1__EXECUTE_OUT__MSG_ERROR && r->error_device < 0) {
         r->error_device = ev->device;

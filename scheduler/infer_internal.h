@@ -20,8 +20,10 @@ typedef struct infer_tile {
   double standin_sent_ms; /* ... and to its latest stand-in's */
   bool reported;        /* its TileResult came */
   double at_ms;         /* ... and was read then */
-  Edgedi__V1__TileResult r;
+  Edgedi__V1__TileResult r; /* its repeated fields not kept */
   double transfer_ms;   /* estimated, see infer.h */
+  double *spans;        /* TileResult.spans, ms from attempt_t0_ms (owned) */
+  size_t n_spans;       /* pairs */
 } infer_tile;
 
 /* How an attempt ended, when not done. */

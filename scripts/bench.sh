@@ -136,14 +136,22 @@ if command -v gnuplot >/dev/null && [ -s "$OUT/gantt.tsv" ]; then
   awk -F'\t' '!/^#/ && $3=="compute" {print > "'"$OUT"'/gantt_compute.dat"}
               !/^#/ && $3=="transfer" {print > "'"$OUT"'/gantt_transfer.dat"}' "$OUT/gantt.tsv"
   touch "$OUT/gantt_transfer.dat" "$OUT/gantt_compute.dat"
+  # Measured stretches (tile_spans) when the agents reported them, else
+  # bars rebuilt from tile_history with their transfers (benchmarks/gantt.h).
+  how="measured compute; gaps are waits"
+  transfer=""
+  if [ -s "$OUT/gantt_transfer.dat" ]; then
+    how="rebuilt from tile_history"
+    transfer="\"$OUT/gantt_transfer.dat\" using (\$4+\$5)/2:(int(substr(strcol(1),5,6))):(\$4):(\$5):(int(substr(strcol(1),5,6))-0.15):(int(substr(strcol(1),5,6))+0.15) with boxxyerror fs solid 0.4 lc rgb \"#e08020\" title \"transfer\", "
+  fi
+  last=$(awk -F'\t' '!/^#/ {d = substr($1, 5) + 0; if (d > m) m = d} END {print m + 0}' "$OUT/gantt.tsv")
   gnuplot <<EOF
 set terminal pngcairo size 900,400 noenhanced
 set output "$OUT/gantt.png"
-set title "One request across the devices (base point; rebuilt from tile_history)"
-set xlabel "ms since the request started"; set ylabel "device"; set grid x
-set yrange [*:*] reverse; set ytics 1; set offsets 0, 0, 0.5, 0.5; set format y "dev-%g"
-plot "$OUT/gantt_transfer.dat" using (\$4+\$5)/2:(column(0)*0+int(substr(strcol(1),5,6))):(\$4):(\$5):(int(substr(strcol(1),5,6))-0.15):(int(substr(strcol(1),5,6))+0.15) with boxxyerror fs solid 0.4 lc rgb "#e08020" title "transfer", \
-     "$OUT/gantt_compute.dat" using (\$4+\$5)/2:(int(substr(strcol(1),5,6))):(\$4):(\$5):(int(substr(strcol(1),5,6))-0.3):(int(substr(strcol(1),5,6))+0.3) with boxxyerror fs solid 0.7 lc rgb "#2060c0" title "compute"
+set title "One request across the devices (base point; $how)"
+set xlabel "ms since the request started"; set ylabel "device"; set grid x; set key below
+set yrange [$last + 0.6:-0.6]; set ytics 0, 1, $last; set format y "dev-%g"
+plot $transfer"$OUT/gantt_compute.dat" using (\$4+\$5)/2:(int(substr(strcol(1),5,6))):(\$4):(\$5):(int(substr(strcol(1),5,6))-0.3):(int(substr(strcol(1),5,6))+0.3):(\$2+1) with boxxyerror fs solid 0.7 lc variable title "compute (colour: segment)"
 EOF
 fi
 

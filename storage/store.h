@@ -51,7 +51,7 @@
 #define STORE_KIND_MODEL_PREFIX "model:"
 
 enum {
-  STORE_SCHEMA_VERSION = 5,
+  STORE_SCHEMA_VERSION = 6,
   STORE_BUSY_TIMEOUT_MS = 5000, /* wait this long for another writer */
   /* Sizes of the string fields, terminating NUL included. Longer input is
    * refused rather than cut, so what is read back is what was written. */
@@ -266,11 +266,27 @@ typedef struct store_tile {
   double wait_ms; /* waiting for inputs */
   bool fresh_strip;   /* its strip was made for it: the run paid for preparing it */
   int64_t created_at; /* set by the store */
+  /* On insert only (reads leave them NULL, 0): n_spans (start, end) pairs
+   * of when the device computed it, ms from the request's start, each
+   * 0 <= start <= end (table tile_spans). */
+  const double *spans;
+  size_t n_spans;
 } store_tile;
 
 /* Appends n tiles (of any requests and devices) in one transaction: all are
  * checked before any is written; the request and device must exist. */
 err_code store_tiles_add(store *s, const store_tile *tiles, size_t n, err *e);
+
+/* One compute stretch of a tile (tile_spans joined to its tile). */
+typedef struct store_span {
+  int64_t device_id;
+  uint32_t segment;
+  double start_ms, end_ms; /* from the request's start */
+} store_span;
+
+/* Every recorded stretch of a request's tiles, by device, then start. */
+err_code store_request_spans(store *s, int64_t request_id, store_span **out, size_t *n,
+                             err *e);
 
 /* The `limit` newest tiles of a device, newest first: the window a cost
  * model is refitted from. */

@@ -15,6 +15,7 @@
  */
 #include "storage/store_internal.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -168,6 +169,12 @@ static const char k_tile_insert[] =
     "measured_transfer_ms, cpu_ms, wait_ms, created_at, fresh_strip) VALUES "
     "(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, "
     "?17, ?18)";
+static const char k_span_insert[] =
+    "INSERT INTO tile_spans(tile_id, start_ms, end_ms) VALUES (?1, ?2, ?3)";
+static const char k_request_spans[] =
+    "SELECT t.device_id, t.segment, p.start_ms, p.end_ms FROM tile_history AS t "
+    "JOIN tile_spans AS p ON p.tile_id = t.id WHERE t.request_id = ?1 "
+    "ORDER BY t.device_id, p.start_ms";
 static const char k_tile_recent[] =
     "SELECT id, request_id, device_id, segment, first_layer, end_layer, "
     "row_lo, row_hi, gflop, bytes_in, bytes_out, predicted_compute_ms, "
@@ -215,7 +222,26 @@ static err_code check_tile(const store_tile *t, size_t i, err *e) {
     err_code code = store_check_number(field, nums[k].v, false, e);
     if (code != ERR_OK) return code;
   }
+  if (t->n_spans && !t->spans) return err_set(e, ERR_INVALID, "tile %zu: spans missing", i);
+  for (size_t k = 0; k < t->n_spans; k++) {
+    double a = t->spans[2 * k], b = t->spans[2 * k + 1];
+    if (!(a >= 0 && b >= a && isfinite(b)))
+      return err_set(e, ERR_INVALID, "tile %zu: span %zu [%g, %g] is not 0 <= start <= end",
+                     i, k, a, b);
+  }
   return ERR_OK;
+}
+
+static err_code spans_tx(store *s, int64_t tile_id, const store_tile *t, err *e) {
+  sqlite3_stmt *st;
+  err_code code = store_stmt(s, k_span_insert, &st, e);
+  for (size_t k = 0; code == ERR_OK && k < t->n_spans; k++) {
+    sqlite3_bind_int64(st, 1, tile_id);
+    sqlite3_bind_double(st, 2, t->spans[2 * k]);
+    sqlite3_bind_double(st, 3, t->spans[2 * k + 1]);
+    code = store_step_done(s, st, e, "recording a tile's spans");
+  }
+  return code;
 }
 
 static err_code tiles_tx(store *s, const store_tile *v, size_t n, err *e) {
@@ -246,6 +272,7 @@ static err_code tiles_tx(store *s, const store_tile *v, size_t n, err *e) {
     if (code == ERR_NOT_FOUND)
       err_set(e, code, "tile %zu: request %lld or device %lld does not exist",
               i, (long long)t->request_id, (long long)t->device_id);
+    if (code == ERR_OK && t->n_spans) code = spans_tx(s, sqlite3_last_insert_rowid(s->db), t, e);
   }
   return code;
 }
@@ -292,6 +319,22 @@ static void read_tile_row(sqlite3_stmt *st, void *dst) {
   t->wait_ms = sqlite3_column_double(st, 16);
   t->created_at = sqlite3_column_int64(st, 17);
   t->fresh_strip = sqlite3_column_int(st, 18) != 0;
+}
+
+static void read_span_row(sqlite3_stmt *st, void *dst) {
+  store_span *p = dst;
+  p->device_id = sqlite3_column_int64(st, 0);
+  p->segment = (uint32_t)sqlite3_column_int64(st, 1);
+  p->start_ms = sqlite3_column_double(st, 2);
+  p->end_ms = sqlite3_column_double(st, 3);
+}
+
+err_code store_request_spans(store *s, int64_t request_id, store_span **out, size_t *n,
+                             err *e) {
+  if (!s || !out || !n) return err_set(e, ERR_INVALID, "store_request_spans: no store or output");
+  const int64_t args[] = {request_id};
+  return store_collect_query(s, k_request_spans, args, 1, sizeof **out, read_span_row,
+                             (void **)out, n, e, "reading a request's spans");
 }
 
 err_code store_tiles_recent(store *s, int64_t device_id, size_t limit,

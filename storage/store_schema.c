@@ -238,8 +238,20 @@ static const char k_step4[] =
 static const char k_step5[] =
     "ALTER TABLE requests ADD COLUMN recovery TEXT NOT NULL DEFAULT '';\n";
 
+/* Step 6: when each device worked on each tile, as measured (TileResult.
+ * spans): the request's real timeline, its gaps the waits for rows and FE
+ * scales, which a tile's summed times cannot show. ms from the start of
+ * the request's last attempt on the scheduler's clock. */
+static const char k_step6[] =
+    "CREATE TABLE tile_spans (\n"
+    "  tile_id INTEGER NOT NULL REFERENCES tile_history(id) ON DELETE CASCADE,\n"
+    "  start_ms REAL NOT NULL CHECK (start_ms >= 0),\n"
+    "  end_ms REAL NOT NULL CHECK (end_ms >= start_ms)\n"
+    ");\n"
+    "CREATE INDEX tile_spans_by_tile ON tile_spans(tile_id);\n";
+
 /* Step i+1 of the schema is k_steps[i]. */
-static const char *const k_steps[] = {k_step1, k_step2, k_step3, k_step4, k_step5};
+static const char *const k_steps[] = {k_step1, k_step2, k_step3, k_step4, k_step5, k_step6};
 
 _Static_assert(sizeof k_steps / sizeof k_steps[0] == STORE_SCHEMA_VERSION,
                "STORE_SCHEMA_VERSION must equal the number of steps");

@@ -12,6 +12,7 @@
  * unknown digest, an engine's TileError, agents sending what was not asked,
  * garbage and out-of-range rows, malformed jobs, mutated messages.
  */
+#include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -308,6 +309,21 @@ static void test_ready_jobs_wait_for_the_outbox(void **state) {
   cs_fixture_free(&f);
 }
 
+/* A result's spans (TileResult.spans): pairs in order, none before the
+ * job came or after the result left, and together its compute time. */
+static void check_spans(const Edgedi__V1__TileResult *r) {
+  assert_true(r->n_spans >= 2 && r->n_spans % 2 == 0);
+  assert_true(r->n_spans <= 2 * TILE_MAX_SPANS);
+  double sum = 0, last_end = 0;
+  for (size_t i = 0; i < r->n_spans; i += 2) {
+    assert_true(r->spans[i] >= last_end - 1e-3 && r->spans[i + 1] >= r->spans[i]);
+    sum += r->spans[i + 1] - r->spans[i];
+    last_end = r->spans[i + 1];
+  }
+  assert_true(last_end <= r->done_ms + 1e-3);
+  assert_true(fabs(sum - r->compute_ms) <= 1e-3 * r->compute_ms + 0.01);
+}
+
 /* A job alone in its segment (TileJob.fe_local) goes through every FE of
  * its strip in the same call and stretch: no FeSums leave, nothing but the
  * next job's Resume loops back (a scale queued to itself ended a stretch
@@ -346,6 +362,7 @@ static void test_lone_job_runs_through_its_fes(void **state) {
         results++;
         assert_true(m->result->cpu_ms > 0);
         assert_true(m->result->compute_ms >= m->result->cpu_ms / o.speed * 0.99);
+        check_spans(m->result);
       }
       edgedi__v1__execute_out__free_unpacked(m, NULL);
     }

@@ -734,6 +734,21 @@ static void test_history_recorded(void **state) {
   assert_int_equal(count(db, "SELECT count(*) FROM requests r WHERE status = 'ok' AND NOT "
                              "EXISTS (SELECT 1 FROM tile_history t WHERE t.request_id = r.id)"),
                    0);
+  /* ... and when its device computed it (tile_spans): every such tile, each
+   * stretch within its request's time (a stretch is placed by halving the
+   * link's ways to it and back: a little slack at either end). */
+  assert_int_equal(count(db, "SELECT count(*) FROM tile_history t JOIN requests r ON "
+                             "r.id = t.request_id WHERE r.status = 'ok' AND NOT EXISTS "
+                             "(SELECT 1 FROM tile_spans p WHERE p.tile_id = t.id)"), 0);
+  assert_int_equal(count(db, "SELECT count(*) FROM tile_spans p JOIN tile_history t ON "
+                             "t.id = p.tile_id JOIN requests r ON r.id = t.request_id WHERE "
+                             "r.status = 'ok' AND (p.end_ms < p.start_ms OR p.end_ms > "
+                             "r.measured_ms + 5)"), 0);
+  /* The compute stretches sum to the tile's compute time. */
+  assert_int_equal(count(db, "SELECT count(*) FROM (SELECT t.measured_compute_ms AS c, "
+                             "sum(p.end_ms - p.start_ms) AS s FROM tile_history t JOIN "
+                             "tile_spans p ON p.tile_id = t.id GROUP BY t.id) "
+                             "WHERE abs(s - c) > 0.01 + 1e-3 * c"), 0);
   assert_true(count(db, "SELECT count(*) FROM profile_samples") >= 3 * 4);
   /* Cost models refitted from the tiles, per device and per model (where
    * a model's tiles are big enough to tell a: scheduler/refit.h). */

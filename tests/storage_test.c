@@ -199,7 +199,7 @@ static void test_fresh_open_creates_schema(void **state) {
   raw_text(db, "PRAGMA journal_mode", mode, sizeof mode);
   assert_string_equal(mode, "wal");
   const char *objects[] = {
-      "devices", "cost_models", "tile_history", "models", "requests",
+      "devices", "cost_models", "tile_history", "tile_spans", "models", "requests",
       "profile_samples", "current_cost_models", "device_speed",
       "slowest_requests", "failed_requests", "device_history"};
   for (size_t i = 0; i < sizeof objects / sizeof objects[0]; i++) {
@@ -380,13 +380,26 @@ static void test_migrates_version_1(void **state) {
   assert_int_equal(n, 1);
   assert_true(w[0].measured_compute_ms == 500 && !w[0].fresh_strip);
   store_free(w);
+  /* Step 6: the old tile has no spans; a new one gets them. */
+  store_span *sp = NULL;
+  ASSERT_OK(store_request_spans(s, 3, &sp, &n, &e_));
+  assert_int_equal(n, 0);
+  store_free(sp);
+  const double pair[] = {1.5, 2.5};
+  store_tile nt = tile(3, 7, 10, 20);
+  nt.spans = pair;
+  nt.n_spans = 1;
+  ASSERT_OK(store_tiles_add(s, &nt, 1, &e_));
+  ASSERT_OK(store_request_spans(s, 3, &sp, &n, &e_));
+  assert_true(n == 1 && sp[0].device_id == 7 && sp[0].start_ms == 1.5 && sp[0].end_ms == 2.5);
+  store_free(sp);
   store_close(s);
 
   db = raw_open(f->path);
   assert_int_equal((int)raw_num(db, "PRAGMA user_version"), STORE_SCHEMA_VERSION);
   assert_true(raw_num(db, "SELECT count(*) FROM current_cost_models") == 2);
   assert_true(raw_num(db, "SELECT ms_per_gflop FROM device_speed") == 110);
-  assert_true(raw_num(db, "SELECT tiles FROM device_speed") == 1);
+  assert_true(raw_num(db, "SELECT tiles FROM device_speed") == 2);
   assert_true(raw_num(db, "SELECT count(*) FROM slowest_requests") == 1);
   assert_true(raw_num(db, "SELECT count(*) FROM device_history") == 1);
   sqlite3_close(db);
@@ -733,6 +746,58 @@ static void test_tiles_batch_and_window(void **state) {
   ASSERT_OK(store_integrity_check(s, &e_));
   store_close(s);
   assert_true(file_num(f->path, "SELECT count(*) FROM tile_history") == N);
+}
+
+/* A tile's compute stretches: written with it, read back per request by
+ * device then start, refused when out of order, gone with their tile. */
+static void test_tile_spans(void **state) {
+  fixture *f = *state;
+  store *s = open_ok(f->path);
+  int64_t a = add_device(s, "a", "a:1"), b = add_device(s, "b", "b:1");
+  int64_t r1 = begin_request(s, "m"), r2 = begin_request(s, "m");
+  const double sa0[] = {0, 2, 5, 7.5}, sb0[] = {1, 4}, sa1[] = {9, 9, 10, 12}, s2[] = {0, 1};
+  store_tile v[4] = {tile(r1, a, 10, 10), tile(r1, b, 10, 10), tile(r1, a, 10, 10),
+                     tile(r2, a, 10, 10)};
+  v[0].spans = sa0, v[0].n_spans = 2;
+  v[1].spans = sb0, v[1].n_spans = 1;
+  v[2].segment = 1, v[2].spans = sa1, v[2].n_spans = 2;
+  v[3].spans = s2, v[3].n_spans = 1;
+  ASSERT_OK(store_tiles_add(s, v, 4, &e_));
+
+  store_span *p = NULL;
+  size_t n = 0;
+  ASSERT_OK(store_request_spans(s, r1, &p, &n, &e_));
+  assert_int_equal(n, 5);
+  const double want[][3] = {{0, 0, 2}, {0, 5, 7.5}, {1, 9, 9}, {1, 10, 12}, {0, 1, 4}};
+  for (size_t i = 0; i < n; i++) {
+    assert_int_equal(p[i].device_id, i < 4 ? a : b);
+    assert_int_equal(p[i].segment, (uint32_t)want[i][0]);
+    assert_true(p[i].start_ms == want[i][1] && p[i].end_ms == want[i][2]);
+  }
+  store_free(p);
+  ASSERT_OK(store_request_spans(s, 999, &p, &n, &e_));
+  assert_int_equal(n, 0);
+  store_free(p);
+
+  /* Out of order, negative or not a number: the batch writes nothing. */
+  const double bad[][2] = {{3, 2}, {-1, 2}, {NAN, 1}, {1, INFINITY}};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    store_tile t = tile(r2, b, 10, 10);
+    t.spans = bad[i];
+    t.n_spans = 1;
+    store_tile two[2] = {tile(r2, b, 10, 10), t};
+    ASSERT_ERR(ERR_INVALID, "tile 1: span 0", store_tiles_add(s, two, 2, &e_));
+  }
+  store_tile t = tile(r2, b, 10, 10);
+  t.n_spans = 3; /* and no array */
+  ASSERT_ERR(ERR_INVALID, "spans missing", store_tiles_add(s, &t, 1, &e_));
+  ASSERT_OK(store_request_spans(s, r2, &p, &n, &e_));
+  assert_int_equal(n, 1);
+  store_free(p);
+  ASSERT_ERR(ERR_INVALID, "no store", store_request_spans(NULL, r1, &p, &n, &e_));
+  store_close(s);
+  assert_true(file_num(f->path, "SELECT count(*) FROM tile_history") == 4);
+  assert_true(file_num(f->path, "SELECT count(*) FROM tile_spans") == 6);
 }
 
 static void test_requests_and_views(void **state) {
@@ -1146,6 +1211,7 @@ int main(void) {
       cmocka_unit_test_setup_teardown(test_profile_samples, setup, teardown),
       cmocka_unit_test_setup_teardown(test_tiles_batch_and_window, setup,
                                       teardown),
+      cmocka_unit_test_setup_teardown(test_tile_spans, setup, teardown),
       cmocka_unit_test_setup_teardown(test_requests_and_views, setup,
                                       teardown),
       cmocka_unit_test_setup_teardown(test_request_recent, setup, teardown),
