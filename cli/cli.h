@@ -35,6 +35,7 @@ int cmd_demo(int argc, char **argv);     /* cmd_demo.c: `demo --local` */
 int cmd_demo_cluster(int argc, char **argv); /* cmd_demo_cluster.c: `demo` */
 int cmd_devices(int argc, char **argv);  /* cmd_devices.c */
 int cmd_history(int argc, char **argv);  /* cmd_history.c */
+int cmd_timeline(int argc, char **argv); /* cmd_timeline.c */
 int cmd_infer(int argc, char **argv);    /* cmd_infer.c */
 int cmd_model(int argc, char **argv);    /* cmd_models.c: `model add` */
 int cmd_models(int argc, char **argv);   /* cmd_models.c */

@@ -22,6 +22,7 @@ static const cli_command commands[] = {
     {"devices", cmd_devices, "the devices, their state and cost models"},
     {"plan", cmd_plan, "how a model would be split over the devices now"},
     {"history", cmd_history, "recent requests, from the database"},
+    {"timeline", cmd_timeline, "when each device computed during a request"},
     {"models", cmd_models, "the zoo and the models the scheduler serves"},
     {"model", cmd_model, "`model add NAME ...`: load a zoo model"},
     {"run", cmd_run, "run an ONNX model on this device (raw tensor or image)"},

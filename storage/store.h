@@ -249,6 +249,8 @@ typedef struct store_request_row {
 /* The `limit` newest requests, newest first. */
 err_code store_request_recent(store *s, size_t limit, store_request_row **out,
                               size_t *n, err *e);
+/* Request `id`; ERR_NOT_FOUND when there is none. */
+err_code store_request_get(store *s, int64_t id, store_request_row *out, err *e);
 
 /* One tile: one device's part of one segment of one request. */
 typedef struct store_tile {

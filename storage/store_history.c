@@ -116,13 +116,15 @@ err_code store_request_finish(store *s, int64_t request_id,
 
 /* The plan is JSON (scheduler/infer_plan.c); SQLite's JSON functions read
  * the one number history needs from it without a column of its own. */
-static const char k_request_recent[] =
-    "SELECT id, model, planner, devices, status, plan IS NOT NULL, "
-    "coalesce(predicted_ms, 0), coalesce(measured_ms, 0), bytes_moved, "
-    "CASE WHEN json_valid(plan) THEN "
-    "coalesce(json_extract(plan, '$.bytes_gather_all'), 0) ELSE 0 END, "
-    "coalesce(error, ''), created_at, coalesce(finished_at, 0), recovery "
-    "FROM requests ORDER BY id DESC LIMIT ?1";
+#define REQUEST_ROW_COLUMNS                                              \
+  "SELECT id, model, planner, devices, status, plan IS NOT NULL, "       \
+  "coalesce(predicted_ms, 0), coalesce(measured_ms, 0), bytes_moved, "   \
+  "CASE WHEN json_valid(plan) THEN "                                     \
+  "coalesce(json_extract(plan, '$.bytes_gather_all'), 0) ELSE 0 END, "   \
+  "coalesce(error, ''), created_at, coalesce(finished_at, 0), recovery " \
+  "FROM requests "
+static const char k_request_recent[] = REQUEST_ROW_COLUMNS "ORDER BY id DESC LIMIT ?1";
+static const char k_request_get[] = REQUEST_ROW_COLUMNS "WHERE id = ?1";
 
 static store_request_status status_from_text(const char *t) {
   if (strcmp(t, "ok") == 0) return STORE_REQUEST_OK;
@@ -158,6 +160,19 @@ err_code store_request_recent(store *s, size_t limit, store_request_row **out,
   const int64_t args[] = {store_limit(limit)};
   return store_collect_query(s, k_request_recent, args, 1, sizeof **out, read_request_row,
                              (void **)out, n, e, "reading recent requests");
+}
+
+err_code store_request_get(store *s, int64_t id, store_request_row *out, err *e) {
+  if (!s || !out) return err_set(e, ERR_INVALID, "store_request_get: no store or output");
+  store_request_row *v = NULL;
+  size_t n = 0;
+  const int64_t args[] = {id};
+  err_code rc = store_collect_query(s, k_request_get, args, 1, sizeof *v, read_request_row,
+                                    (void **)&v, &n, e, "reading a request");
+  if (rc == ERR_OK && n == 0) rc = err_set(e, ERR_NOT_FOUND, "no request %lld", (long long)id);
+  if (rc == ERR_OK) *out = v[0];
+  store_free(v);
+  return rc;
 }
 
 /* ---- tiles --------------------------------------------------------------- */

@@ -18,6 +18,7 @@
 #include <cmocka.h>
 
 #include <errno.h>
+#include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,6 +29,7 @@
 #include <stb/stb_image_write.h>
 
 #include "cli/imagefile.h"
+#include "cli/timeline.h"
 #include "cli/procs.h"
 
 enum { PROMPT_MS = 5000 };
@@ -256,6 +258,55 @@ static void test_bad_image_files(void **state) {
   assert_null(im.data);
 }
 
+/* A request's timeline as text: a row per device with spans, each column
+ * the segment computed for a quarter of it or more, '.' otherwise, busy
+ * time and share; the axis below. */
+static void test_timeline_rows(void **state) {
+  (void)state;
+  store_device devs[3] = {{.id = 1}, {.id = 2}, {.id = 3}};
+  snprintf(devs[0].name, sizeof devs[0].name, "pi-a");
+  snprintf(devs[1].name, sizeof devs[1].name, "pi-b");
+  snprintf(devs[2].name, sizeof devs[2].name, "idle-one");
+  /* 100 ms over 10 columns of 10 ms. */
+  const store_span spans[] = {
+      {.device_id = 1, .segment = 0, .start_ms = 0, .end_ms = 30},
+      {.device_id = 1, .segment = 1, .start_ms = 50, .end_ms = 52}, /* a fifth of a column */
+      {.device_id = 1, .segment = 11, .start_ms = 90, .end_ms = 100},
+      {.device_id = 2, .segment = 0, .start_ms = 12, .end_ms = 20},
+      {.device_id = 2, .segment = 2, .start_ms = 20, .end_ms = 23}, /* 0.3 of a column: shown */
+      {.device_id = 2, .segment = 2, .start_ms = 40, .end_ms = 60},
+  };
+  char *buf = NULL;
+  size_t len = 0;
+  FILE *f = open_memstream(&buf, &len);
+  err e = {0};
+  assert_int_equal(timeline_write(spans, 6, devs, 3, 100, 10, f, &e), ERR_OK);
+  fclose(f);
+  const char *want =
+      "pi-a     |000......b|  42.0 ms busy,  42 %\n"
+      "pi-b     |.02.22....|  31.0 ms busy,  31 %\n"
+      "          0         100 ms\n";
+  assert_string_equal(buf, want);
+  free(buf);
+
+  f = open_memstream(&buf, &len);
+  timeline_write_json(spans, 6, devs, 3, 100, f);
+  fclose(f);
+  assert_non_null(strstr(buf, "{\"device\":\"pi-a\",\"busy_ms\":42.000,\"busy_fraction\":0.4200,"
+                              "\"spans\":[[0,0.000,30.000],[1,50.000,52.000],[11,90.000,100.000]]}\n"));
+  assert_null(strstr(buf, "idle-one"));
+  free(buf);
+
+  f = open_memstream(&buf, &len);
+  assert_int_equal(timeline_write(spans, 6, devs, 3, 100, 3, f, &e), ERR_INVALID);
+  assert_non_null(strstr(e.msg, "width 3"));
+  assert_int_equal(timeline_write(spans, 6, devs, 3, 0, 10, f, &e), ERR_INVALID);
+  assert_int_equal(timeline_write(spans, 6, devs, 3, NAN, 10, f, &e), ERR_INVALID);
+  fclose(f);
+  assert_int_equal(len, 0);
+  free(buf);
+}
+
 static void test_raw_tensors(void **state) {
   (void)state;
   int h, w, c;
@@ -301,6 +352,7 @@ int main(void) {
       cmocka_unit_test(test_wait_and_exit_status),
       cmocka_unit_test(test_children_die_with_their_parent),
       cmocka_unit_test(test_image_files_decode_to_their_pixels),
+      cmocka_unit_test(test_timeline_rows),
       cmocka_unit_test(test_bad_image_files),
       cmocka_unit_test(test_raw_tensors),
       /* Last: from here on SIGTERM only sets a flag. */

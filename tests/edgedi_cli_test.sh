@@ -95,6 +95,15 @@ grep -q 'vgg16c .* ok ' "$T/history.txt" || fail "history: $(cat "$T/history.txt
 [ "$(grep -c ' ok ' "$T/history.txt")" -ge 6 ] || fail "history: fewer than 6 requests"
 "$E" history --db "$T/e.db" --json | grep -q '"bytes_gather_all":' || fail "history --json"
 "$E" models --db "$T/e.db" | grep -q '^  tiny ' || fail "models"
+# The newest request's measured timeline: a row per device that computed.
+"$E" timeline --db "$T/e.db" > "$T/timeline.txt" || fail "timeline: $(cat "$T/timeline.txt")"
+grep -q '^request [0-9]*: .* ok' "$T/timeline.txt" || fail "timeline header: $(cat "$T/timeline.txt")"
+grep -Eq '^agent-[0-9]+ +\|[0-9a-z.]+\| +[0-9.]+ ms busy, +[0-9]+ %$' "$T/timeline.txt" \
+  || fail "timeline rows: $(cat "$T/timeline.txt")"
+"$E" timeline --db "$T/e.db" --json | grep -q '"busy_ms":' || fail "timeline --json"
+if "$E" timeline 99999999 --db "$T/e.db" 2>/dev/null; then fail "timeline of no request"; fi
+if "$E" timeline --width 3 --db "$T/e.db" 2>/dev/null; then fail "timeline --width 3"; fi
+if "$E" timeline --db "$T/nothing.db" 2>/dev/null; then fail "timeline of a missing file"; fi
 if "$E" history --db "$T/nothing.db" 2>/dev/null; then fail "history of a missing file"; fi
 [ ! -e "$T/nothing.db" ] || fail "history created a database"
 "$E" demo --local --runs 1 --models resnet18c | grep -q 'resnet18c' || fail "demo --local"

@@ -1,0 +1,156 @@
+/* cmd_timeline.c — `edgedi timeline`: when each device computed during one
+ * request and how much of it each was busy, from the scheduler's database
+ * (tile_spans; storage/store.h, cli/timeline.h). Like `edgedi history` it
+ * reads the file, not the scheduler. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli/cli.h"
+#include "cli/flags.h"
+#include "cli/timeline.h"
+#include "storage/store.h"
+
+enum { TIMELINE_SCAN_REQUESTS = 100 }; /* looked through for the newest timeline */
+
+static void usage(FILE *f) {
+  fprintf(f,
+          "usage: edgedi timeline [REQUEST_ID] [--db PATH] [--width N] [--json]\n"
+          "  When each device computed during a request, as its agent measured it, and\n"
+          "  how much of the request each was busy: one row per device, a column per\n"
+          "  slice of the request's time showing the segment computed (0-9, a-z) or\n"
+          "  '.' for waiting (for rows, feature-enhancement scales, other devices).\n"
+          "  Without REQUEST_ID: the newest request that has a timeline.\n"
+          "  --db PATH    the database (default ./%s, the scheduler's default)\n"
+          "  --width N    columns of the time axis (default %d)\n"
+          "  --json       one JSON object per device: busy time and its stretches\n",
+          STORE_DEFAULT_PATH, TIMELINE_DEFAULT_WIDTH);
+}
+
+/* The newest finished request with recorded spans; 0 when none. */
+static int64_t newest_with_spans(store *st, err *e) {
+  store_request_row *rows = NULL;
+  size_t n = 0;
+  int64_t id = 0;
+  if (store_request_recent(st, TIMELINE_SCAN_REQUESTS, &rows, &n, e) != ERR_OK) return -1;
+  for (size_t i = 0; i < n && !id; i++) {
+    if (rows[i].status == STORE_REQUEST_RUNNING) continue;
+    store_span *p = NULL;
+    size_t m = 0;
+    if (store_request_spans(st, rows[i].id, &p, &m, e) != ERR_OK) {
+      store_free(rows);
+      return -1;
+    }
+    if (m) id = rows[i].id;
+    store_free(p);
+  }
+  store_free(rows);
+  return id;
+}
+
+static int show(store *st, int64_t id, int width, bool json, const char *db) {
+  err e = {0};
+  store_request_row r;
+  store_span *spans = NULL;
+  store_device *devs = NULL;
+  size_t n = 0, n_devs = 0;
+  int status = CLI_EXIT_FAIL;
+  if (store_request_get(st, id, &r, &e) != ERR_OK ||
+      store_request_spans(st, id, &spans, &n, &e) != ERR_OK ||
+      store_device_list(st, &devs, &n_devs, &e) != ERR_OK) {
+    fprintf(stderr, "edgedi timeline: %s: %s\n", db, e.msg);
+    goto done;
+  }
+  if (n == 0) {
+    fprintf(stderr, "edgedi timeline: request %lld has no timeline in %s (%s)\n", (long long)id,
+            db, r.status == STORE_REQUEST_RUNNING ? "still running, or cut off"
+                                                  : "recorded before tile_spans, or no tiles");
+    goto done;
+  }
+  /* The request's time, or the last stretch where that is later (a
+   * stretch is placed by halving the link's ways: it may end a little
+   * after the reply). */
+  double total = r.measured_ms;
+  for (size_t i = 0; i < n; i++)
+    if (spans[i].end_ms > total) total = spans[i].end_ms;
+  if (json) {
+    timeline_write_json(spans, n, devs, n_devs, total, stdout);
+    status = CLI_EXIT_OK;
+    goto done;
+  }
+  printf("request %lld: %s, planner %s, %s, %.1f ms (predicted %.1f)\n", (long long)id, r.model,
+         r.planner, r.status == STORE_REQUEST_OK ? "ok" : "error", r.measured_ms, r.predicted_ms);
+  if (r.recovery[0]) printf("recovered: %s\n", r.recovery);
+  if (timeline_write(spans, n, devs, n_devs, total, width, stdout, &e) != ERR_OK) {
+    fprintf(stderr, "edgedi timeline: %s\n", e.msg);
+    goto done;
+  }
+  printf("digits: the segment computed; '.': waiting\n");
+  status = CLI_EXIT_OK;
+done:
+  store_free(spans);
+  store_free(devs);
+  return status;
+}
+
+int cmd_timeline(int argc, char **argv) {
+  const char *db = STORE_DEFAULT_PATH;
+  int width = TIMELINE_DEFAULT_WIDTH;
+  long long id = 0;
+  bool json = false;
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+    if (cli_is_help(a)) {
+      usage(stdout);
+      return CLI_EXIT_OK;
+    }
+    if (strcmp(a, "--db") == 0 && v) {
+      db = argv[++i];
+    } else if (strcmp(a, "--width") == 0 && v) {
+      if (!flags_parse_int(v, TIMELINE_MIN_WIDTH, TIMELINE_MAX_WIDTH, &width)) {
+        fprintf(stderr, "edgedi timeline: --width needs %d to %d, not '%s'\n",
+                TIMELINE_MIN_WIDTH, TIMELINE_MAX_WIDTH, v);
+        return CLI_EXIT_USAGE;
+      }
+      i++;
+    } else if (strcmp(a, "--json") == 0) {
+      json = true;
+    } else if (a[0] != '-' && id == 0) {
+      char *end = NULL;
+      id = strtoll(a, &end, 10);
+      if (!end || *end || id <= 0) {
+        fprintf(stderr, "edgedi timeline: a request id is a positive number, not '%s'\n", a);
+        return CLI_EXIT_USAGE;
+      }
+    } else {
+      fprintf(stderr, "edgedi timeline: unknown flag or missing value: %s\n", a);
+      usage(stderr);
+      return CLI_EXIT_USAGE;
+    }
+  }
+  if (access(db, F_OK) != 0) {
+    fprintf(stderr, "edgedi timeline: no database at %s (the scheduler's --db)\n", db);
+    return CLI_EXIT_FAIL;
+  }
+  err e = {0};
+  store *st = NULL;
+  if (store_open(db, &st, &e) != ERR_OK) {
+    fprintf(stderr, "edgedi timeline: %s: %s\n", db, e.msg);
+    return CLI_EXIT_FAIL;
+  }
+  int status;
+  if (id == 0) {
+    int64_t newest = newest_with_spans(st, &e);
+    if (newest <= 0) {
+      if (newest < 0) fprintf(stderr, "edgedi timeline: %s: %s\n", db, e.msg);
+      else fprintf(stderr, "edgedi timeline: no request in %s has a timeline yet\n", db);
+      store_close(st);
+      return CLI_EXIT_FAIL;
+    }
+    id = newest;
+  }
+  status = show(st, (int64_t)id, width, json, db);
+  store_close(st);
+  return status;
+}
