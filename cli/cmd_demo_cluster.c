@@ -45,11 +45,13 @@
 #include "cli/lossrun.h"
 #include "cli/procs.h"
 #include "cli/show.h"
+#include "cli/timeline.h"
 #include "cli/workload.h"
 #include "proto/edgedi.pb-c.h"
 #include "runtime/protocol.h"
 #include "runtime/stats.h"
 #include "scheduler/plan.h"
+#include "storage/store.h"
 
 enum {
   DEMO_REQUESTS = 20,
@@ -60,6 +62,7 @@ enum {
   DEMO_SETTLE_REQUESTS = 3, /* more untimed rounds when comparing planners */
   DEMO_MAX_REQUESTS = 10000,
   DEMO_SIDE_PX = 200, /* the zoo's default input, as NEU-CLS */
+  DEMO_TIMELINE_WIDTH = 64,
 };
 
 /* The boards of the paper, as agents. */
@@ -110,6 +113,7 @@ typedef struct demo_opts {
   const char *planners[DEMO_MAX_PLANNERS];
   int n_planners;
   const char *dir, *scheduler_bin, *agent_bin;
+  const char *db; /* the scheduler's database, set once it is known */
 } demo_opts;
 
 
@@ -145,6 +149,33 @@ static void print_devices(const workload_result *w) {
   }
 }
 
+/* When each board computed during request `id` (tile_spans), from the
+ * scheduler's database: the waits show where the time goes. A demo goes
+ * on without it. */
+static void print_timeline(const char *db, uint64_t id) {
+  err e = {0};
+  store *st = NULL;
+  store_request_row r;
+  store_span *spans = NULL;
+  store_device *devs = NULL;
+  size_t n = 0, n_devs = 0;
+  err_code rc = store_open(db, &st, &e);
+  if (rc == ERR_OK) rc = store_request_get(st, (int64_t)id, &r, &e);
+  if (rc == ERR_OK) rc = store_request_spans(st, (int64_t)id, &spans, &n, &e);
+  if (rc == ERR_OK) rc = store_device_list(st, &devs, &n_devs, &e);
+  store_close(st);
+  double total = r.measured_ms;
+  for (size_t i = 0; rc == ERR_OK && i < n; i++)
+    if (spans[i].end_ms > total) total = spans[i].end_ms;
+  if (rc == ERR_OK && n) {
+    printf("  when each board computed (the last request; digits: segment, '.': waiting):\n");
+    rc = timeline_write(spans, n, devs, n_devs, total, DEMO_TIMELINE_WIDTH, "  ", stdout, &e);
+  }
+  if (rc != ERR_OK) printf("  (no timeline: %s)\n", e.msg);
+  store_free(spans);
+  store_free(devs);
+}
+
 /* One request of `name` planned by `planner`; its result in *w (n = 1). */
 static err_code one_request(rpc_channel *ch, const char *name, const char *planner,
                             const Edgedi__V1__Image *img, workload_result *w, err *e) {
@@ -160,10 +191,12 @@ static err_code one_request(rpc_channel *ch, const char *name, const char *plann
 /* What one planner's timed requests came to (out->w is its last request's,
  * with median, spread and prediction over all of them), printed. */
 static void report(const char *name, const char *planner, const double *lat, const double *pred,
-                   int n, bool one_plan, double bound, const baseline *base, served *out) {
+                   int n, bool one_plan, double bound, const baseline *base, const char *db,
+                   served *out) {
   workload_result *w = &out->w;
   printf("\n== %s, planner %s ==\n", name, planner);
   print_devices(w);
+  print_timeline(db, w->last->request_id);
   double sorted[DEMO_MAX_REQUESTS];
   memcpy(sorted, lat, (size_t)n * sizeof *sorted);
   w->median_ms = stats_median(sorted, n); /* sorts: [0] the least */
@@ -241,7 +274,7 @@ static err_code demo_model(rpc_channel *ch, const char *name, const Edgedi__V1__
     }
   for (int k = 0; k < o->n_planners; k++)
     report(name, o->planners[k], lat[k], pred[k], o->requests, one_plan[k], bound, &out->base,
-           &out->by[k]);
+           o->db, &out->by[k]);
   return ERR_OK;
 }
 
@@ -354,7 +387,7 @@ static int demo_loss(localcluster *c, const demo_opts *o, const Edgedi__V1__Imag
   return exact ? CLI_EXIT_OK : CLI_EXIT_FAIL;
 }
 
-static int demo_cluster(const demo_opts *o) {
+static int demo_cluster(demo_opts *o) {
   procs_catch_stop_signals();
   double t0 = cli_now_ms();
   char dir[LOCALCLUSTER_PATH_BYTES], db[LOCALCLUSTER_PATH_BYTES + 16];
@@ -372,6 +405,7 @@ static int demo_cluster(const demo_opts *o) {
     }
   }
   snprintf(db, sizeof db, "%s/edgedi.db", dir);
+  o->db = db;
 
   err e = {0};
   Edgedi__V1__Image img;
@@ -466,7 +500,8 @@ static int demo_cluster(const demo_opts *o) {
     baseline_free(&out[i].base);
   }
   free(px);
-  printf("\ndemo %s in %.0f s. History: edgedi history --db %s\n",
+  printf("\ndemo %s in %.0f s. History: edgedi history --db %s (timelines: edgedi timeline "
+         "ID --db ...)\n",
          status == CLI_EXIT_OK ? "done" : "FAILED", (cli_now_ms() - t0) / 1e3, db);
   return status;
 }

@@ -82,7 +82,7 @@ static int show(store *st, int64_t id, int width, bool json, const char *db) {
   printf("request %lld: %s, planner %s, %s, %.1f ms (predicted %.1f)\n", (long long)id, r.model,
          r.planner, r.status == STORE_REQUEST_OK ? "ok" : "error", r.measured_ms, r.predicted_ms);
   if (r.recovery[0]) printf("recovered: %s\n", r.recovery);
-  if (timeline_write(spans, n, devs, n_devs, total, width, stdout, &e) != ERR_OK) {
+  if (timeline_write(spans, n, devs, n_devs, total, width, "", stdout, &e) != ERR_OK) {
     fprintf(stderr, "edgedi timeline: %s\n", e.msg);
     goto done;
   }

@@ -47,7 +47,7 @@ static void fill_row(const store_span *p, size_t m, double total_ms, int width, 
 }
 
 /* Ticks every 10 columns, each labelled with its ms under its column. */
-static void write_axis(double total_ms, int width, int name_w, FILE *f) {
+static void write_axis(double total_ms, int width, int name_w, const char *indent, FILE *f) {
   char line[TIMELINE_MAX_WIDTH + 16];
   memset(line, ' ', sizeof line);
   int end = 0;
@@ -59,11 +59,12 @@ static void write_axis(double total_ms, int width, int name_w, FILE *f) {
     end = c + len;
   }
   line[end] = '\0';
-  fprintf(f, "%*s  %s ms\n", name_w, "", line);
+  fprintf(f, "%s%*s  %s ms\n", indent, name_w, "", line);
 }
 
 err_code timeline_write(const store_span *spans, size_t n, const store_device *devs,
-                        size_t n_devs, double total_ms, int width, FILE *f, err *e) {
+                        size_t n_devs, double total_ms, int width, const char *indent,
+                        FILE *f, err *e) {
   if (width < TIMELINE_MIN_WIDTH || width > TIMELINE_MAX_WIDTH)
     return err_set(e, ERR_INVALID, "width %d is outside [%d, %d]", width, TIMELINE_MIN_WIDTH,
                    TIMELINE_MAX_WIDTH);
@@ -80,10 +81,10 @@ err_code timeline_write(const store_span *spans, size_t n, const store_device *d
     if (!m) continue;
     fill_row(spans + first, m, total_ms, width, row);
     double busy = busy_ms(spans + first, m);
-    fprintf(f, "%-*s |%s| %5.1f ms busy, %3.0f %%\n", name_w, devs[d].name, row, busy,
-            100 * busy / total_ms);
+    fprintf(f, "%s%-*s |%s| %5.1f ms busy, %3.0f %%\n", indent, name_w, devs[d].name, row,
+            busy, 100 * busy / total_ms);
   }
-  write_axis(total_ms, width, name_w, f);
+  write_axis(total_ms, width, name_w, indent, f);
   return ERR_OK;
 }
 

@@ -22,11 +22,13 @@ enum {
 };
 
 /* Writes the rows of the devices in `devs` that have spans (spans ordered
- * by device then start, as store_request_spans gives them), then the axis.
- * ERR_INVALID for a width outside [TIMELINE_MIN_WIDTH, TIMELINE_MAX_WIDTH]
- * or a total_ms that is not a positive number. */
+ * by device then start, as store_request_spans gives them), then the axis,
+ * each line after `indent`. ERR_INVALID for a width outside
+ * [TIMELINE_MIN_WIDTH, TIMELINE_MAX_WIDTH] or a total_ms that is not a
+ * positive number. */
 err_code timeline_write(const store_span *spans, size_t n, const store_device *devs,
-                        size_t n_devs, double total_ms, int width, FILE *f, err *e);
+                        size_t n_devs, double total_ms, int width, const char *indent,
+                        FILE *f, err *e);
 
 /* The same as JSON lines: one object per device with its busy time and
  * its spans as [segment, start_ms, end_ms]. */

@@ -280,7 +280,7 @@ static void test_timeline_rows(void **state) {
   size_t len = 0;
   FILE *f = open_memstream(&buf, &len);
   err e = {0};
-  assert_int_equal(timeline_write(spans, 6, devs, 3, 100, 10, f, &e), ERR_OK);
+  assert_int_equal(timeline_write(spans, 6, devs, 3, 100, 10, "", f, &e), ERR_OK);
   fclose(f);
   const char *want =
       "pi-a     |000......b|  42.0 ms busy,  42 %\n"
@@ -298,10 +298,10 @@ static void test_timeline_rows(void **state) {
   free(buf);
 
   f = open_memstream(&buf, &len);
-  assert_int_equal(timeline_write(spans, 6, devs, 3, 100, 3, f, &e), ERR_INVALID);
+  assert_int_equal(timeline_write(spans, 6, devs, 3, 100, 3, "", f, &e), ERR_INVALID);
   assert_non_null(strstr(e.msg, "width 3"));
-  assert_int_equal(timeline_write(spans, 6, devs, 3, 0, 10, f, &e), ERR_INVALID);
-  assert_int_equal(timeline_write(spans, 6, devs, 3, NAN, 10, f, &e), ERR_INVALID);
+  assert_int_equal(timeline_write(spans, 6, devs, 3, 0, 10, "", f, &e), ERR_INVALID);
+  assert_int_equal(timeline_write(spans, 6, devs, 3, NAN, 10, "", f, &e), ERR_INVALID);
   fclose(f);
   assert_int_equal(len, 0);
   free(buf);
