@@ -9,7 +9,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include <unistd.h>
 
 #include "cli/flags.h"
 #include "cli/cli.h"
@@ -157,17 +156,13 @@ int cmd_history(int argc, char **argv) {
       return CLI_EXIT_USAGE;
     }
   }
-  if (access(db, F_OK) != 0) {
-    fprintf(stderr, "edgedi history: no database at %s (the scheduler's --db)\n", db);
-    return CLI_EXIT_FAIL;
-  }
   err e = {0};
   store *st = NULL;
   store_request_row *rows = NULL;
   size_t n = 0;
-  if (store_open(db, &st, &e) != ERR_OK ||
+  if (store_open_existing(db, &st, &e) != ERR_OK ||
       store_request_recent(st, (size_t)limit, &rows, &n, &e) != ERR_OK) {
-    fprintf(stderr, "edgedi history: %s: %s\n", db, e.msg);
+    fprintf(stderr, "edgedi history: %s (the scheduler's --db)\n", e.msg);
     store_close(st);
     return CLI_EXIT_FAIL;
   }

@@ -5,7 +5,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "cli/cli.h"
 #include "cli/flags.h"
@@ -129,14 +128,10 @@ int cmd_timeline(int argc, char **argv) {
       return CLI_EXIT_USAGE;
     }
   }
-  if (access(db, F_OK) != 0) {
-    fprintf(stderr, "edgedi timeline: no database at %s (the scheduler's --db)\n", db);
-    return CLI_EXIT_FAIL;
-  }
   err e = {0};
   store *st = NULL;
-  if (store_open(db, &st, &e) != ERR_OK) {
-    fprintf(stderr, "edgedi timeline: %s: %s\n", db, e.msg);
+  if (store_open_existing(db, &st, &e) != ERR_OK) {
+    fprintf(stderr, "edgedi timeline: %s (the scheduler's --db)\n", e.msg);
     return CLI_EXIT_FAIL;
   }
   int status;

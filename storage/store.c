@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 /* ---- plumbing ------------------------------------------------------------ */
 
@@ -258,6 +259,13 @@ static err_code set_journal(store *s, err *e) {
                    "it on a network file system?",
                    s->path, mode);
   return store_exec(s, "PRAGMA synchronous=NORMAL", e, "setting synchronous");
+}
+
+err_code store_open_existing(const char *path, store **out, err *e) {
+  if (out) *out = NULL;
+  if (path && *path && access(path, F_OK) != 0)
+    return err_set(e, ERR_NOT_FOUND, "no database at %s", path);
+  return store_open(path, out, e);
 }
 
 err_code store_open(const char *path, store **out, err *e) {

@@ -71,6 +71,9 @@ typedef struct store store;
 /* Opens (creating when absent) the database at `path` and brings its schema
  * to STORE_SCHEMA_VERSION, each migration step in its own transaction. */
 err_code store_open(const char *path, store **out, err *e);
+/* The same for a database that must exist already (readers such as `edgedi
+ * history`): ERR_NOT_FOUND, creating nothing, when `path` has no file. */
+err_code store_open_existing(const char *path, store **out, err *e);
 
 /* Closes the database; NULL is ignored. No call may be running on it. */
 void store_close(store *s);

@@ -478,6 +478,14 @@ static void test_open_argument_and_io_errors(void **state) {
   ASSERT_ERR(ERR_IO, "cannot open", store_open(f->dir, &s, &e_));
   /* An err pointer is optional. */
   assert_int_equal(store_open(bad, &s, NULL), ERR_IO);
+  /* A reader's open: no file there is an error, and none is made. */
+  ASSERT_ERR(ERR_NOT_FOUND, "no database at", store_open_existing(f->path, &s, &e_));
+  assert_null(s);
+  assert_int_equal(access(f->path, F_OK), -1);
+  store_close(open_ok(f->path));
+  ASSERT_OK(store_open_existing(f->path, &s, &e_));
+  assert_int_equal(store_schema_version(s), STORE_SCHEMA_VERSION);
+  store_close(s);
   /* An in-memory database works (no WAL there), e.g. for other tests. */
   s = open_ok(":memory:");
   assert_true(add_device(s, "m", "x:1") > 0);
