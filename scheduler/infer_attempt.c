@@ -224,7 +224,7 @@ static double tile_transfer_ms(const infer_req *r, const infer_tile *t) {
  * bytes queued before the message). Pairs out of the promised order (an
  * agent's bug) are left out. */
 static void take_spans(infer_req *r, infer_tile *t, const Edgedi__V1__TileResult *res) {
-  size_t n = res->n_spans / 2;
+  size_t n = isfinite(res->done_ms) && res->done_ms >= 0 ? res->n_spans / 2 : 0;
   free(t->spans);
   t->spans = n ? malloc(n * 2 * sizeof *t->spans) : NULL;
   t->n_spans = 0;

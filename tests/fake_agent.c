@@ -2,6 +2,7 @@
  * fake_agent.h). */
 #include "tests/fake_agent.h"
 
+#include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,6 +31,7 @@ struct fake_agent {
   pthread_mutex_t mu; /* guards everything below */
   bool killed;
   bool hold;
+  bool garble_spans;
   double speed;
   bool die_armed, dying;
   fake_agent_phase die_phase;
@@ -145,14 +147,27 @@ static bool has_result(const tile_outbox *ob) {
 /* Writes the outbox's messages to the stream; the engine's messages to
  * itself (tile_outbox.loop: a lone job's own FE scales) are handled at
  * once, and what they produce written in turn. */
-static err_code write_outbox(rpc_stream *s, tile_engine *eng, tile_outbox *ob, err *e) {
+static err_code write_outbox(fake_agent *f, rpc_stream *s, tile_engine *eng, tile_outbox *ob,
+                             err *e) {
+  static float nonsense[] = {NAN, 1.0f, 5.0f, 2.0f, 0.5f, 1.0f};
+  pthread_mutex_lock(&f->mu);
+  bool garble = f->garble_spans;
+  pthread_mutex_unlock(&f->mu);
   err_code rc = ERR_OK;
   while (rc == ERR_OK && (ob->n || ob->n_loop)) {
     for (int i = 0; i < ob->n && rc == ERR_OK; i++) {
       Edgedi__V1__ExecuteOut *o =
           edgedi__v1__execute_out__unpack(NULL, ob->msgs[i].len, ob->msgs[i].data);
       if (!o) return err_set(e, ERR_INTERNAL, "the engine produced bytes that do not decode");
+      float *kept = NULL;
+      size_t n_kept = 0;
+      if (garble && o->msg_case == EDGEDI__V1__EXECUTE_OUT__MSG_RESULT) {
+        kept = o->result->spans, n_kept = o->result->n_spans;
+        o->result->spans = nonsense;
+        o->result->n_spans = sizeof nonsense / sizeof nonsense[0];
+      }
       rc = rpc_stream_write(s, &o->base, e);
+      if (kept) o->result->spans = kept, o->result->n_spans = n_kept; /* freed as unpacked */
       edgedi__v1__execute_out__free_unpacked(o, NULL);
     }
     int n_loop = ob->n_loop;
@@ -246,7 +261,7 @@ static grpc_status_code on_execute(void *ctx, rpc_stream *s, char *details, size
       if (event_locked(f, FAKE_DIE_IN_TILE)) tile_outbox_clear(&ob); /* dies before sending */
       pthread_mutex_unlock(&f->mu);
     }
-    if (rc == ERR_OK) rc = write_outbox(s, eng, &ob, &e);
+    if (rc == ERR_OK) rc = write_outbox(f, s, eng, &ob, &e);
     if (rc != ERR_OK) {
       snprintf(details, len, "%s", e.msg);
       st = GRPC_STATUS_INTERNAL;
@@ -319,6 +334,12 @@ grpc_status_code fake_agent_register(fake_agent *f, const char *scheduler, const
 void fake_agent_hold(fake_agent *f, bool hold) {
   pthread_mutex_lock(&f->mu);
   f->hold = hold;
+  pthread_mutex_unlock(&f->mu);
+}
+
+void fake_agent_garble_spans(fake_agent *f, bool garble) {
+  pthread_mutex_lock(&f->mu);
+  f->garble_spans = garble;
   pthread_mutex_unlock(&f->mu);
 }
 

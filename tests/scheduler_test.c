@@ -760,6 +760,39 @@ static void test_history_recorded(void **state) {
   check_database();
 }
 
+/* An agent whose TileResults say nonsense about when it computed: the
+ * request is answered exactly, its tiles are recorded, and of their spans
+ * only the one that makes sense. */
+static void test_nonsense_spans_left_out(void **state) {
+  (void)state;
+  fake_agent_garble_spans(g.fakes[0], true);
+  st_image im = st_make_image(SIDE_PX, SIDE_PX, 3, false, 77u);
+  assert_true(infer_and_compare(&cases[1], &im, "equal") >= 2);
+  fake_agent_garble_spans(g.fakes[0], false);
+  free(im.data);
+  sqlite3 *db = NULL;
+  assert_int_equal(sqlite3_open_v2(g.db, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+  const char *newest = "(SELECT max(id) FROM requests WHERE status = 'ok')";
+  char sql[600];
+  snprintf(sql, sizeof sql,
+           "SELECT count(*) FROM tile_history t JOIN devices d ON d.id = t.device_id "
+           "WHERE t.request_id = %s AND d.name = 'a'", newest);
+  long long tiles = count(db, sql);
+  assert_true(tiles >= 1);
+  /* One span a tile of a, half a millisecond long. */
+  snprintf(sql, sizeof sql,
+           "SELECT count(*) FROM tile_spans p JOIN tile_history t ON t.id = p.tile_id JOIN "
+           "devices d ON d.id = t.device_id WHERE t.request_id = %s AND d.name = 'a' AND "
+           "abs(p.end_ms - p.start_ms - 0.5) < 1e-3", newest);
+  assert_int_equal(count(db, sql), tiles);
+  snprintf(sql, sizeof sql,
+           "SELECT count(*) FROM tile_spans p JOIN tile_history t ON t.id = p.tile_id JOIN "
+           "devices d ON d.id = t.device_id WHERE t.request_id = %s AND d.name = 'a'", newest);
+  assert_int_equal(count(db, sql), tiles);
+  sqlite3_close(db);
+  check_database();
+}
+
 /* ---- real agents ------------------------------------------------------------------ */
 
 typedef struct real_agent {
@@ -1009,6 +1042,7 @@ int main(void) {
       cmocka_unit_test(test_stuck_agent_misses_deadline),
       cmocka_unit_test(test_agent_dies_mid_request),
       cmocka_unit_test(test_history_recorded),
+      cmocka_unit_test(test_nonsense_spans_left_out),
       cmocka_unit_test(test_real_agents_join),
       cmocka_unit_test(test_restart_restores_state),
       cmocka_unit_test(test_oversized_message_refused),
