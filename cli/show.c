@@ -5,12 +5,15 @@
  */
 #include "cli/show.h"
 
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "cli/cli.h"
+#include "cli/timeline.h"
+#include "storage/store.h"
 
-enum { MAX_COLS = 32, BYTES_TEXT = 32 };
+enum { MAX_COLS = 32, BYTES_TEXT = 32, SHOW_TIMELINE_WIDTH = 64 };
 
 static int name_width(const char *const *names, size_t n, int min) {
   int w = min;
@@ -213,6 +216,36 @@ void show_timings(FILE *f, const Edgedi__V1__InferReply *r) {
   }
 }
 
+/* The reply's timeline (DeviceTiming.spans), drawn as `edgedi timeline`
+ * draws one from the database; nothing when the reply has none. */
+static void show_reply_timeline(FILE *f, const Edgedi__V1__InferReply *r) {
+  size_t pairs = 0;
+  for (size_t i = 0; i < r->n_devices; i++) pairs += r->devices[i]->n_span_segments;
+  store_span *p = pairs ? malloc(pairs * sizeof *p) : NULL;
+  store_device *devs = pairs ? calloc(r->n_devices, sizeof *devs) : NULL;
+  double len = r->latency_ms;
+  size_t m = 0;
+  for (size_t i = 0; p && devs && i < r->n_devices; i++) {
+    const Edgedi__V1__DeviceTiming *d = r->devices[i];
+    devs[i].id = (int64_t)i + 1;
+    snprintf(devs[i].name, sizeof devs[i].name, "%s", d->device);
+    for (size_t k = 0; k < d->n_span_segments && 2 * k + 1 < d->n_spans; k++) {
+      p[m++] = (store_span){.device_id = devs[i].id, .segment = d->span_segments[k],
+                            .start_ms = d->spans[2 * k], .end_ms = d->spans[2 * k + 1]};
+      if (d->spans[2 * k + 1] > len) len = d->spans[2 * k + 1];
+    }
+  }
+  err e = {0};
+  if (m) {
+    fprintf(f, "when each device computed (digits: segment, '.': waiting):\n");
+    if (timeline_write(p, m, devs, r->n_devices, len, SHOW_TIMELINE_WIDTH, "  ", f, &e) !=
+        ERR_OK)
+      fprintf(f, "  (%s)\n", e.msg);
+  }
+  free(p);
+  free(devs);
+}
+
 void show_infer(FILE *f, const Edgedi__V1__InferReply *r) {
   int n = (int)r->n_logits;
   char buf[32];
@@ -235,6 +268,7 @@ void show_infer(FILE *f, const Edgedi__V1__InferReply *r) {
           (unsigned long long)r->request_id, (unsigned long long)r->plan_id, r->planner,
           r->n_devices);
   show_timings(f, r);
+  show_reply_timeline(f, r);
   char moved[BYTES_TEXT], all[BYTES_TEXT];
   fprintf(f, "bytes moved %s; gathering whole maps at every segment would move %s",
           cli_bytes(r->bytes_moved, moved, sizeof moved),
@@ -266,10 +300,14 @@ void show_infer_json(FILE *f, const Edgedi__V1__InferReply *r) {
     fprintf(f, "%s{\"device\":", i ? "," : "");
     cli_json_string(f, d->device);
     fprintf(f, ",\"rows\":%u,\"compute_ms\":%.3f,\"transfer_ms\":%.3f,\"predicted_ms\":%.3f,"
-               "\"bytes_in\":%llu,\"bytes_out\":%llu,\"busy_until_ms\":%.3f}",
+               "\"bytes_in\":%llu,\"bytes_out\":%llu,\"busy_until_ms\":%.3f,\"spans\":[",
             d->rows, d->compute_ms, d->transfer_ms, d->predicted_ms,
             (unsigned long long)d->bytes_in, (unsigned long long)d->bytes_out,
             d->busy_until_ms);
+    for (size_t k = 0; k < d->n_span_segments && 2 * k + 1 < d->n_spans; k++)
+      fprintf(f, "%s[%u,%.3f,%.3f]", k ? "," : "", d->span_segments[k], d->spans[2 * k],
+              d->spans[2 * k + 1]);
+    fprintf(f, "]}");
   }
   fprintf(f, "]}\n");
 }

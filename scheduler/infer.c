@@ -65,6 +65,28 @@ static void refit_agents(infer_req *r) {
   }
 }
 
+/* Device i's stretches into the reply's buffers at *used (tiles are in
+ * segment order): DeviceTiming.spans, span_segments. */
+static void fill_spans(const infer_req *r, int i, infer_reply *out, size_t *used,
+                       Edgedi__V1__DeviceTiming *t) {
+  if (!out->spans) return;
+  t->spans = out->spans + 2 * *used;
+  t->span_segments = out->span_segments + *used;
+  size_t n = 0;
+  for (int k = 0; k < r->n_tiles; k++) {
+    const infer_tile *tl = &r->tiles[k];
+    if (tl->device != i || !tl->reported) continue;
+    for (size_t q = 0; q < tl->n_spans; q++, n++) {
+      t->spans[2 * n] = (float)tl->spans[2 * q];
+      t->spans[2 * n + 1] = (float)tl->spans[2 * q + 1];
+      t->span_segments[n] = (uint32_t)tl->segment;
+    }
+  }
+  t->n_spans = 2 * n;
+  t->n_span_segments = n;
+  *used += n;
+}
+
 static err_code fill_reply(infer_req *r, const dispatch_result *res, infer_reply *out,
                            err *e) {
   Edgedi__V1__InferReply *m = &out->msg;
@@ -83,6 +105,18 @@ static err_code fill_reply(infer_req *r, const dispatch_result *res, infer_reply
   m->head_ms = res->head_ms;
   snprintf(out->planner, sizeof out->planner, "%s", r->ip.planner);
   m->planner = out->planner;
+  size_t pairs = 0, used = 0;
+  for (int k = 0; k < r->n_tiles; k++) pairs += r->tiles[k].reported ? r->tiles[k].n_spans : 0;
+  if (pairs) { /* without memory the reply goes without them */
+    out->spans = malloc(2 * pairs * sizeof *out->spans);
+    out->span_segments = malloc(pairs * sizeof *out->span_segments);
+    if (!out->spans || !out->span_segments) {
+      free(out->spans);
+      free(out->span_segments);
+      out->spans = NULL;
+      out->span_segments = NULL;
+    }
+  }
   for (int i = 0; i < res->n_devices && i < PLAN_MAX_DEVICES; i++) {
     const dispatch_device *dv = &res->devices[i];
     if (dv->jobs == 0) continue; /* planned out: it took no part */
@@ -102,6 +136,7 @@ static err_code fill_reply(infer_req *r, const dispatch_result *res, infer_reply
     t->bytes_in = dv->bytes_in;
     t->bytes_out = dv->bytes_out;
     t->busy_until_ms = dv->busy_until_ms;
+    fill_spans(r, i, out, &used, t);
     out->timing_ptrs[m->n_devices++] = t;
   }
   m->devices = out->timing_ptrs;
@@ -113,7 +148,11 @@ static err_code fill_reply(infer_req *r, const dispatch_result *res, infer_reply
 void infer_reply_free(infer_reply *r) {
   if (!r) return;
   free(r->logits);
+  free(r->spans);
+  free(r->span_segments);
   r->logits = NULL;
+  r->spans = NULL;
+  r->span_segments = NULL;
 }
 
 /* Comma-separated device names, for the requests table. */

@@ -269,6 +269,8 @@ typedef struct infer_reply {
   char names[PLAN_MAX_DEVICES][PLAN_NAME_BYTES];
   char planner[PLAN_NAME_BYTES];
   char recovery[ERR_MSG_BYTES]; /* InferReply.recovery */
+  float *spans;              /* every DeviceTiming's spans, one after another */
+  uint32_t *span_segments;   /* ... and their segments */
 } infer_reply;
 
 /* Runs one request. On GRPC_STATUS_OK out->msg is the reply (free with

@@ -217,7 +217,8 @@ static double tile_transfer_ms(const infer_req *r, const infer_tile *t) {
                                   queued_ms);
 }
 
-/* The result's compute stretches on this attempt's clock (infer_tile.spans).
+/* The result's compute stretches in ms from the request's start
+ * (infer_tile.spans).
  * Its job reached the agent after half of what the round trip from our
  * sending the job to the result's arrival took beyond the agent's done_ms
  * (the ways down and up taken as equal: each is a half round trip and the
@@ -231,7 +232,7 @@ static void take_spans(infer_req *r, infer_tile *t, const Edgedi__V1__TileResult
   if (!t->spans) return; /* a record only: the request goes on without it */
   double sent = t->by == t->device ? t->sent_ms : t->standin_sent_ms;
   double ways = fmax(t->at_ms - sent - res->done_ms, 0);
-  double arrived = sent + ways / 2 - r->attempt_t0_ms;
+  double arrived = sent + ways / 2 - r->t0_ms;
   for (size_t i = 0; i < n; i++) {
     double a = res->spans[2 * i], b = res->spans[2 * i + 1];
     if (!(a >= 0 && b >= a && b <= res->done_ms + 1)) continue;

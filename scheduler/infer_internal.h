@@ -22,7 +22,7 @@ typedef struct infer_tile {
   double at_ms;         /* ... and was read then */
   Edgedi__V1__TileResult r; /* its repeated fields not kept */
   double transfer_ms;   /* estimated, see infer.h */
-  double *spans;        /* TileResult.spans, ms from attempt_t0_ms (owned) */
+  double *spans;        /* TileResult.spans, ms from the request's t0_ms (owned) */
   size_t n_spans;       /* pairs */
 } infer_tile;
 

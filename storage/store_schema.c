@@ -240,8 +240,8 @@ static const char k_step5[] =
 
 /* Step 6: when each device worked on each tile, as measured (TileResult.
  * spans): the request's real timeline, its gaps the waits for rows and FE
- * scales, which a tile's summed times cannot show. ms from the start of
- * the request's last attempt on the scheduler's clock. */
+ * scales, which a tile's summed times cannot show. ms from the request's
+ * start on the scheduler's clock. */
 static const char k_step6[] =
     "CREATE TABLE tile_spans (\n"
     "  tile_id INTEGER NOT NULL REFERENCES tile_history(id) ON DELETE CASCADE,\n"

@@ -35,9 +35,13 @@ grep -q 'INVALID_ARGUMENT' "\$T/err.txt" || fail "unknown planner: \$(cat "\$T/e
 "\$E" infer vgg16c "\$T/img.pgm" > "\$T/infer.txt" || fail "infer"
 grep -q '^top class: ' "\$T/infer.txt" || fail "infer: no top class"
 grep -q 'gathering whole maps' "\$T/infer.txt" || fail "infer: no bytes"
+grep -q '^when each device computed' "\$T/infer.txt" || fail "infer: no timeline"
+grep -Eq '^  agent-[0-9]+ +\|[0-9a-z.]+\| ' "\$T/infer.txt" || fail "infer: no timeline rows"
 "\$E" infer vgg16c "\$T/img.raw" --raw 200x200x1 --repeat 3 | grep -q '3 requests: median' \
   || fail "infer --raw --repeat"
-"\$E" infer vgg16c "\$T/img.pgm" --json | grep -q '"logits":\[' || fail "infer --json"
+"\$E" infer vgg16c "\$T/img.pgm" --json > "\$T/infer.json" || fail "infer --json"
+grep -q '"logits":\[' "\$T/infer.json" || fail "infer --json: no logits"
+grep -Eq '"spans":\[\[[0-9]+,' "\$T/infer.json" || fail "infer --json: no spans"
 "\$E" model add tiny --zoo resnet18c --height 64 --width 64 | grep -q 'loaded tiny' \
   || fail "model add"
 "\$E" model add "\$T/r18c.onnx" --name r18c-onnx | grep -q 'loaded r18c-onnx' \

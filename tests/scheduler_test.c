@@ -112,6 +112,10 @@ static grpc_status_code infer(const char *model, const st_image *im, const char 
 static char last_devices[512];
 
 /* Infer equals the single device; returns the number of devices used. */
+/* An agent says nonsense about when it computed (test_nonsense_spans_left_out):
+ * its spans no longer add up to its compute time. */
+static bool spans_garbled;
+
 static int infer_and_compare(model_case *mc, const st_image *im, const char *planner) {
   Edgedi__V1__InferReply *r = NULL;
   char d[ERR_MSG_BYTES];
@@ -132,8 +136,18 @@ static int infer_and_compare(model_case *mc, const st_image *im, const char *pla
   assert_true(r->bytes_moved > 0 && r->bytes_moved < r->bytes_gather_all);
   assert_true(r->n_devices >= 1);
   for (size_t i = 0; i < r->n_devices; i++) {
-    assert_true(r->devices[i]->compute_ms >= 0 && r->devices[i]->transfer_ms >= 0);
-    assert_true(r->devices[i]->predicted_ms > 0);
+    const Edgedi__V1__DeviceTiming *d = r->devices[i];
+    assert_true(d->compute_ms >= 0 && d->transfer_ms >= 0);
+    assert_true(d->predicted_ms > 0);
+    /* When it computed: pairs with their segments, within the request. */
+    assert_true(d->n_span_segments >= 1 && d->n_spans == 2 * d->n_span_segments);
+    double busy = 0;
+    for (size_t k = 0; k < d->n_span_segments; k++) {
+      assert_true(d->spans[2 * k] >= 0 && d->spans[2 * k + 1] >= d->spans[2 * k]);
+      assert_true(d->spans[2 * k + 1] <= r->latency_ms + 5);
+      busy += d->spans[2 * k + 1] - d->spans[2 * k];
+    }
+    if (!spans_garbled) assert_true(fabs(busy - d->compute_ms) <= 0.01 + 1e-3 * d->compute_ms);
   }
   int used = (int)r->n_devices;
   last_devices[0] = '\0';
@@ -766,9 +780,11 @@ static void test_history_recorded(void **state) {
 static void test_nonsense_spans_left_out(void **state) {
   (void)state;
   fake_agent_garble_spans(g.fakes[0], true);
+  spans_garbled = true;
   st_image im = st_make_image(SIDE_PX, SIDE_PX, 3, false, 77u);
   assert_true(infer_and_compare(&cases[1], &im, "equal") >= 2);
   fake_agent_garble_spans(g.fakes[0], false);
+  spans_garbled = false;
   free(im.data);
   sqlite3 *db = NULL;
   assert_int_equal(sqlite3_open_v2(g.db, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
