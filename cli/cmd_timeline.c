@@ -11,8 +11,6 @@
 #include "cli/timeline.h"
 #include "storage/store.h"
 
-enum { TIMELINE_SCAN_REQUESTS = 100 }; /* looked through for the newest timeline */
-
 static void usage(FILE *f) {
   fprintf(f,
           "usage: edgedi timeline [REQUEST_ID] [--db PATH] [--width N] [--json]\n"
@@ -25,27 +23,6 @@ static void usage(FILE *f) {
           "  --width N    columns of the time axis (default %d)\n"
           "  --json       one JSON object per device: busy time and its stretches\n",
           STORE_DEFAULT_PATH, TIMELINE_DEFAULT_WIDTH);
-}
-
-/* The newest finished request with recorded spans; 0 when none. */
-static int64_t newest_with_spans(store *st, err *e) {
-  store_request_row *rows = NULL;
-  size_t n = 0;
-  int64_t id = 0;
-  if (store_request_recent(st, TIMELINE_SCAN_REQUESTS, &rows, &n, e) != ERR_OK) return -1;
-  for (size_t i = 0; i < n && !id; i++) {
-    if (rows[i].status == STORE_REQUEST_RUNNING) continue;
-    store_span *p = NULL;
-    size_t m = 0;
-    if (store_request_spans(st, rows[i].id, &p, &m, e) != ERR_OK) {
-      store_free(rows);
-      return -1;
-    }
-    if (m) id = rows[i].id;
-    store_free(p);
-  }
-  store_free(rows);
-  return id;
 }
 
 static int show(store *st, int64_t id, int width, bool json, const char *db) {
@@ -136,9 +113,10 @@ int cmd_timeline(int argc, char **argv) {
   }
   int status;
   if (id == 0) {
-    int64_t newest = newest_with_spans(st, &e);
-    if (newest <= 0) {
-      if (newest < 0) fprintf(stderr, "edgedi timeline: %s: %s\n", db, e.msg);
+    int64_t newest = 0;
+    err_code rc = store_request_newest_with_spans(st, &newest, &e);
+    if (rc != ERR_OK || newest == 0) {
+      if (rc != ERR_OK) fprintf(stderr, "edgedi timeline: %s: %s\n", db, e.msg);
       else fprintf(stderr, "edgedi timeline: no request in %s has a timeline yet\n", db);
       store_close(st);
       return CLI_EXIT_FAIL;

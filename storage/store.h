@@ -292,6 +292,9 @@ typedef struct store_span {
 /* Every recorded stretch of a request's tiles, by device, then start. */
 err_code store_request_spans(store *s, int64_t request_id, store_span **out, size_t *n,
                              err *e);
+/* The newest finished request (ok or error) that has recorded stretches;
+ * *id 0 when none has. */
+err_code store_request_newest_with_spans(store *s, int64_t *id, err *e);
 
 /* The `limit` newest tiles of a device, newest first: the window a cost
  * model is refitted from. */

@@ -190,6 +190,12 @@ static const char k_request_spans[] =
     "SELECT t.device_id, t.segment, p.start_ms, p.end_ms FROM tile_history AS t "
     "JOIN tile_spans AS p ON p.tile_id = t.id WHERE t.request_id = ?1 "
     "ORDER BY t.device_id, p.start_ms";
+/* Newest tile first along the primary key, stopping at the first with
+ * spans: reads no more than the tiles recorded since. */
+static const char k_newest_with_spans[] =
+    "SELECT t.request_id FROM tile_history AS t JOIN requests AS r ON r.id = t.request_id "
+    "WHERE r.status != 'running' AND EXISTS (SELECT 1 FROM tile_spans AS p "
+    "WHERE p.tile_id = t.id) ORDER BY t.id DESC LIMIT 1";
 static const char k_tile_recent[] =
     "SELECT id, request_id, device_id, segment, first_layer, end_layer, "
     "row_lo, row_hi, gflop, bytes_in, bytes_out, predicted_compute_ms, "
@@ -350,6 +356,22 @@ err_code store_request_spans(store *s, int64_t request_id, store_span **out, siz
   const int64_t args[] = {request_id};
   return store_collect_query(s, k_request_spans, args, 1, sizeof **out, read_span_row,
                              (void **)out, n, e, "reading a request's spans");
+}
+
+static void read_id_row(sqlite3_stmt *st, void *dst) {
+  *(int64_t *)dst = sqlite3_column_int64(st, 0);
+}
+
+err_code store_request_newest_with_spans(store *s, int64_t *id, err *e) {
+  if (!s || !id)
+    return err_set(e, ERR_INVALID, "store_request_newest_with_spans: no store or output");
+  int64_t *v = NULL;
+  size_t n = 0;
+  err_code rc = store_collect_query(s, k_newest_with_spans, NULL, 0, sizeof *v, read_id_row,
+                                    (void **)&v, &n, e, "finding the newest timeline");
+  *id = rc == ERR_OK && n ? v[0] : 0;
+  store_free(v);
+  return rc;
 }
 
 err_code store_tiles_recent(store *s, int64_t device_id, size_t limit,

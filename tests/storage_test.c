@@ -786,6 +786,18 @@ static void test_tile_spans(void **state) {
   ASSERT_OK(store_request_spans(s, 999, &p, &n, &e_));
   assert_int_equal(n, 0);
   store_free(p);
+  /* The newest finished request with spans: none while both run. */
+  int64_t newest = -1;
+  ASSERT_OK(store_request_newest_with_spans(s, &newest, &e_));
+  assert_int_equal(newest, 0);
+  const store_request_result done = {.ok = true, .measured_ms = 12};
+  ASSERT_OK(store_request_finish(s, r1, &done, &e_));
+  ASSERT_OK(store_request_newest_with_spans(s, &newest, &e_));
+  assert_int_equal(newest, r1);
+  ASSERT_OK(store_request_finish(s, r2, &done, &e_));
+  ASSERT_OK(store_request_newest_with_spans(s, &newest, &e_));
+  assert_int_equal(newest, r2);
+  ASSERT_ERR(ERR_INVALID, "no store", store_request_newest_with_spans(NULL, &newest, &e_));
 
   /* Out of order, negative or not a number: the batch writes nothing. */
   const double bad[][2] = {{3, 2}, {-1, 2}, {NAN, 1}, {1, INFINITY}};
