@@ -155,25 +155,17 @@ static void print_devices(const workload_result *w) {
 static void print_timeline(const char *db, uint64_t id) {
   err e = {0};
   store *st = NULL;
-  store_request_row r;
-  store_span *spans = NULL;
-  store_device *devs = NULL;
-  size_t n = 0, n_devs = 0;
+  timeline_request t = {0};
   err_code rc = store_open(db, &st, &e);
-  if (rc == ERR_OK) rc = store_request_get(st, (int64_t)id, &r, &e);
-  if (rc == ERR_OK) rc = store_request_spans(st, (int64_t)id, &spans, &n, &e);
-  if (rc == ERR_OK) rc = store_device_list(st, &devs, &n_devs, &e);
+  if (rc == ERR_OK) rc = timeline_load(st, (int64_t)id, &t, &e);
   store_close(st);
-  double total = r.measured_ms;
-  for (size_t i = 0; rc == ERR_OK && i < n; i++)
-    if (spans[i].end_ms > total) total = spans[i].end_ms;
-  if (rc == ERR_OK && n) {
+  if (rc == ERR_OK && t.n) {
     printf("  when each board computed (the last request; digits: segment, '.': waiting):\n");
-    rc = timeline_write(spans, n, devs, n_devs, total, DEMO_TIMELINE_WIDTH, "  ", stdout, &e);
+    rc = timeline_write(t.spans, t.n, t.devs, t.n_devs, t.total_ms, DEMO_TIMELINE_WIDTH, "  ",
+                        stdout, &e);
   }
   if (rc != ERR_OK) printf("  (no timeline: %s)\n", e.msg);
-  store_free(spans);
-  store_free(devs);
+  timeline_request_free(&t);
 }
 
 /* One request of `name` planned by `planner`; its result in *w (n = 1). */

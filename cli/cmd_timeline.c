@@ -27,46 +27,32 @@ static void usage(FILE *f) {
 
 static int show(store *st, int64_t id, int width, bool json, const char *db) {
   err e = {0};
-  store_request_row r;
-  store_span *spans = NULL;
-  store_device *devs = NULL;
-  size_t n = 0, n_devs = 0;
+  timeline_request t;
   int status = CLI_EXIT_FAIL;
-  if (store_request_get(st, id, &r, &e) != ERR_OK ||
-      store_request_spans(st, id, &spans, &n, &e) != ERR_OK ||
-      store_device_list(st, &devs, &n_devs, &e) != ERR_OK) {
+  if (timeline_load(st, id, &t, &e) != ERR_OK) {
     fprintf(stderr, "edgedi timeline: %s: %s\n", db, e.msg);
-    goto done;
-  }
-  if (n == 0) {
+  } else if (t.n == 0) {
     fprintf(stderr, "edgedi timeline: request %lld has no timeline in %s (%s)\n", (long long)id,
-            db, r.status == STORE_REQUEST_RUNNING ? "still running, or cut off"
-                                                  : "recorded before tile_spans, or no tiles");
-    goto done;
-  }
-  /* The request's time, or the last stretch where that is later (a
-   * stretch is placed by halving the link's ways: it may end a little
-   * after the reply). */
-  double total = r.measured_ms;
-  for (size_t i = 0; i < n; i++)
-    if (spans[i].end_ms > total) total = spans[i].end_ms;
-  if (json) {
-    timeline_write_json(spans, n, devs, n_devs, total, stdout);
+            db, t.row.status == STORE_REQUEST_RUNNING ? "still running, or cut off"
+                                                      : "recorded before tile_spans, or no tiles");
+  } else if (json) {
+    timeline_write_json(t.spans, t.n, t.devs, t.n_devs, t.total_ms, stdout);
     status = CLI_EXIT_OK;
-    goto done;
+  } else {
+    const store_request_row *r = &t.row;
+    printf("request %lld: %s, planner %s, %s, %.1f ms (predicted %.1f)\n", (long long)id,
+           r->model, r->planner, r->status == STORE_REQUEST_OK ? "ok" : "error", r->measured_ms,
+           r->predicted_ms);
+    if (r->recovery[0]) printf("recovered: %s\n", r->recovery);
+    if (timeline_write(t.spans, t.n, t.devs, t.n_devs, t.total_ms, width, "", stdout, &e) !=
+        ERR_OK) {
+      fprintf(stderr, "edgedi timeline: %s\n", e.msg);
+    } else {
+      printf("digits: the segment computed; '.': waiting\n");
+      status = CLI_EXIT_OK;
+    }
   }
-  printf("request %lld: %s, planner %s, %s, %.1f ms (predicted %.1f)\n", (long long)id, r.model,
-         r.planner, r.status == STORE_REQUEST_OK ? "ok" : "error", r.measured_ms, r.predicted_ms);
-  if (r.recovery[0]) printf("recovered: %s\n", r.recovery);
-  if (timeline_write(spans, n, devs, n_devs, total, width, "", stdout, &e) != ERR_OK) {
-    fprintf(stderr, "edgedi timeline: %s\n", e.msg);
-    goto done;
-  }
-  printf("digits: the segment computed; '.': waiting\n");
-  status = CLI_EXIT_OK;
-done:
-  store_free(spans);
-  store_free(devs);
+  timeline_request_free(&t);
   return status;
 }
 

@@ -223,7 +223,6 @@ static void show_reply_timeline(FILE *f, const Edgedi__V1__InferReply *r) {
   for (size_t i = 0; i < r->n_devices; i++) pairs += r->devices[i]->n_span_segments;
   store_span *p = pairs ? malloc(pairs * sizeof *p) : NULL;
   store_device *devs = pairs ? calloc(r->n_devices, sizeof *devs) : NULL;
-  double len = r->latency_ms;
   size_t m = 0;
   for (size_t i = 0; p && devs && i < r->n_devices; i++) {
     const Edgedi__V1__DeviceTiming *d = r->devices[i];
@@ -232,12 +231,12 @@ static void show_reply_timeline(FILE *f, const Edgedi__V1__InferReply *r) {
     for (size_t k = 0; k < d->n_span_segments && 2 * k + 1 < d->n_spans; k++) {
       p[m++] = (store_span){.device_id = devs[i].id, .segment = d->span_segments[k],
                             .start_ms = d->spans[2 * k], .end_ms = d->spans[2 * k + 1]};
-      if (d->spans[2 * k + 1] > len) len = d->spans[2 * k + 1];
     }
   }
   err e = {0};
   if (m) {
     fprintf(f, "when each device computed (digits: segment, '.': waiting):\n");
+    double len = timeline_extent(p, m, r->latency_ms);
     if (timeline_write(p, m, devs, r->n_devices, len, SHOW_TIMELINE_WIDTH, "  ", f, &e) !=
         ERR_OK)
       fprintf(f, "  (%s)\n", e.msg);

@@ -104,3 +104,26 @@ void timeline_write_json(const store_span *spans, size_t n, const store_device *
     fprintf(f, "]}\n");
   }
 }
+
+double timeline_extent(const store_span *spans, size_t n, double total_ms) {
+  for (size_t i = 0; i < n; i++)
+    if (spans[i].end_ms > total_ms) total_ms = spans[i].end_ms;
+  return total_ms;
+}
+
+err_code timeline_load(store *st, int64_t id, timeline_request *out, err *e) {
+  memset(out, 0, sizeof *out);
+  err_code rc = store_request_get(st, id, &out->row, e);
+  if (rc == ERR_OK) rc = store_request_spans(st, id, &out->spans, &out->n, e);
+  if (rc == ERR_OK) rc = store_device_list(st, &out->devs, &out->n_devs, e);
+  if (rc == ERR_OK) out->total_ms = timeline_extent(out->spans, out->n, out->row.measured_ms);
+  return rc;
+}
+
+void timeline_request_free(timeline_request *t) {
+  if (!t) return;
+  store_free(t->spans);
+  store_free(t->devs);
+  t->spans = NULL;
+  t->devs = NULL;
+}

@@ -21,6 +21,26 @@ enum {
   TIMELINE_DEFAULT_WIDTH = 72,
 };
 
+/* One request's timeline as the database holds it. */
+typedef struct timeline_request {
+  store_request_row row;
+  store_span *spans; /* store_request_spans' order */
+  size_t n;
+  store_device *devs;
+  size_t n_devs;
+  double total_ms; /* the request's time, or its last stretch's end if later */
+} timeline_request;
+
+/* Reads request `id`, its stretches and the devices from st (ERR_NOT_FOUND:
+ * no such request). Free with timeline_request_free, also after a failure. */
+err_code timeline_load(store *st, int64_t id, timeline_request *out, err *e);
+void timeline_request_free(timeline_request *t);
+
+/* The length a timeline of `spans` is drawn over: total_ms, or the last
+ * stretch's end where that is later (a stretch is placed by halving the
+ * link's ways there and back, so it may end a little after the reply). */
+double timeline_extent(const store_span *spans, size_t n, double total_ms);
+
 /* Writes the rows of the devices in `devs` that have spans (spans ordered
  * by device then start, as store_request_spans gives them), then the axis,
  * each line after `indent`. ERR_INVALID for a width outside
