@@ -13,6 +13,17 @@
 #include "runtime/fuse.h"
 #include "runtime/zoo.h"
 
+void cs_check_spans(const Edgedi__V1__TileResult *r) {
+  assert_true(r->n_spans >= 2 && r->n_spans % 2 == 0);
+  double last_end = 0;
+  for (size_t i = 0; i < r->n_spans; i += 2) {
+    assert_true(r->spans[i] >= 0 && r->spans[i] >= last_end - 1e-3);
+    assert_true(r->spans[i + 1] >= r->spans[i]);
+    last_end = r->spans[i + 1];
+  }
+  assert_true(last_end <= r->done_ms + 1e-3);
+}
+
 void cs_check_ok(err_code rc, const err *e) {
   if (rc != ERR_OK) fail_msg("%s: %s", err_name(rc), e->msg);
 }
@@ -160,12 +171,7 @@ void cs_step(cs_sim *s) {
       if (s->results_seen == 0 || q > s->result_queued_max) s->result_queued_max = q;
       s->results_seen++;
       s->results_fresh += o->result->fresh_strip;
-      /* Every result says when its device computed (TileResult.spans). */
-      const Edgedi__V1__TileResult *r = o->result;
-      assert_true(r->n_spans >= 2 && r->n_spans % 2 == 0);
-      for (size_t i = 0; i < r->n_spans; i += 2)
-        assert_true(r->spans[i] >= 0 && r->spans[i + 1] >= r->spans[i] &&
-                    r->spans[i + 1] <= r->done_ms + 1e-3);
+      cs_check_spans(o->result); /* every result says when its device computed */
     }
     int as;
     dispatch *d = route(s, m.request, m.from, &as);

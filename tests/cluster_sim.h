@@ -80,6 +80,9 @@ typedef struct cs_sim {
 } cs_sim;
 
 void cs_check_ok(err_code rc, const err *e); /* fails the test unless ERR_OK */
+/* A result's spans (TileResult.spans): pairs in order, none before its
+ * job came or after it left. */
+void cs_check_spans(const Edgedi__V1__TileResult *r);
 
 /* ---- the network ---------------------------------------------------------- */
 
