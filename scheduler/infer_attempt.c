@@ -195,6 +195,12 @@ static void owed(const infer_req *r, char *buf, size_t len) {
   }
 }
 
+/* When the job of t was written to whoever ran it: the device, or its
+ * latest stand-in. */
+static double job_sent_ms(const infer_tile *t) {
+  return t->by == t->device ? t->sent_ms : t->standin_sent_ms;
+}
+
 /* A tile's transfer time, as infer.h defines it ("What transfer time
  * means"). The latest the agent can have taken up the job: its result
  * minus compute and wait, minus the result's own way up (half a round
@@ -207,7 +213,7 @@ static double tile_transfer_ms(const infer_req *r, const infer_tile *t) {
   double up_ms = one_way_ms + (double)t->r.bytes_out * 8.0 / (dv->bandwidth_mbps * 1e3);
   double taken_up_by = t->at_ms - t->r.compute_ms - t->r.wait_ms - up_ms;
   double busy_ms, last_ms;
-  double sent_ms = t->by == t->device ? t->sent_ms : t->standin_sent_ms;
+  double sent_ms = job_sent_ms(t);
   cluster_agent_activity(infer__agent_of(r, t->by), sent_ms, taken_up_by, &busy_ms, &last_ms);
   /* The agent's own count wins where it has one: a model without FE sends
    * nothing while it computes, and its last result comes up behind its
@@ -230,7 +236,7 @@ static void take_spans(infer_req *r, infer_tile *t, const Edgedi__V1__TileResult
   t->spans = n ? malloc(n * 2 * sizeof *t->spans) : NULL;
   t->n_spans = 0;
   if (!t->spans) return; /* a record only: the request goes on without it */
-  double sent = t->by == t->device ? t->sent_ms : t->standin_sent_ms;
+  double sent = job_sent_ms(t);
   double ways = fmax(t->at_ms - sent - res->done_ms, 0);
   double arrived = sent + ways / 2 - r->t0_ms;
   for (size_t i = 0; i < n; i++) {
