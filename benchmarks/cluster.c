@@ -23,15 +23,19 @@
  * scheduler's predicted makespan, the speedup over the slowest device
  * running the model whole (baseline.h: thread CPU time here / its speed;
  * the mean of measurements just before and just after the point's
- * requests, finish_rows), the bound sum(speeds) / slowest and their ratio; for a compact model
- * also the speedup over its original model whole on the slowest device
- * (compression x partitioning). The logits of the last reply are checked
+ * requests, finish_rows), the bound sum(speeds) / slowest and their ratio; cpu_x, the
+ * devices' thread CPU time for a request (median of the sums) over the
+ * model's whole: what splitting it cost in work before any wait (halo
+ * rows computed twice, smaller strips, weights each device reads for
+ * itself; benchmarks/strip_cost.c measures the part a device alone
+ * pays); for a compact model also the speedup over its original model
+ * whole on the slowest device (compression x partitioning). The logits of the last reply are checked
  * against the single-device run's.
  *
  * --real-cores: no speed emulation (each agent its own core: run it with
  * scripts/bench_manycore.sh, which pins agents with taskset); only the
  * device sweep, equal devices, links as given (default not emulated).
- * --gantt FILE: the rebuilt timeline (gantt.h) of the last request of the
+ * --gantt FILE: the measured timeline (gantt.h) of the last request of the
  * first model at the base point, first planner.
  */
 #include <math.h>
@@ -278,6 +282,7 @@ typedef struct row {
   workload_result w;
   double slowest_whole_ms, speedup, bound, speedup_vs_original, rel_diff;
   double whole_before_ms, whole_after_ms; /* the bracket slowest_whole_ms is the mean of */
+  double whole_cpu_ms; /* the model whole: thread CPU ms here, mean of the bracket */
   int64_t last_request;
 } row;
 
@@ -291,11 +296,12 @@ static void print_row(const opts *o, const row *r) {
            "\"link_mbps\":%.1f,\"rtt_ms\":%.2f,\"requests\":%d,\"median_ms\":%.2f,"
            "\"min_ms\":%.2f,\"max_ms\":%.2f,\"predicted_ms\":%.2f,\"slowest_whole_ms\":%.2f,"
            "\"whole_before_ms\":%.2f,\"whole_after_ms\":%.2f,"
-           "\"speedup\":%.3f,\"bound\":%.3f,\"ratio_to_bound\":%.3f,",
+           "\"speedup\":%.3f,\"bound\":%.3f,\"ratio_to_bound\":%.3f,"
+           "\"tile_cpu_ms\":%.2f,\"whole_cpu_ms\":%.2f,\"cpu_over_whole\":%.3f,",
            p->sweep, r->mb->name, r->planner, p->n, p->ratio, p->sum, p->slowest, p->mbps,
            p->rtt_ms, w->n, w->median_ms, w->min_ms, w->max_ms, w->predicted_ms,
            r->slowest_whole_ms, r->whole_before_ms, r->whole_after_ms, r->speedup, r->bound,
-           r->speedup / r->bound);
+           r->speedup / r->bound, w->cpu_ms, r->whole_cpu_ms, w->cpu_ms / r->whole_cpu_ms);
     if (r->speedup_vs_original > 0)
       printf("\"speedup_vs_original\":%.3f,", r->speedup_vs_original);
     printf("\"bytes_moved\":%llu,\"max_rel_diff\":%.3e,\"exact\":%s,\"real_cores\":%s}\n",
@@ -306,18 +312,19 @@ static void print_row(const opts *o, const row *r) {
     snprintf(spread, sizeof spread, "(%.0f..%.0f)", w->min_ms, w->max_ms);
     if (r->speedup_vs_original > 0) snprintf(vs, sizeof vs, "%.1fx", r->speedup_vs_original);
     printf("%-7s %-8s %-12s %3d %5.2f %5.2f %6.0f %5.1f %9.1f %13s %9.1f %9.0f %7.2fx %6.2fx "
-           "%5.2f %8s %5s\n",
+           "%5.2f %5.2f %8s %5s\n",
            p->sweep, r->mb->name, r->planner, p->n, p->ratio, p->sum, p->mbps, p->rtt_ms,
            w->median_ms, spread, w->predicted_ms, r->slowest_whole_ms, r->speedup, r->bound,
-           r->speedup / r->bound, vs, exact ? "yes" : "NO");
+           r->speedup / r->bound, w->cpu_ms / r->whole_cpu_ms, vs, exact ? "yes" : "NO");
   }
   fflush(stdout);
 }
 
 static void print_header(void) {
-  printf("%-7s %-8s %-12s %3s %5s %5s %6s %5s %9s %13s %9s %9s %8s %7s %5s %8s %5s\n", "sweep",
-         "model", "planner", "dev", "ratio", "sum", "mbps", "rtt", "median_ms", "(min..max)",
-         "pred_ms", "slow_ms", "speedup", "bound", "s/b", "vs_orig", "exact");
+  printf("%-7s %-8s %-12s %3s %5s %5s %6s %5s %9s %13s %9s %9s %8s %7s %5s %5s %8s %5s\n",
+         "sweep", "model", "planner", "dev", "ratio", "sum", "mbps", "rtt", "median_ms",
+         "(min..max)", "pred_ms", "slow_ms", "speedup", "bound", "s/b", "cpu_x", "vs_orig",
+         "exact");
 }
 
 /* The model's rows of one point, priced against the slowest board running
@@ -337,7 +344,8 @@ static err_code finish_rows(const opts *o, model_base *b, row *rows, int n, int 
     const point *p = r->p;
     r->whole_before_ms = before_ms / p->slowest;
     r->whole_after_ms = after_ms / p->slowest;
-    r->slowest_whole_ms = (before_ms + after_ms) / 2 / p->slowest;
+    r->whole_cpu_ms = (before_ms + after_ms) / 2;
+    r->slowest_whole_ms = r->whole_cpu_ms / p->slowest;
     r->speedup = r->slowest_whole_ms / r->w.median_ms;
     r->bound = p->sum / p->slowest;
     if (b->original_cpu_ms > 0)

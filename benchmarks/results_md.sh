@@ -81,11 +81,13 @@ echo "Each point a fresh cluster; median of the timed requests (after 2 warm-up)
 echo "speedup = (model whole on the slowest device: thread CPU ms here / its speed)"
 echo "/ median; bound = sum(speeds) / slowest; s/b their ratio. vs_orig: the"
 echo "compact model on the cluster against the *original* model whole on the"
-echo "slowest device (compression x partitioning). The base point (4 devices,"
+echo "slowest device (compression x partitioning). cpu_x: the devices' thread CPU"
+echo "time for a request (median) over the model's whole, what splitting cost in"
+echo "work before any wait ('-': not measured by that run). The base point (4 devices,"
 echo "1 : 1.5, 100 Mbit/s, 1 ms) is measured once and listed under \`devices\`."
 echo
-table "$OUT/cluster.jsonl" "| sweep | model | planner | devices | ratio | sum speed | Mbit/s | rtt ms | median ms (min..max) | predicted ms | speedup | bound | s/b | vs_orig | exact |" \
-  '"| " j($0,"sweep") " | " j($0,"model") " | " j($0,"planner") " | " j($0,"devices") " | " j($0,"ratio") " | " j($0,"sum_speed") " | " j($0,"link_mbps") " | " j($0,"rtt_ms") " | " j($0,"median_ms") " (" j($0,"min_ms") ".." j($0,"max_ms") ") | " j($0,"predicted_ms") " | " j($0,"speedup") " | " j($0,"bound") " | " j($0,"ratio_to_bound") " | " (j($0,"speedup_vs_original") == "" ? "-" : j($0,"speedup_vs_original")) " | " j($0,"exact") " |"'
+table "$OUT/cluster.jsonl" "| sweep | model | planner | devices | ratio | sum speed | Mbit/s | rtt ms | median ms (min..max) | predicted ms | speedup | bound | s/b | cpu_x | vs_orig | exact |" \
+  '"| " j($0,"sweep") " | " j($0,"model") " | " j($0,"planner") " | " j($0,"devices") " | " j($0,"ratio") " | " j($0,"sum_speed") " | " j($0,"link_mbps") " | " j($0,"rtt_ms") " | " j($0,"median_ms") " (" j($0,"min_ms") ".." j($0,"max_ms") ") | " j($0,"predicted_ms") " | " j($0,"speedup") " | " j($0,"bound") " | " j($0,"ratio_to_bound") " | " (j($0,"cpu_over_whole") == "" ? "-" : j($0,"cpu_over_whole")) " | " (j($0,"speedup_vs_original") == "" ? "-" : j($0,"speedup_vs_original")) " | " j($0,"exact") " |"'
 
 for png in speedup predicted gantt; do
   [ -s "$OUT/$png.png" ] || continue
@@ -98,6 +100,18 @@ for png in speedup predicted gantt; do
   echo "![$png]($REL/$png.png)"
   echo
 done
+
+echo "What splitting costs in work (\`//benchmarks:strip_cost\`): each model's"
+echo "cut-to-cut ranges on one core (XNNPACK, as the emulated boards run), whole"
+echo "and as 4 strips with rows in the demo's proportions 0.1 : 0.1 : 0.15 : 0.15,"
+echo "summed by output height; no halo row is computed twice. shared: the strips"
+echo "on one executor (as one agent runs the parts of a strip); own: each on its"
+echo "own executor, as on its own device; cold: as own, caches swept before each"
+echo "strip. The cluster table's cpu_x against these says how much of what the"
+echo "tiles cost is the strips themselves."
+echo
+table "$OUT/strip_cost.jsonl" "| model | stage | layers | rows | GFLOP | whole ms | shared ms | x | own ms | x | cold ms | x |" \
+  '"| " j($0,"model") " | " j($0,"stage") " | [" j($0,"first") ", " j($0,"end") ") | " j($0,"rows") " | " j($0,"gflop") " | " j($0,"whole_ms") " | " j($0,"shared_ms") " | " j($0,"shared_x") " | " j($0,"own_ms") " | " j($0,"own_x") " | " j($0,"cold_ms") " | " j($0,"cold_x") " |"'
 
 echo "## The four planners (\`//benchmarks:planners\`, \`//benchmarks:cluster --planners ...\`)"
 echo

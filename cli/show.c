@@ -204,13 +204,14 @@ void show_timings(FILE *f, const Edgedi__V1__InferReply *r) {
   size_t n = r->n_devices < MAX_COLS ? r->n_devices : MAX_COLS;
   for (size_t i = 0; i < n; i++) names[i] = r->devices[i]->device;
   int w = name_width(names, n, 6);
-  fprintf(f, "  %-*s %5s %11s %12s %13s %10s %10s %14s\n", w, "device", "rows", "compute_ms",
-          "transfer_ms", "predicted_ms", "bytes_in", "bytes_out", "busy_until_ms");
+  fprintf(f, "  %-*s %5s %11s %8s %12s %13s %10s %10s %14s\n", w, "device", "rows",
+          "compute_ms", "cpu_ms", "transfer_ms", "predicted_ms", "bytes_in", "bytes_out",
+          "busy_until_ms");
   for (size_t i = 0; i < r->n_devices; i++) {
     const Edgedi__V1__DeviceTiming *d = r->devices[i];
     char bi[BYTES_TEXT], bo[BYTES_TEXT];
-    fprintf(f, "  %-*s %5u %11.2f %12.2f %13.2f %10s %10s %14.2f\n", w, d->device, d->rows,
-            d->compute_ms, d->transfer_ms, d->predicted_ms,
+    fprintf(f, "  %-*s %5u %11.2f %8.2f %12.2f %13.2f %10s %10s %14.2f\n", w, d->device,
+            d->rows, d->compute_ms, d->cpu_ms, d->transfer_ms, d->predicted_ms,
             cli_bytes(d->bytes_in, bi, sizeof bi), cli_bytes(d->bytes_out, bo, sizeof bo),
             d->busy_until_ms);
   }
@@ -298,9 +299,10 @@ void show_infer_json(FILE *f, const Edgedi__V1__InferReply *r) {
     const Edgedi__V1__DeviceTiming *d = r->devices[i];
     fprintf(f, "%s{\"device\":", i ? "," : "");
     cli_json_string(f, d->device);
-    fprintf(f, ",\"rows\":%u,\"compute_ms\":%.3f,\"transfer_ms\":%.3f,\"predicted_ms\":%.3f,"
-               "\"bytes_in\":%llu,\"bytes_out\":%llu,\"busy_until_ms\":%.3f,\"spans\":[",
-            d->rows, d->compute_ms, d->transfer_ms, d->predicted_ms,
+    fprintf(f, ",\"rows\":%u,\"compute_ms\":%.3f,\"cpu_ms\":%.3f,\"transfer_ms\":%.3f,"
+               "\"predicted_ms\":%.3f,\"bytes_in\":%llu,\"bytes_out\":%llu,"
+               "\"busy_until_ms\":%.3f,\"spans\":[",
+            d->rows, d->compute_ms, d->cpu_ms, d->transfer_ms, d->predicted_ms,
             (unsigned long long)d->bytes_in, (unsigned long long)d->bytes_out,
             d->busy_until_ms);
     for (size_t k = 0; k < d->n_span_segments && 2 * k + 1 < d->n_spans; k++)

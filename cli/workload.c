@@ -27,7 +27,7 @@ static workload_device *device_slot(workload_result *r, const char *name) {
 
 /* One request's timed replies so far, in the buffer of its run. */
 typedef struct series {
-  double *lat, *pred, *dev; /* n each; dev: three per-device series */
+  double *lat, *pred, *cpu, *dev; /* n each; dev: three per-device series */
   uint64_t first_plan;
 } series;
 
@@ -35,10 +35,12 @@ typedef struct series {
 static void record(workload_result *out, series *s, int per, int k, Edgedi__V1__InferReply *r) {
   s->lat[k] = r->latency_ms;
   s->pred[k] = r->predicted_ms;
+  s->cpu[k] = 0;
   if (k == 0) s->first_plan = r->plan_id;
   else if (r->plan_id != s->first_plan) out->one_plan = false;
   for (size_t j = 0; j < r->n_devices; j++) {
     const Edgedi__V1__DeviceTiming *t = r->devices[j];
+    s->cpu[k] += t->cpu_ms;
     workload_device *d = device_slot(out, t->device);
     if (!d) continue;
     double *dev = s->dev + (size_t)(d - out->devices) * 3 * (size_t)per;
@@ -62,6 +64,7 @@ static void summarize(workload_result *out, series *s, int n) {
   out->min_ms = s->lat[0];
   out->max_ms = s->lat[n - 1];
   out->predicted_ms = stats_median(s->pred, n);
+  out->cpu_ms = stats_median(s->cpu, n);
   for (int i = 0; i < out->n_devices; i++) {
     workload_device *d = &out->devices[i];
     double *dev = s->dev + (size_t)i * 3 * (size_t)n;
@@ -79,14 +82,14 @@ err_code workload_run_each(rpc_channel *ch, const Edgedi__V1__InferRequest *cons
   for (int q = 0; q < n_reqs; q++) memset(&out[q], 0, sizeof out[q]);
   if (n < 1 || n > WORKLOAD_MAX_REQUESTS || warmup < 0 || warmup > WORKLOAD_MAX_REQUESTS)
     return err_set(e, ERR_INVALID, "%d requests after %d warm-up: out of range", n, warmup);
-  /* Per kind: lat, pred, then three per-device series of n values each. */
-  size_t per = (size_t)n, stride = per * (2 + 3 * WORKLOAD_MAX_DEVICES);
+  /* Per kind: lat, pred, cpu, then three per-device series of n values each. */
+  size_t per = (size_t)n, stride = per * (3 + 3 * WORKLOAD_MAX_DEVICES);
   double *buf = calloc(stride * (size_t)n_reqs, sizeof *buf);
   if (!buf) return err_set(e, ERR_NOMEM, "out of memory");
   series s[WORKLOAD_MAX_KINDS];
   for (int q = 0; q < n_reqs; q++) {
     double *b = buf + stride * (size_t)q;
-    s[q] = (series){.lat = b, .pred = b + per, .dev = b + 2 * per};
+    s[q] = (series){.lat = b, .pred = b + per, .cpu = b + 2 * per, .dev = b + 3 * per};
     out[q].one_plan = true;
   }
   err_code rc = ERR_OK;

@@ -36,6 +36,7 @@ typedef struct workload_result {
   int n;                       /* timed requests */
   double median_ms, min_ms, max_ms;
   double predicted_ms;         /* median of the scheduler's predictions */
+  double cpu_ms;               /* median of the devices' thread CPU time, summed per reply */
   uint64_t bytes_moved;        /* last reply: per request */
   uint64_t bytes_gather_all;   /* last reply */
   bool one_plan;               /* every timed reply had the same plan */

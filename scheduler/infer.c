@@ -130,6 +130,7 @@ static err_code fill_reply(infer_req *r, const dispatch_result *res, infer_reply
     t->device = out->names[m->n_devices];
     t->rows = (uint32_t)dv->rows;
     t->compute_ms = dv->compute_ms;
+    t->cpu_ms = dv->cpu_ms;
     for (int k = 0; k < r->n_tiles; k++)
       if (r->tiles[k].device == i) t->transfer_ms += r->tiles[k].transfer_ms;
     t->predicted_ms = dv->predicted_ms;

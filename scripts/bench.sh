@@ -11,7 +11,8 @@
 # heterogeneity, link and round trip), planners (the four planners' solve
 # times and predictions, and their measured latencies on the device sweep:
 # cluster with all four named), recovery (a board killed mid-request,
-# per loss policy). JSON lines go to benchmarks/results/*.jsonl,
+# per loss policy), strip_cost (what cutting a model into strips costs a
+# core, with no cluster around it). JSON lines go to benchmarks/results/*.jsonl,
 # plots to benchmarks/results/*.png, and RESULTS.md is regenerated from
 # them. Extra environment: PLANNERS=p1,p2 (cluster --planners; default the
 # scheduler's), BAZEL_OUTPUT_BASE (default /root/.cache/bazel_bench).
@@ -35,7 +36,7 @@ if [ "$REPLOT" -eq 0 ]; then
 bash scripts/setup.sh --bench
 BAZEL=(nice -n 10 bazel --output_base="$OUTPUT_BASE")
 TARGETS=(//benchmarks:vs_ort //benchmarks:throughput //benchmarks:cluster //benchmarks:planners
-  //benchmarks:recovery)
+  //benchmarks:recovery //benchmarks:strip_cost)
 "${BAZEL[@]}" build -c opt --symlink_prefix=/ "${TARGETS[@]}"
 BIN=$("${BAZEL[@]}" info -c opt bazel-bin 2>/dev/null)/benchmarks
 ALL_PLANNERS=exact,heuristic,proportional,equal
@@ -89,6 +90,7 @@ if [ "$QUICK" -eq 1 ]; then
 else
   run recovery "$BIN/recovery" --dir "$WORK/recovery"
 fi
+run strip_cost "$BIN/strip_cost" --models vgg16,vgg16c,resnet18c
 fi # REPLOT
 
 # ---- plots -------------------------------------------------------------------

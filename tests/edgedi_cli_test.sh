@@ -42,6 +42,9 @@ grep -Eq '^  agent-[0-9]+ +\|[0-9a-z.]+\| ' "\$T/infer.txt" || fail "infer: no t
 "\$E" infer vgg16c "\$T/img.pgm" --json > "\$T/infer.json" || fail "infer --json"
 grep -q '"logits":\[' "\$T/infer.json" || fail "infer --json: no logits"
 grep -Eq '"spans":\[\[[0-9]+,' "\$T/infer.json" || fail "infer --json: no spans"
+grep -Eq '"cpu_ms":0*[1-9][0-9]*\.[0-9]+|"cpu_ms":0\.[0-9]*[1-9]' "\$T/infer.json" \
+  || fail "infer --json: no device CPU time"
+grep -q ' cpu_ms ' "\$T/infer.txt" || fail "infer: no cpu_ms column"
 "\$E" model add tiny --zoo resnet18c --height 64 --width 64 | grep -q 'loaded tiny' \
   || fail "model add"
 "\$E" model add "\$T/r18c.onnx" --name r18c-onnx | grep -q 'loaded r18c-onnx' \

@@ -139,6 +139,8 @@ static int infer_and_compare(model_case *mc, const st_image *im, const char *pla
     const Edgedi__V1__DeviceTiming *d = r->devices[i];
     assert_true(d->compute_ms >= 0 && d->transfer_ms >= 0);
     assert_true(d->predicted_ms > 0);
+    /* Its tiles' thread CPU time: some, and no more than their wall time. */
+    assert_true(d->cpu_ms > 0 && d->cpu_ms <= d->compute_ms * 1.01 + 0.1);
     /* When it computed: pairs with their segments, within the request. */
     assert_true(d->n_span_segments >= 1 && d->n_spans == 2 * d->n_span_segments);
     double busy = 0;
