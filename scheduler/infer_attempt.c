@@ -14,6 +14,7 @@
  * inside dispatch_on_message) is shared by every request of the model.
  */
 #include <limits.h>
+#include <stdint.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -248,6 +249,20 @@ static void take_spans(infer_req *r, infer_tile *t, const Edgedi__V1__TileResult
   }
 }
 
+/* An agent's own account of a tile (times, work) is a record, not the
+ * answer: a figure that is not a finite number >= 0 (an agent's bug) is
+ * taken as unknown, 0, before anything sums or stores it, so that one bad
+ * figure neither loses the request's history (the store refuses it) nor
+ * reaches a reply or a cost model (which skip tiles without a time). The
+ * tile's GFLOP then comes from the plan (record_tiles). */
+static void sane_result_figures(Edgedi__V1__TileResult *res) {
+  double *v[] = {&res->compute_ms, &res->cpu_ms, &res->wait_ms, &res->queued_ms, &res->gflop};
+  for (size_t i = 0; i < sizeof v / sizeof v[0]; i++)
+    if (!(*v[i] >= 0 && isfinite(*v[i]))) *v[i] = 0;
+  if (res->bytes_in > INT64_MAX) res->bytes_in = 0; /* SQLite's integers are signed */
+  if (res->bytes_out > INT64_MAX) res->bytes_out = 0;
+}
+
 static void on_event(infer_req *r, inflight_event *ev) {
   char msg[ERR_MSG_BYTES];
   int role = infer__role_of(r, ev->device);
@@ -259,6 +274,7 @@ static void on_event(infer_req *r, inflight_event *ev) {
         r->last_any_ms = fmax(r->last_any_ms, ev->at_ms);
       }
       if (m->msg_case == EDGEDI__V1__EXECUTE_OUT__MSG_RESULT) {
+        sane_result_figures(m->result);
         infer_tile *t = tile_of(r, role, (int)m->result->segment);
         if (t && !t->reported) { /* the first copy's counts (dispatch.h) */
           t->reported = true;

@@ -4,6 +4,7 @@
 
 #include <math.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,7 +32,7 @@ struct fake_agent {
   pthread_mutex_t mu; /* guards everything below */
   bool killed;
   bool hold;
-  bool garble_spans;
+  bool garble_spans, garble_figures;
   double speed;
   bool die_armed, dying;
   fake_agent_phase die_phase;
@@ -151,7 +152,7 @@ static err_code write_outbox(fake_agent *f, rpc_stream *s, tile_engine *eng, til
                              err *e) {
   static float nonsense[] = {NAN, 1.0f, 5.0f, 2.0f, 0.5f, 1.0f};
   pthread_mutex_lock(&f->mu);
-  bool garble = f->garble_spans;
+  bool garble = f->garble_spans, garble_figures = f->garble_figures;
   pthread_mutex_unlock(&f->mu);
   err_code rc = ERR_OK;
   while (rc == ERR_OK && (ob->n || ob->n_loop)) {
@@ -165,6 +166,11 @@ static err_code write_outbox(fake_agent *f, rpc_stream *s, tile_engine *eng, til
         kept = o->result->spans, n_kept = o->result->n_spans;
         o->result->spans = nonsense;
         o->result->n_spans = sizeof nonsense / sizeof nonsense[0];
+      }
+      if (garble_figures && o->msg_case == EDGEDI__V1__EXECUTE_OUT__MSG_RESULT) {
+        Edgedi__V1__TileResult *tr = o->result;
+        tr->compute_ms = NAN, tr->queued_ms = NAN, tr->cpu_ms = -1, tr->gflop = -2;
+        tr->wait_ms = INFINITY, tr->bytes_out = UINT64_MAX;
       }
       rc = rpc_stream_write(s, &o->base, e);
       if (kept) o->result->spans = kept, o->result->n_spans = n_kept; /* freed as unpacked */
@@ -340,6 +346,12 @@ void fake_agent_hold(fake_agent *f, bool hold) {
 void fake_agent_garble_spans(fake_agent *f, bool garble) {
   pthread_mutex_lock(&f->mu);
   f->garble_spans = garble;
+  pthread_mutex_unlock(&f->mu);
+}
+
+void fake_agent_garble_figures(fake_agent *f, bool garble) {
+  pthread_mutex_lock(&f->mu);
+  f->garble_figures = garble;
   pthread_mutex_unlock(&f->mu);
 }
 

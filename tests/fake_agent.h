@@ -69,6 +69,10 @@ void fake_agent_set_speed(fake_agent *f, double speed);
 /* From now on each TileResult's spans are nonsense but for their last
  * pair: not a number, reversed, then (0.5, 1.0) ms after the job came. */
 void fake_agent_garble_spans(fake_agent *f, bool garble);
+/* From now on each TileResult's own figures are nonsense: compute_ms and
+ * queued_ms not a number, cpu_ms and gflop negative, wait_ms infinite,
+ * bytes_out past what SQLite's integers hold. Its rows stay right. */
+void fake_agent_garble_figures(fake_agent *f, bool garble);
 /* Arms a death at the nth (1-based, counted from now) event of `phase`. */
 void fake_agent_die_at(fake_agent *f, fake_agent_phase phase, int nth);
 bool fake_agent_dead(fake_agent *f); /* killed, by die_at or fake_agent_kill */

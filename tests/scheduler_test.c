@@ -115,6 +115,7 @@ static char last_devices[512];
 /* An agent says nonsense about when it computed (test_nonsense_spans_left_out):
  * its spans no longer add up to its compute time. */
 static bool spans_garbled;
+static bool figures_garbled; /* an agent's TileResult figures are nonsense */
 
 static int infer_and_compare(model_case *mc, const st_image *im, const char *planner) {
   Edgedi__V1__InferReply *r = NULL;
@@ -139,8 +140,10 @@ static int infer_and_compare(model_case *mc, const st_image *im, const char *pla
     const Edgedi__V1__DeviceTiming *d = r->devices[i];
     assert_true(d->compute_ms >= 0 && d->transfer_ms >= 0);
     assert_true(d->predicted_ms > 0);
-    /* Its tiles' thread CPU time: some, and no more than their wall time. */
-    assert_true(d->cpu_ms > 0 && d->cpu_ms <= d->compute_ms * 1.01 + 0.1);
+    /* Its tiles' thread CPU time: some, and no more than their wall time
+     * (unknown, 0, for an agent whose figures are nonsense). */
+    assert_true(isfinite(d->compute_ms) && isfinite(d->cpu_ms) && isfinite(d->transfer_ms));
+    if (!figures_garbled) assert_true(d->cpu_ms > 0 && d->cpu_ms <= d->compute_ms * 1.01 + 0.1);
     /* When it computed: pairs with their segments, within the request. */
     assert_true(d->n_span_segments >= 1 && d->n_spans == 2 * d->n_span_segments);
     double busy = 0;
@@ -149,7 +152,8 @@ static int infer_and_compare(model_case *mc, const st_image *im, const char *pla
       assert_true(d->spans[2 * k + 1] <= r->latency_ms + 5);
       busy += d->spans[2 * k + 1] - d->spans[2 * k];
     }
-    if (!spans_garbled) assert_true(fabs(busy - d->compute_ms) <= 0.01 + 1e-3 * d->compute_ms);
+    if (!spans_garbled && !figures_garbled)
+      assert_true(fabs(busy - d->compute_ms) <= 0.01 + 1e-3 * d->compute_ms);
   }
   int used = (int)r->n_devices;
   last_devices[0] = '\0';
@@ -811,6 +815,44 @@ static void test_nonsense_spans_left_out(void **state) {
   check_database();
 }
 
+/* An agent whose TileResults give nonsense figures (not numbers, negative,
+ * infinite, bytes past SQLite's integers): the request is answered
+ * exactly with finite figures, and every tile is recorded, the agent's
+ * with its times unknown (0) and its GFLOP from the plan. Before, one
+ * such figure made the store refuse the request's whole history. */
+static void test_nonsense_figures_taken_as_unknown(void **state) {
+  (void)state;
+  fake_agent_garble_figures(g.fakes[0], true);
+  figures_garbled = true;
+  st_image im = st_make_image(SIDE_PX, SIDE_PX, 3, false, 78u);
+  int used = infer_and_compare(&cases[1], &im, "equal");
+  fake_agent_garble_figures(g.fakes[0], false);
+  figures_garbled = false;
+  free(im.data);
+  assert_true(used >= 2);
+  sqlite3 *db = NULL;
+  assert_int_equal(sqlite3_open_v2(g.db, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+  const char *newest = "(SELECT max(id) FROM requests WHERE status = 'ok')";
+  char sql[600];
+  snprintf(sql, sizeof sql,
+           "SELECT count(*) FROM tile_history t JOIN devices d ON d.id = t.device_id "
+           "WHERE t.request_id = %s AND d.name = 'a'", newest);
+  long long tiles = count(db, sql);
+  assert_true(tiles >= 1);
+  snprintf(sql, sizeof sql,
+           "SELECT count(*) FROM tile_history t JOIN devices d ON d.id = t.device_id "
+           "WHERE t.request_id = %s AND d.name = 'a' AND t.measured_compute_ms = 0 AND "
+           "t.cpu_ms = 0 AND t.wait_ms = 0 AND t.bytes_out = 0 AND t.gflop > 0", newest);
+  assert_int_equal(count(db, sql), tiles);
+  /* The other devices' tiles are there too, with their times. */
+  snprintf(sql, sizeof sql,
+           "SELECT count(*) FROM tile_history t JOIN devices d ON d.id = t.device_id "
+           "WHERE t.request_id = %s AND d.name <> 'a' AND t.measured_compute_ms > 0", newest);
+  assert_true(count(db, sql) >= 1);
+  sqlite3_close(db);
+  check_database();
+}
+
 /* ---- real agents ------------------------------------------------------------------ */
 
 typedef struct real_agent {
@@ -1061,6 +1103,7 @@ int main(void) {
       cmocka_unit_test(test_agent_dies_mid_request),
       cmocka_unit_test(test_history_recorded),
       cmocka_unit_test(test_nonsense_spans_left_out),
+      cmocka_unit_test(test_nonsense_figures_taken_as_unknown),
       cmocka_unit_test(test_real_agents_join),
       cmocka_unit_test(test_restart_restores_state),
       cmocka_unit_test(test_oversized_message_refused),
