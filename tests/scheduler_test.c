@@ -780,37 +780,46 @@ static void test_history_recorded(void **state) {
   check_database();
 }
 
+/* One exact request with fake agent a garbling its TileResults the way
+ * `garble` does (`flag` relaxes infer_and_compare meanwhile); devices
+ * used. */
+static int infer_with_a_garbling(void (*garble)(fake_agent *, bool), bool *flag, unsigned seed) {
+  garble(g.fakes[0], true);
+  *flag = true;
+  st_image im = st_make_image(SIDE_PX, SIDE_PX, 3, false, seed);
+  int used = infer_and_compare(&cases[1], &im, "equal");
+  garble(g.fakes[0], false);
+  *flag = false;
+  free(im.data);
+  return used;
+}
+
+/* Tiles of the newest answered request meeting `cond` (SQL over tile_history
+ * t and devices d). */
+static long long newest_tiles(sqlite3 *db, const char *cond) {
+  char sql[800];
+  snprintf(sql, sizeof sql,
+           "SELECT count(*) FROM tile_history t JOIN devices d ON d.id = t.device_id WHERE "
+           "t.request_id = (SELECT max(id) FROM requests WHERE status = 'ok') AND %s", cond);
+  return count(db, sql);
+}
+
 /* An agent whose TileResults say nonsense about when it computed: the
  * request is answered exactly, its tiles are recorded, and of their spans
  * only the one that makes sense. */
 static void test_nonsense_spans_left_out(void **state) {
   (void)state;
-  fake_agent_garble_spans(g.fakes[0], true);
-  spans_garbled = true;
-  st_image im = st_make_image(SIDE_PX, SIDE_PX, 3, false, 77u);
-  assert_true(infer_and_compare(&cases[1], &im, "equal") >= 2);
-  fake_agent_garble_spans(g.fakes[0], false);
-  spans_garbled = false;
-  free(im.data);
+  assert_true(infer_with_a_garbling(fake_agent_garble_spans, &spans_garbled, 77u) >= 2);
   sqlite3 *db = NULL;
   assert_int_equal(sqlite3_open_v2(g.db, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
-  const char *newest = "(SELECT max(id) FROM requests WHERE status = 'ok')";
-  char sql[600];
-  snprintf(sql, sizeof sql,
-           "SELECT count(*) FROM tile_history t JOIN devices d ON d.id = t.device_id "
-           "WHERE t.request_id = %s AND d.name = 'a'", newest);
-  long long tiles = count(db, sql);
+  long long tiles = newest_tiles(db, "d.name = 'a'");
   assert_true(tiles >= 1);
   /* One span a tile of a, half a millisecond long. */
-  snprintf(sql, sizeof sql,
-           "SELECT count(*) FROM tile_spans p JOIN tile_history t ON t.id = p.tile_id JOIN "
-           "devices d ON d.id = t.device_id WHERE t.request_id = %s AND d.name = 'a' AND "
-           "abs(p.end_ms - p.start_ms - 0.5) < 1e-3", newest);
-  assert_int_equal(count(db, sql), tiles);
-  snprintf(sql, sizeof sql,
-           "SELECT count(*) FROM tile_spans p JOIN tile_history t ON t.id = p.tile_id JOIN "
-           "devices d ON d.id = t.device_id WHERE t.request_id = %s AND d.name = 'a'", newest);
-  assert_int_equal(count(db, sql), tiles);
+  const char *one = "d.name = 'a' AND (SELECT count(*) FROM tile_spans p WHERE p.tile_id = t.id) = 1";
+  assert_int_equal(newest_tiles(db, one), tiles);
+  assert_int_equal(newest_tiles(db, "d.name = 'a' AND (SELECT min(abs(p.end_ms - p.start_ms - "
+                                    "0.5)) FROM tile_spans p WHERE p.tile_id = t.id) < 1e-3"),
+                   tiles);
   sqlite3_close(db);
   check_database();
 }
@@ -822,33 +831,17 @@ static void test_nonsense_spans_left_out(void **state) {
  * such figure made the store refuse the request's whole history. */
 static void test_nonsense_figures_taken_as_unknown(void **state) {
   (void)state;
-  fake_agent_garble_figures(g.fakes[0], true);
-  figures_garbled = true;
-  st_image im = st_make_image(SIDE_PX, SIDE_PX, 3, false, 78u);
-  int used = infer_and_compare(&cases[1], &im, "equal");
-  fake_agent_garble_figures(g.fakes[0], false);
-  figures_garbled = false;
-  free(im.data);
-  assert_true(used >= 2);
+  assert_true(infer_with_a_garbling(fake_agent_garble_figures, &figures_garbled, 78u) >= 2);
   sqlite3 *db = NULL;
   assert_int_equal(sqlite3_open_v2(g.db, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
-  const char *newest = "(SELECT max(id) FROM requests WHERE status = 'ok')";
-  char sql[600];
-  snprintf(sql, sizeof sql,
-           "SELECT count(*) FROM tile_history t JOIN devices d ON d.id = t.device_id "
-           "WHERE t.request_id = %s AND d.name = 'a'", newest);
-  long long tiles = count(db, sql);
+  long long tiles = newest_tiles(db, "d.name = 'a'");
   assert_true(tiles >= 1);
-  snprintf(sql, sizeof sql,
-           "SELECT count(*) FROM tile_history t JOIN devices d ON d.id = t.device_id "
-           "WHERE t.request_id = %s AND d.name = 'a' AND t.measured_compute_ms = 0 AND "
-           "t.cpu_ms = 0 AND t.wait_ms = 0 AND t.bytes_out = 0 AND t.gflop > 0", newest);
-  assert_int_equal(count(db, sql), tiles);
+  assert_int_equal(newest_tiles(db, "d.name = 'a' AND t.measured_compute_ms = 0 AND "
+                                    "t.cpu_ms = 0 AND t.wait_ms = 0 AND t.bytes_out = 0 AND "
+                                    "t.gflop > 0"),
+                   tiles);
   /* The other devices' tiles are there too, with their times. */
-  snprintf(sql, sizeof sql,
-           "SELECT count(*) FROM tile_history t JOIN devices d ON d.id = t.device_id "
-           "WHERE t.request_id = %s AND d.name <> 'a' AND t.measured_compute_ms > 0", newest);
-  assert_true(count(db, sql) >= 1);
+  assert_true(newest_tiles(db, "d.name <> 'a' AND t.measured_compute_ms > 0") >= 1);
   sqlite3_close(db);
   check_database();
 }
