@@ -14,8 +14,8 @@
  * inside dispatch_on_message) is shared by every request of the model.
  */
 #include <limits.h>
-#include <stdint.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
