@@ -14,6 +14,7 @@
  * zoo's options and seeded weights.
  */
 #include <errno.h>
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -130,6 +131,16 @@ static err_code load_input(const char *path, model_shape in, float *nhwc,
                       (uint32_t)raw[4 * i + 2] << 16 |
                       (uint32_t)raw[4 * i + 3] << 24;
       memcpy(&nchw[i], &bits, 4);
+      if (!isfinite(nchw[i])) {
+        size_t plane = (size_t)in.h * (size_t)in.w;
+        rc = err_set(e, ERR_INVALID,
+                     "'%s': sample at channel %zu, row %zu, column %zu is %s, not a finite "
+                     "number", path, i / plane, i % plane / (size_t)in.w, i % (size_t)in.w,
+                     isnan(nchw[i]) ? "NaN" : "infinite");
+        free(nchw);
+        free(raw);
+        return rc;
+      }
     }
     onnx_nchw_to_nhwc(nchw, in, nhwc);
     free(nchw);

@@ -3,6 +3,7 @@
  * strip's rows are bit-identical to the same rows of the whole image. */
 #include "runtime/preprocess.h"
 
+#include <math.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -62,6 +63,22 @@ err_code preprocess_check(const preprocess_image *img, model_shape in, err *e) {
                    img->bytes, img->rows, img->width, img->channels,
                    sb == 1 ? "uint8" : "float32", want);
   if (want > 0 && !img->data) return err_set(e, ERR_INVALID, "image without data");
+  /* A NaN or infinite sample would flow into every logit: refused here,
+   * where the request can still be told which sample it was. */
+  if (img->format == PREPROCESS_F32) {
+    const uint8_t *src = img->data;
+    size_t n = want / sizeof(float), per_row = (size_t)img->width * (size_t)img->channels;
+    for (size_t i = 0; i < n; i++) {
+      float v;
+      memcpy(&v, src + i * sizeof v, sizeof v);
+      if (!isfinite(v))
+        return err_set(e, ERR_INVALID,
+                       "float32 sample at row %zu, column %zu, channel %zu is %s, not a "
+                       "finite number",
+                       (size_t)img->row_lo + i / per_row, i % per_row / (size_t)img->channels,
+                       i % (size_t)img->channels, isnan(v) ? "NaN" : "infinite");
+    }
+  }
   return ERR_OK;
 }
 

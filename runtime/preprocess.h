@@ -45,8 +45,9 @@ size_t preprocess_sample_bytes(preprocess_format format);
 
 /* ERR_OK when img is a well-formed (part of a) picture for a model whose
  * input is `in`: known format, height and width equal to the model's,
- * channels 1 or in.c, rows inside the picture and `bytes` exactly what the
- * rows need. ERR_SHAPE / ERR_INVALID otherwise, saying what is wrong. */
+ * channels 1 or in.c, rows inside the picture, `bytes` exactly what the
+ * rows need and every float32 sample a finite number. ERR_SHAPE /
+ * ERR_INVALID otherwise, saying what is wrong (and which sample). */
 err_code preprocess_check(const preprocess_image *img, model_shape in, err *e);
 
 /* Writes rows [rows.lo, rows.hi) of the model input, NHWC float32

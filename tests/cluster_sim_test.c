@@ -65,6 +65,27 @@ static void test_preprocess_strips_equal_whole(void **state) {
   assert_int_equal(preprocess_check(&short_img, in, &e), ERR_SHAPE);
   preprocess_image tall = preprocess_whole(PREPROCESS_U8, px, 8, 5, 1);
   assert_int_equal(preprocess_check(&tall, in, &e), ERR_SHAPE);
+  /* Float samples must be numbers: the one that is not is named. */
+  float fl[9 * 5 * 3];
+  for (size_t i = 0; i < sizeof fl / sizeof fl[0]; i++) fl[i] = 0.25f;
+  preprocess_image flt = preprocess_whole(PREPROCESS_F32, fl, 9, 5, 3);
+  cs_check_ok(preprocess_check(&flt, in, &e), &e);
+  fl[(2 * 5 + 4) * 3 + 1] = NAN; /* row 2, column 4, channel 1 */
+  assert_int_equal(preprocess_check(&flt, in, &e), ERR_INVALID);
+  assert_non_null(strstr(e.msg, "row 2, column 4, channel 1 is NaN"));
+  fl[(2 * 5 + 4) * 3 + 1] = -INFINITY;
+  assert_int_equal(preprocess_check(&flt, in, &e), ERR_INVALID);
+  assert_non_null(strstr(e.msg, "is infinite"));
+  /* ... in a strip too, by the picture's row. */
+  preprocess_image rows = flt;
+  rows.row_lo = 1;
+  rows.rows = 3;
+  rows.data = fl + 5 * 3;
+  rows.bytes = 3 * 5 * 3 * sizeof(float);
+  assert_int_equal(preprocess_check(&rows, in, &e), ERR_INVALID);
+  assert_non_null(strstr(e.msg, "row 2, column 4"));
+  float part_out[2 * 5 * 3];
+  assert_int_equal(preprocess_rows(&rows, in, (model_rows){1, 2}, part_out, &e), ERR_INVALID);
 }
 
 /* Every zoo model, planners and random plans, every delivery order. */

@@ -14,9 +14,16 @@ fail() { echo "FAIL: $*" >&2; exit 1; }
 { printf 'P5\n200 200\n255\n'; head -c 40000 /dev/urandom; } > "$T/img.pgm"
 head -c 40000 /dev/urandom > "$T/img.raw"
 head -c 100 /dev/urandom > "$T/garbage.png"
+# 200 x 200 float32 zeros but sample 1000 (row 5, column 0), a NaN.
+{ head -c 4000 /dev/zero; printf '\000\000\300\177'; head -c 155996 /dev/zero; } > "$T/nan.f32"
 { printf 'P5\n64 64\n255\n'; head -c 4096 /dev/urandom; } > "$T/img64.pgm"
 "$E" export resnet18c "$T/r18c.onnx" --height 64 --width 64 --seed 5 > /dev/null \
   || fail "export for model add"
+# edgedi run refuses a raw input sample that is not a number, and names it:
+# 1x3x64x64 float32 zeros but sample 4161 (channel 1, row 1, column 1).
+{ head -c 16644 /dev/zero; printf '\000\000\300\177'; head -c 32504 /dev/zero; } > "$T/nan64.f32"
+if "$E" run "$T/r18c.onnx" --input "$T/nan64.f32" 2> "$T/err.txt"; then fail "run: NaN accepted"; fi
+grep -q 'channel 1, row 1, column 1 is NaN' "$T/err.txt" || fail "run NaN: $(cat "$T/err.txt")"
 
 cat > "$T/client.sh" <<SCRIPT
 set -euo pipefail
@@ -61,6 +68,11 @@ grep -q 'NOT_FOUND' "\$T/err.txt" || fail "unknown model: \$(cat "\$T/err.txt")"
 if "\$E" infer tiny "\$T/img.pgm" 2> "\$T/err.txt"; then fail "wrong size accepted"; fi
 grep -q 'INVALID_ARGUMENT' "\$T/err.txt" || fail "wrong size: \$(cat "\$T/err.txt")"
 if "\$E" infer vgg16c "\$T/garbage.png" 2> "\$T/err.txt"; then fail "garbage accepted"; fi
+if "\$E" infer vgg16c "\$T/nan.f32" --raw 200x200x1 --f32 2> "\$T/err.txt"; then
+  fail "a NaN sample accepted"
+fi
+grep -q 'INVALID_ARGUMENT.*row 5, column 0, channel 0 is NaN' "\$T/err.txt" \
+  || fail "NaN sample: \$(cat "\$T/err.txt")"
 if "\$E" devices --scheduler 127.0.0.1:1 2> "\$T/err.txt"; then fail "dead scheduler"; fi
 grep -q 'UNAVAILABLE' "\$T/err.txt" || fail "dead scheduler: \$(cat "\$T/err.txt")"
 SCRIPT

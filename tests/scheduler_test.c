@@ -594,6 +594,15 @@ static void test_bad_infer_requests(void **state) {
   flt.msg.f32 = ok.msg.u8; /* uint8 bytes declared float: a quarter of what is needed */
   flt.msg.u8 = (ProtobufCBinaryData){0};
   expect_infer(m, &flt, NULL, 0, GRPC_STATUS_INVALID_ARGUMENT, "float32");
+  /* A float image with a sample that is not a number: refused, the sample
+   * named, before any agent sees it. */
+  st_image nan_img = st_make_image(SIDE_PX, SIDE_PX, 3, true, 5);
+  float bad = NAN;
+  memcpy(nan_img.msg.f32.data + ((size_t)(3 * SIDE_PX + 7) * 3 + 2) * sizeof bad, &bad,
+         sizeof bad);
+  expect_infer(m, &nan_img, NULL, 0, GRPC_STATUS_INVALID_ARGUMENT,
+               "row 3, column 7, channel 2 is NaN");
+  free(nan_img.data);
   /* Garbage on the wire never reaches a handler. */
   grpc_slice junk = grpc_slice_from_copied_string("\xff\xff\xff garbage");
   grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&junk, 1);
