@@ -31,7 +31,8 @@
  * initializer) and says why: ERR_CORRUPT for a file that does not decode as
  * ONNX, ERR_UNSUPPORTED for an operator, attribute or pattern EdgeDI does
  * not run, ERR_SHAPE for shapes that do not fit, ERR_INVALID for a wrong,
- * missing or badly sized initializer or attribute. Nothing is printed.
+ * missing or badly sized initializer or attribute, or a float value in one
+ * that is NaN or infinite. Nothing is printed.
  *
  * The returned model is finalized and not fused (see fuse.h): dead nodes are
  * dropped, and the graph output is the last layer.

@@ -1,9 +1,10 @@
 /* onnx_import_data.c — the data a node carries, read for the importer:
  * attributes (typed, with defaults, lists bounded), tensors (float32 and
  * int64, from raw_data little-endian or the typed fields, sizes checked
- * against dims before anything is allocated), and the NCHW <-> NHWC
+ * against dims before anything is allocated, float values finite), and the NCHW <-> NHWC
  * conversions of onnx_import.h. Contract in onnx_internal.h.
  */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -150,6 +151,12 @@ err_code onnx_decode_tensor(const Onnx__TensorProto *t, const char *what,
         memcpy(&f[k], &bits, 4);
       } else {
         f[k] = t->float_data[k];
+      }
+      if (!isfinite(f[k])) { /* a weight that is not a number spoils every output */
+        err_code rc = err_set(e, ERR_INVALID, "%s: value %lld is %s, not a finite number", what,
+                              (long long)k, isnan(f[k]) ? "NaN" : "infinite");
+        free(data);
+        return rc;
       }
     } else {
       int64_t *i = data;

@@ -5,6 +5,7 @@
  * files and garbage. Nothing is leaked or left half-built (*out stays NULL;
  * the ASan run checks the rest).
  */
+#include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -131,6 +132,28 @@ static void test_wrong_initializer_size(void **state) {
   tb_node(b, "Conv", "conv", "x,W,B", "y", NULL);
   tb_output(b, "y");
   expect_error(b, ERR_INVALID, "node 'conv'", "bias 'B'", NULL);
+}
+
+/* A weight that is not a number: refused, naming the initializer and the
+ * value, whether stored as float_data or (in an exported file) raw_data. */
+static void test_initializer_not_finite(void **state) {
+  (void)state;
+  float w[4 * 3 * 3 * 3];
+  for (size_t i = 0; i < sizeof w / sizeof w[0]; i++) w[i] = 0.01f * (float)i;
+  w[17] = NAN;
+  tb *b = tb_new(13, 3, 8, 8, false);
+  const int64_t wd[4] = {4, 3, 3, 3};
+  tb_init_f(b, "W", 4, wd, w, 1);
+  tb_node(b, "Conv", "conv", "x,W", "y", NULL);
+  tb_output(b, "y");
+  expect_error(b, ERR_INVALID, "initializer 'W'", "value 17 is NaN", NULL);
+  w[17] = 1.0f;
+  w[40] = -INFINITY;
+  b = tb_new(13, 3, 8, 8, false);
+  tb_init_f(b, "W", 4, wd, w, 1);
+  tb_node(b, "Conv", "conv", "x,W", "y", NULL);
+  tb_output(b, "y");
+  expect_error(b, ERR_INVALID, "initializer 'W'", "value 40 is infinite", NULL);
 }
 
 /* The data of an initializer disagrees with its own dims: the file is
@@ -345,6 +368,7 @@ int main(void) {
       cmocka_unit_test(test_missing_initializer),
       cmocka_unit_test(test_wrong_initializer_size),
       cmocka_unit_test(test_initializer_data_shorter_than_dims),
+      cmocka_unit_test(test_initializer_not_finite),
       cmocka_unit_test(test_shape_mismatch),
       cmocka_unit_test(test_truncated_and_garbage),
       cmocka_unit_test(test_unsupported_attributes),
