@@ -14,6 +14,7 @@
 
 #include <grpc/status.h>
 #include <limits.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -462,6 +463,18 @@ static void run_head(dispatch *d, dispatch_outbox *out, double t0) {
       return;
     }
   }
+  /* Inputs and weights are finite (preprocess.h, onnx_import.h): a logit
+   * that is not came from rows an agent got wrong, and no answer is better
+   * than that one. */
+  for (size_t i = 0; i < n; i++)
+    if (!isfinite(d->logits[i])) {
+      char msg[ERR_MSG_BYTES];
+      snprintf(msg, sizeof msg,
+               "dispatch: logit %zu is %s, not a finite number: rows an agent sent held "
+               "values that are not numbers", i, isnan(d->logits[i]) ? "NaN" : "infinite");
+      fail(d, GRPC_STATUS_INTERNAL, msg, out);
+      return;
+    }
   d->n_logits = (int)n;
   d->top_class = 0;
   for (int i = 1; i < d->n_logits; i++)

@@ -24,7 +24,8 @@
  * The request is DONE when the logits are there and every job reported its
  * result; it FAILS on a TileError, on a message that contradicts the plan
  * (rows nobody asked for, sums of the wrong size: an agent bug, status
- * INTERNAL) or on dispatch_fail() (a dead agent, the deadline). A failing
+ * INTERNAL), on logits that are not all finite numbers (inputs and weights
+ * are: rows an agent got wrong, INTERNAL) or on dispatch_fail() (a dead agent, the deadline). A failing
  * request sends Release to every device it gave jobs; later messages of it
  * are ignored.
  *

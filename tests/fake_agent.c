@@ -32,7 +32,7 @@ struct fake_agent {
   pthread_mutex_t mu; /* guards everything below */
   bool killed;
   bool hold;
-  bool garble_spans, garble_figures;
+  bool garble_spans, garble_figures, garble_output;
   double speed;
   bool die_armed, dying;
   fake_agent_phase die_phase;
@@ -153,6 +153,7 @@ static err_code write_outbox(fake_agent *f, rpc_stream *s, tile_engine *eng, til
   static float nonsense[] = {NAN, 1.0f, 5.0f, 2.0f, 0.5f, 1.0f};
   pthread_mutex_lock(&f->mu);
   bool garble = f->garble_spans, garble_figures = f->garble_figures;
+  bool garble_output = f->garble_output;
   pthread_mutex_unlock(&f->mu);
   err_code rc = ERR_OK;
   while (rc == ERR_OK && (ob->n || ob->n_loop)) {
@@ -171,6 +172,12 @@ static err_code write_outbox(fake_agent *f, rpc_stream *s, tile_engine *eng, til
         Edgedi__V1__TileResult *tr = o->result;
         tr->compute_ms = NAN, tr->queued_ms = NAN, tr->cpu_ms = -1, tr->gflop = -2;
         tr->wait_ms = INFINITY, tr->bytes_out = UINT64_MAX;
+      }
+      if (garble_output && o->msg_case == EDGEDI__V1__EXECUTE_OUT__MSG_ROWS &&
+          o->rows->dest == -1 && o->rows->data.len >= sizeof(float)) {
+        /* Raw or zero-masked, the last 4 bytes are a float of the rows. */
+        float inf = INFINITY;
+        memcpy(o->rows->data.data + o->rows->data.len - sizeof inf, &inf, sizeof inf);
       }
       rc = rpc_stream_write(s, &o->base, e);
       if (kept) o->result->spans = kept, o->result->n_spans = n_kept; /* freed as unpacked */
@@ -346,6 +353,12 @@ void fake_agent_hold(fake_agent *f, bool hold) {
 void fake_agent_garble_spans(fake_agent *f, bool garble) {
   pthread_mutex_lock(&f->mu);
   f->garble_spans = garble;
+  pthread_mutex_unlock(&f->mu);
+}
+
+void fake_agent_garble_output(fake_agent *f, bool garble) {
+  pthread_mutex_lock(&f->mu);
+  f->garble_output = garble;
   pthread_mutex_unlock(&f->mu);
 }
 

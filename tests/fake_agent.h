@@ -73,6 +73,9 @@ void fake_agent_garble_spans(fake_agent *f, bool garble);
  * queued_ms not a number, cpu_ms and gflop negative, wait_ms infinite,
  * bytes_out past what SQLite's integers hold. Its rows stay right. */
 void fake_agent_garble_figures(fake_agent *f, bool garble);
+/* From now on the last float of each output the agent sends the scheduler
+ * (RowsData to dest -1) is +infinity. */
+void fake_agent_garble_output(fake_agent *f, bool garble);
 /* Arms a death at the nth (1-based, counted from now) event of `phase`. */
 void fake_agent_die_at(fake_agent *f, fake_agent_phase phase, int nth);
 bool fake_agent_dead(fake_agent *f); /* killed, by die_at or fake_agent_kill */

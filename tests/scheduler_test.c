@@ -855,6 +855,27 @@ static void test_nonsense_figures_taken_as_unknown(void **state) {
   check_database();
 }
 
+/* Agents whose output rows hold a value that is not a number (a bug, or
+ * memory gone bad): the request ends INTERNAL, saying so, rather than
+ * answering with logits that are not numbers; then the service serves. */
+static void test_output_not_finite_refused(void **state) {
+  (void)state;
+  /* resnet18c's head (global average, then one FC) carries an infinite
+   * value into every logit; a ReLU between FCs could zero it. */
+  for (int i = 0; i < N_FAKES; i++) fake_agent_garble_output(g.fakes[i], true);
+  st_image im = st_make_image(SIDE_PX, SIDE_PX, 3, false, 79u);
+  Edgedi__V1__InferReply *r = NULL;
+  char d[ERR_MSG_BYTES];
+  grpc_status_code st = infer(cases[0].name, &im, "equal", 0, &r, d, sizeof d);
+  for (int i = 0; i < N_FAKES; i++) fake_agent_garble_output(g.fakes[i], false);
+  rpc_free(r ? &r->base : NULL);
+  assert_int_equal(st, GRPC_STATUS_INTERNAL);
+  if (!strstr(d, "not a finite number")) fail_msg("status message: %s", d);
+  assert_true(infer_and_compare(&cases[0], &im, "equal") >= 2);
+  free(im.data);
+  check_database();
+}
+
 /* ---- real agents ------------------------------------------------------------------ */
 
 typedef struct real_agent {
@@ -1106,6 +1127,7 @@ int main(void) {
       cmocka_unit_test(test_history_recorded),
       cmocka_unit_test(test_nonsense_spans_left_out),
       cmocka_unit_test(test_nonsense_figures_taken_as_unknown),
+      cmocka_unit_test(test_output_not_finite_refused),
       cmocka_unit_test(test_real_agents_join),
       cmocka_unit_test(test_restart_restores_state),
       cmocka_unit_test(test_oversized_message_refused),
