@@ -41,16 +41,18 @@ static void expect_error(tb *b, err_code code, ...) {
   va_end(ap);
 }
 
-/* A graph x -> Conv "conv" (W [4,3,3,3]) -> y, opset 13, ready for one
- * more defect. */
-static tb *conv_graph(const tb_attr *attrs) {
+/* A graph x -> Conv "conv" (W [4,3,3,3]: `w`, or seeded values when
+ * NULL) -> y, opset 13, ready for one more defect. */
+static tb *conv_graph_w(const tb_attr *attrs, const float *w) {
   tb *b = tb_new(13, 3, 8, 8, false);
   const int64_t wd[4] = {4, 3, 3, 3};
-  tb_init_f(b, "W", 4, wd, NULL, 1);
+  tb_init_f(b, "W", 4, wd, w, 1);
   tb_node(b, "Conv", "conv", "x,W", "y", attrs);
   tb_output(b, "y");
   return b;
 }
+
+static tb *conv_graph(const tb_attr *attrs) { return conv_graph_w(attrs, NULL); }
 
 static void test_unsupported_operator(void **state) {
   (void)state;
@@ -141,19 +143,11 @@ static void test_initializer_not_finite(void **state) {
   float w[4 * 3 * 3 * 3];
   for (size_t i = 0; i < sizeof w / sizeof w[0]; i++) w[i] = 0.01f * (float)i;
   w[17] = NAN;
-  tb *b = tb_new(13, 3, 8, 8, false);
-  const int64_t wd[4] = {4, 3, 3, 3};
-  tb_init_f(b, "W", 4, wd, w, 1);
-  tb_node(b, "Conv", "conv", "x,W", "y", NULL);
-  tb_output(b, "y");
-  expect_error(b, ERR_INVALID, "initializer 'W'", "value 17 is NaN", NULL);
+  expect_error(conv_graph_w(NULL, w), ERR_INVALID, "initializer 'W'", "value 17 is NaN", NULL);
   w[17] = 1.0f;
   w[40] = -INFINITY;
-  b = tb_new(13, 3, 8, 8, false);
-  tb_init_f(b, "W", 4, wd, w, 1);
-  tb_node(b, "Conv", "conv", "x,W", "y", NULL);
-  tb_output(b, "y");
-  expect_error(b, ERR_INVALID, "initializer 'W'", "value 40 is infinite", NULL);
+  expect_error(conv_graph_w(NULL, w), ERR_INVALID, "initializer 'W'", "value 40 is infinite",
+               NULL);
 }
 
 /* The data of an initializer disagrees with its own dims: the file is
