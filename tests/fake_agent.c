@@ -32,7 +32,7 @@ struct fake_agent {
   pthread_mutex_t mu; /* guards everything below */
   bool killed;
   bool hold;
-  bool garble_spans, garble_figures, garble_output;
+  unsigned garble; /* FAKE_GARBLE_* */
   double speed;
   bool die_armed, dying;
   fake_agent_phase die_phase;
@@ -152,8 +152,7 @@ static err_code write_outbox(fake_agent *f, rpc_stream *s, tile_engine *eng, til
                              err *e) {
   static float nonsense[] = {NAN, 1.0f, 5.0f, 2.0f, 0.5f, 1.0f};
   pthread_mutex_lock(&f->mu);
-  bool garble = f->garble_spans, garble_figures = f->garble_figures;
-  bool garble_output = f->garble_output;
+  unsigned garble = f->garble;
   pthread_mutex_unlock(&f->mu);
   err_code rc = ERR_OK;
   while (rc == ERR_OK && (ob->n || ob->n_loop)) {
@@ -163,17 +162,17 @@ static err_code write_outbox(fake_agent *f, rpc_stream *s, tile_engine *eng, til
       if (!o) return err_set(e, ERR_INTERNAL, "the engine produced bytes that do not decode");
       float *kept = NULL;
       size_t n_kept = 0;
-      if (garble && o->msg_case == EDGEDI__V1__EXECUTE_OUT__MSG_RESULT) {
+      if ((garble & FAKE_GARBLE_SPANS) && o->msg_case == EDGEDI__V1__EXECUTE_OUT__MSG_RESULT) {
         kept = o->result->spans, n_kept = o->result->n_spans;
         o->result->spans = nonsense;
         o->result->n_spans = sizeof nonsense / sizeof nonsense[0];
       }
-      if (garble_figures && o->msg_case == EDGEDI__V1__EXECUTE_OUT__MSG_RESULT) {
+      if ((garble & FAKE_GARBLE_FIGURES) && o->msg_case == EDGEDI__V1__EXECUTE_OUT__MSG_RESULT) {
         Edgedi__V1__TileResult *tr = o->result;
         tr->compute_ms = NAN, tr->queued_ms = NAN, tr->cpu_ms = -1, tr->gflop = -2;
         tr->wait_ms = INFINITY, tr->bytes_out = UINT64_MAX;
       }
-      if (garble_output && o->msg_case == EDGEDI__V1__EXECUTE_OUT__MSG_ROWS &&
+      if ((garble & FAKE_GARBLE_OUTPUT) && o->msg_case == EDGEDI__V1__EXECUTE_OUT__MSG_ROWS &&
           o->rows->dest == -1 && o->rows->data.len >= sizeof(float)) {
         /* Raw or zero-masked, the last 4 bytes are a float of the rows. */
         float inf = INFINITY;
@@ -350,21 +349,9 @@ void fake_agent_hold(fake_agent *f, bool hold) {
   pthread_mutex_unlock(&f->mu);
 }
 
-void fake_agent_garble_spans(fake_agent *f, bool garble) {
+void fake_agent_garble(fake_agent *f, unsigned what) {
   pthread_mutex_lock(&f->mu);
-  f->garble_spans = garble;
-  pthread_mutex_unlock(&f->mu);
-}
-
-void fake_agent_garble_output(fake_agent *f, bool garble) {
-  pthread_mutex_lock(&f->mu);
-  f->garble_output = garble;
-  pthread_mutex_unlock(&f->mu);
-}
-
-void fake_agent_garble_figures(fake_agent *f, bool garble) {
-  pthread_mutex_lock(&f->mu);
-  f->garble_figures = garble;
+  f->garble = what;
   pthread_mutex_unlock(&f->mu);
 }
 

@@ -66,16 +66,21 @@ grpc_status_code fake_agent_register(fake_agent *f, const char *scheduler,
 
 void fake_agent_hold(fake_agent *f, bool hold);
 void fake_agent_set_speed(fake_agent *f, double speed);
-/* From now on each TileResult's spans are nonsense but for their last
- * pair: not a number, reversed, then (0.5, 1.0) ms after the job came. */
-void fake_agent_garble_spans(fake_agent *f, bool garble);
-/* From now on each TileResult's own figures are nonsense: compute_ms and
- * queued_ms not a number, cpu_ms and gflop negative, wait_ms infinite,
- * bytes_out past what SQLite's integers hold. Its rows stay right. */
-void fake_agent_garble_figures(fake_agent *f, bool garble);
-/* From now on the last float of each output the agent sends the scheduler
- * (RowsData to dest -1) is +infinity. */
-void fake_agent_garble_output(fake_agent *f, bool garble);
+/* What fake_agent_garble makes nonsense of the messages it sends from now
+ * on, or'ed together (0: nothing). */
+enum {
+  /* each TileResult's spans but for their last pair: not a number,
+   * reversed, then (0.5, 1.0) ms after the job came */
+  FAKE_GARBLE_SPANS = 1,
+  /* each TileResult's own figures: compute_ms and queued_ms not a number,
+   * cpu_ms and gflop negative, wait_ms infinite, bytes_out past what
+   * SQLite's integers hold; its rows stay right */
+  FAKE_GARBLE_FIGURES = 2,
+  /* the last float of each output sent to the scheduler (RowsData to dest
+   * -1): +infinity */
+  FAKE_GARBLE_OUTPUT = 4,
+};
+void fake_agent_garble(fake_agent *f, unsigned what);
 /* Arms a death at the nth (1-based, counted from now) event of `phase`. */
 void fake_agent_die_at(fake_agent *f, fake_agent_phase phase, int nth);
 bool fake_agent_dead(fake_agent *f); /* killed, by die_at or fake_agent_kill */

@@ -112,10 +112,10 @@ static grpc_status_code infer(const char *model, const st_image *im, const char 
 static char last_devices[512];
 
 /* Infer equals the single device; returns the number of devices used. */
-/* An agent says nonsense about when it computed (test_nonsense_spans_left_out):
- * its spans no longer add up to its compute time. */
-static bool spans_garbled;
-static bool figures_garbled; /* an agent's TileResult figures are nonsense */
+/* What fake agent a garbles now (FAKE_GARBLE_*): with its spans or its
+ * figures nonsense, its spans no longer add up to its compute time, and
+ * with its figures its CPU time is unknown. */
+static unsigned garbled;
 
 static int infer_and_compare(model_case *mc, const st_image *im, const char *planner) {
   Edgedi__V1__InferReply *r = NULL;
@@ -143,7 +143,8 @@ static int infer_and_compare(model_case *mc, const st_image *im, const char *pla
     /* Its tiles' thread CPU time: some, and no more than their wall time
      * (unknown, 0, for an agent whose figures are nonsense). */
     assert_true(isfinite(d->compute_ms) && isfinite(d->cpu_ms) && isfinite(d->transfer_ms));
-    if (!figures_garbled) assert_true(d->cpu_ms > 0 && d->cpu_ms <= d->compute_ms * 1.01 + 0.1);
+    if (!(garbled & FAKE_GARBLE_FIGURES))
+      assert_true(d->cpu_ms > 0 && d->cpu_ms <= d->compute_ms * 1.01 + 0.1);
     /* When it computed: pairs with their segments, within the request. */
     assert_true(d->n_span_segments >= 1 && d->n_spans == 2 * d->n_span_segments);
     double busy = 0;
@@ -152,7 +153,7 @@ static int infer_and_compare(model_case *mc, const st_image *im, const char *pla
       assert_true(d->spans[2 * k + 1] <= r->latency_ms + 5);
       busy += d->spans[2 * k + 1] - d->spans[2 * k];
     }
-    if (!spans_garbled && !figures_garbled)
+    if (!(garbled & (FAKE_GARBLE_SPANS | FAKE_GARBLE_FIGURES)))
       assert_true(fabs(busy - d->compute_ms) <= 0.01 + 1e-3 * d->compute_ms);
   }
   int used = (int)r->n_devices;
@@ -789,16 +790,15 @@ static void test_history_recorded(void **state) {
   check_database();
 }
 
-/* One exact request with fake agent a garbling its TileResults the way
- * `garble` does (`flag` relaxes infer_and_compare meanwhile); devices
- * used. */
-static int infer_with_a_garbling(void (*garble)(fake_agent *, bool), bool *flag, unsigned seed) {
-  garble(g.fakes[0], true);
-  *flag = true;
+/* One exact request with fake agent a garbling `what` (FAKE_GARBLE_*);
+ * devices used. */
+static int infer_with_a_garbling(unsigned what, unsigned seed) {
+  fake_agent_garble(g.fakes[0], what);
+  garbled = what;
   st_image im = st_make_image(SIDE_PX, SIDE_PX, 3, false, seed);
   int used = infer_and_compare(&cases[1], &im, "equal");
-  garble(g.fakes[0], false);
-  *flag = false;
+  fake_agent_garble(g.fakes[0], 0);
+  garbled = 0;
   free(im.data);
   return used;
 }
@@ -818,7 +818,7 @@ static long long newest_tiles(sqlite3 *db, const char *cond) {
  * only the one that makes sense. */
 static void test_nonsense_spans_left_out(void **state) {
   (void)state;
-  assert_true(infer_with_a_garbling(fake_agent_garble_spans, &spans_garbled, 77u) >= 2);
+  assert_true(infer_with_a_garbling(FAKE_GARBLE_SPANS, 77u) >= 2);
   sqlite3 *db = NULL;
   assert_int_equal(sqlite3_open_v2(g.db, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
   long long tiles = newest_tiles(db, "d.name = 'a'");
@@ -840,7 +840,7 @@ static void test_nonsense_spans_left_out(void **state) {
  * such figure made the store refuse the request's whole history. */
 static void test_nonsense_figures_taken_as_unknown(void **state) {
   (void)state;
-  assert_true(infer_with_a_garbling(fake_agent_garble_figures, &figures_garbled, 78u) >= 2);
+  assert_true(infer_with_a_garbling(FAKE_GARBLE_FIGURES, 78u) >= 2);
   sqlite3 *db = NULL;
   assert_int_equal(sqlite3_open_v2(g.db, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
   long long tiles = newest_tiles(db, "d.name = 'a'");
@@ -862,12 +862,12 @@ static void test_output_not_finite_refused(void **state) {
   (void)state;
   /* resnet18c's head (global average, then one FC) carries an infinite
    * value into every logit; a ReLU between FCs could zero it. */
-  for (int i = 0; i < N_FAKES; i++) fake_agent_garble_output(g.fakes[i], true);
+  for (int i = 0; i < N_FAKES; i++) fake_agent_garble(g.fakes[i], FAKE_GARBLE_OUTPUT);
   st_image im = st_make_image(SIDE_PX, SIDE_PX, 3, false, 79u);
   Edgedi__V1__InferReply *r = NULL;
   char d[ERR_MSG_BYTES];
   grpc_status_code st = infer(cases[0].name, &im, "equal", 0, &r, d, sizeof d);
-  for (int i = 0; i < N_FAKES; i++) fake_agent_garble_output(g.fakes[i], false);
+  for (int i = 0; i < N_FAKES; i++) fake_agent_garble(g.fakes[i], 0);
   rpc_free(r ? &r->base : NULL);
   assert_int_equal(st, GRPC_STATUS_INTERNAL);
   if (!strstr(d, "not a finite number")) fail_msg("status message: %s", d);
