@@ -73,20 +73,13 @@ static model_rows strip_rows(const opts *o, int rows, int k) {
   return (model_rows){lo, hi > lo ? hi : lo};
 }
 
-/* Thread CPU ms of one run of s to its end (FE scales of 1: the cost does
- * not depend on them). */
-static err_code run_strip(xexec_strip *s, const float *ones, double *ms, err *e) {
+/* Thread CPU ms of one run of s to its end, each FE from the strip's own
+ * sums (the scales' values do not change what the run costs). */
+static err_code run_strip(xexec_strip *s, double *ms, err *e) {
   double t0 = stats_thread_cpu_ms();
-  bool paused = true;
-  while (paused) {
-    xexec_fe_sums fe;
-    err_code rc = xexec_strip_run(s, &paused, &fe, e);
-    if (rc != ERR_OK) return rc;
-    if (paused && fe.needs_scale && (rc = xexec_strip_set_fe_scale(s, ones, e)) != ERR_OK)
-      return rc;
-  }
+  err_code rc = xexec_strip_run_local(s, e);
   *ms = stats_thread_cpu_ms() - t0;
-  return ERR_OK;
+  return rc;
 }
 
 static err_code make_strip(xexec *x, int first, int end, model_rows out, xexec_strip **s, err *e) {
@@ -104,7 +97,7 @@ static err_code make_strip(xexec *x, int first, int end, model_rows out, xexec_s
 /* The range in mode md: *ms the fastest total of o->runs runs (after one
  * that prepares). x[k] is strip k's executor. */
 static err_code time_range(const opts *o, xexec *const *x, const range_cost *r, mode md,
-                           const float *ones, double *ms, err *e) {
+                           double *ms, err *e) {
   xexec_strip *s[MAX_STRIPS] = {0};
   int n = md == MODE_WHOLE ? 1 : o->n_strips;
   err_code rc = ERR_OK;
@@ -120,7 +113,7 @@ static err_code time_range(const opts *o, xexec *const *x, const range_cost *r, 
       double t = 0;
       if (!s[k]) continue;
       if (md == MODE_COLD) sweep_caches();
-      rc = run_strip(s[k], ones, &t, e);
+      rc = run_strip(s[k], &t, e);
       total += t;
     }
     if (run == 1 || (run > 1 && total < *ms)) *ms = total;
@@ -180,30 +173,24 @@ static int measure(const opts *o, const char *name) {
   model *z = NULL, *m = NULL;
   xexec *x[MAX_STRIPS] = {0};
   range_cost *r = calloc(MAX_RANGES, sizeof *r);
-  float *ones = NULL;
   int status = 0;
   if (!r) goto fail;
   if (zoo_build(name, NULL, &z, &e) != ERR_OK || fuse_model(z, &m, &e) != ERR_OK) goto fail;
   for (int k = 0; k < o->n_strips; k++)
     if (xexec_create_ex(m, 1, XEXEC_CONV_XNNPACK, &x[k], &e) != ERR_OK) goto fail;
-  int max_c = 1;
-  for (int l = 0; l < m->n_layers; l++)
-    if (m->layers[l].out.c > max_c) max_c = m->layers[l].out.c;
-  if (!(ones = malloc((size_t)max_c * sizeof *ones))) goto fail;
-  for (int c = 0; c < max_c; c++) ones[c] = 1.0f;
   int n = find_ranges(m, r, MAX_RANGES);
-  range_cost stage = {0}, all = {0};
+  range_cost stage = {0}, all = {.rows = n ? r[0].rows : 0};
   for (int i = 0, st = 0; i < n; i++) {
     for (int md = 0; md < MODE_COUNT; md++)
-      if (time_range(o, x, &r[i], (mode)md, ones, &r[i].ms[md], &e) != ERR_OK) goto fail;
-    if (i == 0 || r[i].rows != stage.rows) stage = (range_cost){.first = r[i].first, .rows = r[i].rows};
+      if (time_range(o, x, &r[i], (mode)md, &r[i].ms[md], &e) != ERR_OK) goto fail;
+    if (i == 0 || r[i].rows != stage.rows)
+      stage = (range_cost){.first = r[i].first, .rows = r[i].rows};
     add_cost(&stage, &r[i]);
     if (i == n - 1 || r[i + 1].rows != stage.rows) {
       char what[16];
       snprintf(what, sizeof what, "%d", st++);
       print_row(o, name, what, &stage);
     }
-    if (i == 0) all = (range_cost){.first = r[0].first, .rows = r[0].rows};
     add_cost(&all, &r[i]);
   }
   if (n) print_row(o, name, "all", &all);
@@ -213,7 +200,6 @@ fail:
   status = 1;
 done:
   for (int k = 0; k < o->n_strips; k++) xexec_destroy(x[k]);
-  free(ones);
   free(r);
   model_destroy(z);
   model_destroy(m);
