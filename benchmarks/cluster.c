@@ -29,8 +29,8 @@
  * rows computed twice, smaller strips, weights each device reads for
  * itself; benchmarks/strip_cost.c measures the part a device alone
  * pays); for a compact model also the speedup over its original model
- * whole on the slowest device (compression x partitioning). The logits of the last reply are checked
- * against the single-device run's.
+ * whole on the slowest device (compression x partitioning). The logits of
+ * the last reply are checked against the single-device run's.
  *
  * --real-cores: no speed emulation (each agent its own core: run it with
  * scripts/bench_manycore.sh, which pins agents with taskset); only the

@@ -1,8 +1,9 @@
 /* onnx_import_data.c — the data a node carries, read for the importer:
  * attributes (typed, with defaults, lists bounded), tensors (float32 and
  * int64, from raw_data little-endian or the typed fields, sizes checked
- * against dims before anything is allocated, float values finite), and the NCHW <-> NHWC
- * conversions of onnx_import.h. Contract in onnx_internal.h.
+ * against dims before anything is allocated, float values finite), and
+ * the NCHW <-> NHWC conversions of onnx_import.h. Contract in
+ * onnx_internal.h.
  */
 #include <math.h>
 #include <stdio.h>

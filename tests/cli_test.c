@@ -293,7 +293,8 @@ static void test_timeline_rows(void **state) {
   timeline_write_json(spans, 6, devs, 3, 100, f);
   fclose(f);
   assert_non_null(strstr(buf, "{\"device\":\"pi-a\",\"busy_ms\":42.000,\"busy_fraction\":0.4200,"
-                              "\"spans\":[[0,0.000,30.000],[1,50.000,52.000],[11,90.000,100.000]]}\n"));
+                              "\"spans\":[[0,0.000,30.000],[1,50.000,52.000],"
+                              "[11,90.000,100.000]]}\n"));
   assert_null(strstr(buf, "idle-one"));
   free(buf);
 

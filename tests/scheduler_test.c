@@ -111,12 +111,12 @@ static grpc_status_code infer(const char *model, const st_image *im, const char 
 /* The devices of the last infer_and_compare reply, comma-separated. */
 static char last_devices[512];
 
-/* Infer equals the single device; returns the number of devices used. */
 /* What fake agent a garbles now (FAKE_GARBLE_*): with its spans or its
  * figures nonsense, its spans no longer add up to its compute time, and
  * with its figures its CPU time is unknown. */
 static unsigned garbled;
 
+/* Infer equals the single device; returns the number of devices used. */
 static int infer_and_compare(model_case *mc, const st_image *im, const char *planner) {
   Edgedi__V1__InferReply *r = NULL;
   char d[ERR_MSG_BYTES];
@@ -824,7 +824,8 @@ static void test_nonsense_spans_left_out(void **state) {
   long long tiles = newest_tiles(db, "d.name = 'a'");
   assert_true(tiles >= 1);
   /* One span a tile of a, half a millisecond long. */
-  const char *one = "d.name = 'a' AND (SELECT count(*) FROM tile_spans p WHERE p.tile_id = t.id) = 1";
+  const char *one =
+      "d.name = 'a' AND (SELECT count(*) FROM tile_spans p WHERE p.tile_id = t.id) = 1";
   assert_int_equal(newest_tiles(db, one), tiles);
   assert_int_equal(newest_tiles(db, "d.name = 'a' AND (SELECT min(abs(p.end_ms - p.start_ms - "
                                     "0.5)) FROM tile_spans p WHERE p.tile_id = t.id) < 1e-3"),
