@@ -9,14 +9,17 @@
  *   link     10, 100, 1000 Mbit/s
  *   rtt      0.2, 1, 5 ms
  *   base     the base point alone (e.g. every planner on vgg16 and vgg16c)
- * The slowest device has speed 0.1 (a Pi 3B+); half the devices (the
- * larger half when odd) are slow, the others faster by the ratio; when the
- * sum passes --max-sum-speed (1.6: two cores) every speed is scaled down.
+ * The slowest device is a Pi 3B+ at its own speed (cli/boards.h: the
+ * --speed that takes it the board's time for vgg16c whole, 610 ms, as
+ * timed on this core at start; --core-speeds: DESIGN.md's 0.1 of this
+ * core; --slowest-speed S: S); half the devices (the larger half when odd)
+ * are slow, the others faster by the ratio; when the sum passes
+ * --max-sum-speed (1.6: two cores) every speed is scaled down.
  * Each point is a fresh cluster (database, cost models) serving --models;
  * each model is asked --requests times (after 2 warm-up requests) with
  * each planner of --planners, named in the request, the planners taken in
  * turn (at most WORKLOAD_MAX_KINDS of them). --base-models are
- * measured at the base point only (vgg16 takes about 10 s whole on one
+ * measured at the base point only (vgg16 takes 6-8 s whole on one
  * emulated Pi 3B+).
  *
  * Per point and model: median end-to-end latency (and min, max), the
@@ -46,6 +49,7 @@
 
 #include "cli/flags.h"
 #include "cli/baseline.h"
+#include "cli/boards.h"
 #include "benchmarks/benchcluster.h"
 #include "benchmarks/benchutil.h"
 #include "benchmarks/gantt.h"
@@ -64,7 +68,7 @@ enum {
   SIDE_PX = 200,
   MAX_POINTS = 64,
 };
-#define SLOWEST_SPEED 0.1 /* a Raspberry Pi 3B+ (DESIGN.md) */
+#define PI3B_BOARD "pi3b+" /* the slowest device (cli/boards.h) */
 #define BASE_RATIO 1.5    /* Pi 4B : Pi 3B+ */
 #define BASE_LINK_MBPS 100.0
 #define BASE_RTT_MS 1.0
@@ -74,7 +78,8 @@ enum {
 typedef struct opts {
   bench_list models, base_models, planners, sweeps;
   int requests, max_devices, baseline_runs;
-  double max_sum_speed;
+  double max_sum_speed, slowest_speed; /* slowest_speed 0: the board's, measured */
+  double core_ms; /* this core's time for the boards' reference model, when measured */
   bool quick, real_cores, json;
   benchcluster_flags cf; /* with --real-cores, its link is every point's */
   const char *gantt;
@@ -101,6 +106,9 @@ static void usage(FILE *f) {
           "  --requests N         timed requests per point, model and planner (default %d)\n"
           "  --max-devices N      device sweep 1..N (default %d)\n"
           "  --max-sum-speed S    cap of the sum of speeds (default %.1f)\n"
+          "  --core-speeds        slowest speed 0.1 of this core (default: a Pi 3B+'s\n"
+          "                       own time, cli/boards.h)\n"
+          "  --slowest-speed S    slowest speed S of this core\n"
           "  --quick              devices 1, 2, 4, 8 only\n"
           "  --real-cores         no --speed: one real core per agent (bench_manycore.sh)\n"
           "  --link-mbps M --link-rtt-ms R   with --real-cores (default: not emulated)\n"
@@ -125,6 +133,10 @@ static int parse(int argc, char **argv, opts *o) {
     if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
       usage(stdout);
       return -1;
+    }
+    if (strcmp(a, "--core-speeds") == 0) {
+      o->slowest_speed = boards_find(PI3B_BOARD)->design_speed;
+      continue;
     }
     bool *flag = strcmp(a, "--json") == 0         ? &o->json
                  : strcmp(a, "--quick") == 0      ? &o->quick
@@ -157,6 +169,8 @@ static int parse(int argc, char **argv, opts *o) {
       ok = flags_parse_int(v, 1, LOCALCLUSTER_MAX_AGENTS, &o->max_devices);
     } else if (strcmp(a, "--max-sum-speed") == 0) {
       ok = flags_parse_double(v, 0.01, 1024, &o->max_sum_speed);
+    } else if (strcmp(a, "--slowest-speed") == 0) {
+      ok = flags_parse_double(v, 0.001, 1, &o->slowest_speed);
     } else if (strcmp(a, "--baseline-runs") == 0) {
       ok = flags_parse_int(v, 1, 1000, &o->baseline_runs);
     } else if (benchcluster_flag(a, v, &o->cf, &ok)) {
@@ -180,6 +194,15 @@ static int parse(int argc, char **argv, opts *o) {
   return 0;
 }
 
+/* The slowest speed, when no flag set it: a Pi 3B+'s own (cli/boards.h). */
+static err_code board_speed(opts *o, err *e) {
+  if (o->real_cores || o->slowest_speed > 0) return ERR_OK;
+  err_code rc = boards_measure_core(o->baseline_runs, &o->core_ms, e);
+  if (rc != ERR_OK) return err_wrap(e, "timing this core for the boards");
+  o->slowest_speed = boards_speed(boards_find(PI3B_BOARD), o->core_ms);
+  return ERR_OK;
+}
+
 /* ---- points -------------------------------------------------------------------- */
 
 static point make_point(const opts *o, const char *sweep, int n, double ratio, double mbps,
@@ -192,11 +215,11 @@ static point make_point(const opts *o, const char *sweep, int n, double ratio, d
   }
   int slow = (n + 1) / 2;
   double sum = 0;
-  for (int i = 0; i < n; i++) sum += SLOWEST_SPEED * (i < slow ? 1 : ratio);
+  for (int i = 0; i < n; i++) sum += o->slowest_speed * (i < slow ? 1 : ratio);
   double scale = sum > o->max_sum_speed ? o->max_sum_speed / sum : 1;
-  for (int i = 0; i < n; i++) p.speeds[i] = SLOWEST_SPEED * (i < slow ? 1 : ratio) * scale;
+  for (int i = 0; i < n; i++) p.speeds[i] = o->slowest_speed * (i < slow ? 1 : ratio) * scale;
   p.sum = sum * scale;
-  p.slowest = SLOWEST_SPEED * scale;
+  p.slowest = o->slowest_speed * scale;
   return p;
 }
 
@@ -458,7 +481,7 @@ int main(int argc, char **argv) {
   model_base *mb = calloc((size_t)all.n, sizeof *mb);
   if (!mb || bench_work_dir(o.cf.dir, "cluster", dir, sizeof dir, &e) != ERR_OK ||
       workload_sample_image(SIDE_PX, SIDE_PX, &img, &px, &e) != ERR_OK ||
-      measure_bases(&o, &all, &img, mb, &e) != ERR_OK) {
+      board_speed(&o, &e) != ERR_OK || measure_bases(&o, &all, &img, mb, &e) != ERR_OK) {
     fprintf(stderr, "cluster: %s\n", mb ? e.msg : "out of memory");
     free(mb);
     return 1;
@@ -466,10 +489,16 @@ int main(int argc, char **argv) {
   point pts[MAX_POINTS];
   int n_pts = make_points(&o, pts);
   if (!o.json) {
+    char said[160];
+    snprintf(said, sizeof said, "emulated devices on this machine (slowest speed %.4f%s)",
+             o.slowest_speed, o.core_ms > 0 ? ": a Pi 3B+'s own time" : "");
     printf("cluster: %s; %d requests per point after %d warm-up; logs in %s\n",
-           o.real_cores ? "one real core per agent (no speed emulation)"
-                        : "emulated devices on this machine (slowest speed 0.1 = Pi 3B+)",
-           o.requests, WARMUP_REQUESTS, dir);
+           o.real_cores ? "one real core per agent (no speed emulation)" : said, o.requests,
+           WARMUP_REQUESTS, dir);
+    if (o.core_ms > 0)
+      printf("  %s whole: %.2f ms of thread CPU on one core here, %.0f ms on a Pi 3B+ "
+             "(cli/boards.h)\n",
+             BOARDS_REFERENCE_MODEL, o.core_ms, boards_find(PI3B_BOARD)->reference_ms);
     for (int i = 0; i < all.n; i++)
       printf("  %s whole: %.2f ms thread CPU here (%.2f GFLOP)%s\n", mb[i].name,
              mb[i].whole.cpu_ms, mb[i].whole.gflop, i >= o.models.n ? " [base point only]" : "");

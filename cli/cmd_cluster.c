@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli/boards.h"
 #include "cli/flags.h"
 #include "cli/cli.h"
 #include "cli/client.h"
@@ -36,6 +37,7 @@ enum {
   CLUSTER_MAX_RESTARTS = 5, /* per child: then something is wrong with it */
   CLUSTER_MAX_WORKLOADS = 8,
   CLUSTER_SAMPLE_SIDE_PX = 200, /* the zoo's default input */
+  BOARDS_CORE_RUNS = 5,          /* timed runs per process of the boards' reference */
 };
 
 static void usage(FILE *f) {
@@ -48,7 +50,9 @@ static void usage(FILE *f) {
           "  their calibrations do not share this machine's cores.\n"
           "  --agents N           agents (default %d, or as many as --speeds lists)\n"
           "  --speeds LIST        each agent's --speed, comma-separated, or one for all\n"
-          "                       (default 1: one core here; 0.1 ~ Pi 3B+, 0.15 ~ Pi 4B)\n"
+          "                       (default 1: one core here), or a board: %s, at\n"
+          "                       the speed that takes the board's own time on this\n"
+          "                       core (measured at start: cli/boards.h)\n"
           "  --names LIST         agent names (default agent-1, agent-2, ...)\n"
           "  --link-mbps M        every agent's emulated link (default 0: none)\n"
           "  --link-rtt-ms R      its round trip (default 0)\n"
@@ -72,7 +76,7 @@ static void usage(FILE *f) {
           "                       200x200 gray image, for each pair, and stop\n"
           "  --run CMD            then run the shell command CMD (with %s set\n"
           "                       to the scheduler's address), stop, exit with its status\n",
-          CLUSTER_DEFAULT_AGENTS, STORE_DEFAULT_PATH, CLUSTER_DEFAULT_PORT,
+          CLUSTER_DEFAULT_AGENTS, boards_names(), STORE_DEFAULT_PATH, CLUSTER_DEFAULT_PORT,
           LOCALCLUSTER_DEFAULT_UP_TIMEOUT_MS, CLUSTER_MAX_RESTARTS, CLIENT_SCHEDULER_ENV);
 }
 
@@ -115,6 +119,19 @@ static int usage_error(const char *fmt, const char *what) {
   return CLI_EXIT_USAGE;
 }
 
+/* This core's time for the boards' reference model, said on stdout. */
+static int measure_core(double *core_ms) {
+  err e = {0};
+  if (boards_measure_core(BOARDS_CORE_RUNS, core_ms, &e) != ERR_OK) {
+    fprintf(stderr, "edgedi cluster: timing this core for the boards: %s\n", e.msg);
+    return -1;
+  }
+  printf("boards: %s whole takes %.1f ms of thread CPU on one core here; a board is an agent "
+         "at the speed that takes its own time (cli/boards.h)\n",
+         BOARDS_REFERENCE_MODEL, *core_ms);
+  return 0;
+}
+
 /* Fills the agents of o->lc from --agents, --speeds, --names and links. */
 static int build_agents(cluster_opts *o) {
   char speeds[LOCALCLUSTER_MAX_AGENTS][32], names[LOCALCLUSTER_MAX_AGENTS][LOCALCLUSTER_NAME_BYTES];
@@ -122,7 +139,7 @@ static int build_agents(cluster_opts *o) {
                      : 0;
   int nn = o->names ? split_list(o->names, names[0], sizeof names[0], LOCALCLUSTER_MAX_AGENTS)
                     : 0;
-  if (ns < 0) return usage_error("--speeds '%s' is not a list of numbers", o->speeds);
+  if (ns < 0) return usage_error("--speeds '%s' is not a list of speeds or boards", o->speeds);
   if (nn < 0) return usage_error("--names '%s' is not a list of names", o->names);
   int n = o->agents ? o->agents : ns > 1 ? ns : nn > 1 ? nn : CLUSTER_DEFAULT_AGENTS;
   if (ns > 1 && ns != n) return usage_error("--speeds lists %s speeds for another agent count",
@@ -130,13 +147,22 @@ static int build_agents(cluster_opts *o) {
   if (nn > 0 && nn != n) return usage_error("--names lists %s names for another agent count",
                                             o->names);
   o->lc.n_agents = n;
+  double core_ms = 0; /* this core's time for the boards' reference, once needed */
   for (int i = 0; i < n; i++) {
     localcluster_agent *a = &o->lc.agents[i];
-    a->speed = 1.0;
-    if (ns > 0 && !flags_parse_double(speeds[ns > 1 ? i : 0], 1e-6, 1e6, &a->speed))
-      return usage_error("--speeds: '%s' is not a positive factor", speeds[ns > 1 ? i : 0]);
     if (nn > 0) snprintf(a->name, sizeof a->name, "%s", names[i]);
     else snprintf(a->name, sizeof a->name, "agent-%d", i + 1);
+    const char *sp = ns > 0 ? speeds[ns > 1 ? i : 0] : NULL;
+    const board *b = boards_find(sp);
+    a->speed = 1.0;
+    if (b) {
+      if (core_ms == 0 && measure_core(&core_ms) != 0) return CLI_EXIT_FAIL;
+      a->speed = boards_speed(b, core_ms);
+      printf("boards: %s is a %s (%s whole in %.0f ms): speed %.4f\n", a->name, b->name,
+             BOARDS_REFERENCE_MODEL, b->reference_ms, a->speed);
+    } else if (sp && !flags_parse_double(sp, 1e-6, 1e6, &a->speed)) {
+      return usage_error("--speeds: '%s' is neither a positive factor nor a board", sp);
+    }
     a->link_mbps = o->link_mbps;
     a->link_rtt_ms = o->link_rtt_ms;
     a->threads = o->threads;

@@ -1,9 +1,10 @@
 /* cmd_demo_cluster.c — `edgedi demo`: the paper's setting on loopback.
  *
- * Four agents emulate the paper's boards: two Raspberry Pi 3B+ (speed 0.1:
- * such a board runs these models about a tenth as fast as one core here)
- * and two Pi 4B (0.15, the paper's 1 : 1.5), each behind a 100 Mbit/s link
- * with a 1 ms round trip (DESIGN.md). The demo serves REQUESTS inferences
+ * Four agents emulate the paper's boards: two Raspberry Pi 3B+ and two Pi
+ * 4B (the paper's 1 : 1.5), each behind a 100 Mbit/s link with a 1 ms round
+ * trip (DESIGN.md), each at the --speed that takes the board's own time on
+ * this machine's core (cli/boards.h: DESIGN.md's 0.1 and 0.15 of the core
+ * it was written on; --core-speeds: 0.1 and 0.15 of this one). The demo serves REQUESTS inferences
  * of each model on the synthetic steel surface (sample.h), one after the
  * other, and prints the plan, each device's compute and transfer times, the
  * median end-to-end latency, and the speedup over one emulated Pi 3B+.
@@ -15,7 +16,7 @@
  * The baseline is measured by the same rule the agents emulate by: the
  * model (the very graph the scheduler serves: modelspec_build of the same
  * spec) runs whole here with the XNNPACK executor on one thread, and its
- * thread CPU time divided by the Pi 3B+ speed is what the board would take
+ * thread CPU time divided by the Pi 3B+'s speed is what the board would take
  * (median of several runs). The bound is sum(speeds) / slowest speed; the
  * ratio speedup / bound says how much of it partitioning keeps.
  *
@@ -40,6 +41,7 @@
 #include "cli/flags.h"
 #include "cli/cli.h"
 #include "cli/baseline.h"
+#include "cli/boards.h"
 #include "cli/client.h"
 #include "cli/localcluster.h"
 #include "cli/lossrun.h"
@@ -63,34 +65,36 @@ enum {
   DEMO_MAX_REQUESTS = 10000,
   DEMO_SIDE_PX = 200, /* the zoo's default input, as NEU-CLS */
   DEMO_TIMELINE_WIDTH = 64,
+  DEMO_CORE_RUNS = 5, /* timed runs per process of the boards' reference model */
 };
 
-/* The boards of the paper, as agents. */
-#define PI3B_SPEED 0.1
-#define PI4B_SPEED 0.15
 #define FACTORY_WIFI_MBPS 100.0
 #define FACTORY_WIFI_RTT_MS 1.0
 #define EXACT_REL_TOLERANCE 1e-4
 /* The lost board dies this far into a request (of the median latency). */
 #define DEMO_LOSS_AT 0.4
 
+/* The boards of the paper, as agents; the slowest first. */
 static const struct {
-  const char *name;
-  double speed;
+  const char *name, *board;
 } demo_boards[] = {
-    {"pi3b-1", PI3B_SPEED},
-    {"pi3b-2", PI3B_SPEED},
-    {"pi4b-1", PI4B_SPEED},
-    {"pi4b-2", PI4B_SPEED},
+    {"pi3b-1", "pi3b+"},
+    {"pi3b-2", "pi3b+"},
+    {"pi4b-1", "pi4b"},
+    {"pi4b-2", "pi4b"},
 };
 enum { DEMO_BOARDS = sizeof demo_boards / sizeof demo_boards[0] };
+
+/* Each board's --speed, set once at start (set_speeds). */
+static double demo_speed[DEMO_BOARDS];
 
 static void usage(FILE *f) {
   fprintf(f,
           "usage: edgedi demo [flags]        (edgedi demo --local [...]: one device)\n"
           "  Starts a scheduler and four agents on loopback emulating two Raspberry\n"
-          "  Pi 3B+ (speed %.2g) and two Pi 4B (speed %.2g), each behind a %.0f Mbit/s\n"
-          "  link with %.0f ms round trip; serves %d inferences of each model and prints\n"
+          "  Pi 3B+ and two Pi 4B, each behind a %.0f Mbit/s link with %.0f ms round\n"
+          "  trip, at the speed that takes each board's own time on this core\n"
+          "  (cli/boards.h); serves %d inferences of each model and prints\n"
           "  the plan, per-device times, the median latency, the speedup over one\n"
           "  emulated Pi 3B+, the bound sum(speeds)/slowest and bytes moved.\n"
           "  --models LIST       default vgg16c,resnet18c\n"
@@ -98,11 +102,13 @@ static void usage(FILE *f) {
           "                      (default exact,heuristic,proportional)\n"
           "  --requests N        timed requests per model (default %d)\n"
           "  --baseline-runs N   single-device runs for the baseline (default %d)\n"
+          "  --core-speeds       the boards at 0.1 and 0.15 of one core here instead\n"
+          "                      (DESIGN.md's fractions of the core it was written on)\n"
           "  --dir DIR           database and logs (default: a new /tmp/edgedi-demo-*)\n"
           "  --scheduler-bin P, --agent-bin P   the programs (default: found next to\n"
           "                      this one)\n",
-          PI3B_SPEED, PI4B_SPEED, FACTORY_WIFI_MBPS, FACTORY_WIFI_RTT_MS, DEMO_REQUESTS,
-          DEMO_REQUESTS, DEMO_BASELINE_RUNS);
+          FACTORY_WIFI_MBPS, FACTORY_WIFI_RTT_MS, DEMO_REQUESTS, DEMO_REQUESTS,
+          DEMO_BASELINE_RUNS);
 }
 
 typedef struct demo_opts {
@@ -112,6 +118,7 @@ typedef struct demo_opts {
   char planners_buf[128];
   const char *planners[DEMO_MAX_PLANNERS];
   int n_planners;
+  bool core_speeds;
   const char *dir, *scheduler_bin, *agent_bin;
   const char *db; /* the scheduler's database, set once it is known */
 } demo_opts;
@@ -119,7 +126,20 @@ typedef struct demo_opts {
 
 /* What the model whole takes on one emulated Pi 3B+: the baseline's thread
  * CPU time stretched as the agents stretch theirs. */
-static double board_ms(const baseline *b) { return b->cpu_ms / PI3B_SPEED; }
+static double board_ms(const baseline *b) { return b->cpu_ms / demo_speed[0]; }
+
+/* Fills demo_speed: each board's speed from this core's time for the
+ * boards' reference model (*core_ms), or DESIGN.md's with --core-speeds. */
+static err_code set_speeds(const demo_opts *o, double *core_ms, err *e) {
+  *core_ms = 0;
+  err_code rc = o->core_speeds ? ERR_OK : boards_measure_core(DEMO_CORE_RUNS, core_ms, e);
+  if (rc != ERR_OK) return rc;
+  for (int i = 0; i < DEMO_BOARDS; i++) {
+    const board *b = boards_find(demo_boards[i].board);
+    demo_speed[i] = o->core_speeds ? b->design_speed : boards_speed(b, *core_ms);
+  }
+  return ERR_OK;
+}
 
 /* One planner serving one model. */
 typedef struct served {
@@ -141,9 +161,9 @@ static void print_devices(const workload_result *w) {
     const workload_device *d = &w->devices[i];
     double speed = 0;
     for (int k = 0; k < DEMO_BOARDS; k++)
-      if (strcmp(demo_boards[k].name, d->name) == 0) speed = demo_boards[k].speed;
+      if (strcmp(demo_boards[k].name, d->name) == 0) speed = demo_speed[k];
     char bi[32], bo[32];
-    printf("  %-8s %6.2f %5u %11.1f %12.1f %13.1f %10s %10s\n", d->name, speed, d->rows,
+    printf("  %-8s %6.3g %5u %11.1f %12.1f %13.1f %10s %10s\n", d->name, speed, d->rows,
            d->compute_ms, d->transfer_ms, d->predicted_ms, cli_bytes(d->bytes_in, bi, sizeof bi),
            cli_bytes(d->bytes_out, bo, sizeof bo));
   }
@@ -209,8 +229,8 @@ static void report(const char *name, const char *planner, const double *lat, con
          w->median_ms, n, w->min_ms, w->max_ms, w->predicted_ms,
          one_plan ? "" : " [the plan changed between requests]");
   printf("  one emulated Pi 3B+ running it whole: %.1f ms (%.2f GFLOP; %.2f ms thread CPU "
-         "here / %.2g)\n",
-         board_ms(base), base->gflop, base->cpu_ms, PI3B_SPEED);
+         "here / %.3g)\n",
+         board_ms(base), base->gflop, base->cpu_ms, demo_speed[0]);
   printf("  speedup %.2fx, bound %.2fx, speedup/bound %.2f\n", out->speedup, bound,
          out->speedup / bound);
   printf("  bytes moved per request %s; gathering whole maps at every segment: %s "
@@ -288,6 +308,10 @@ static int parse(int argc, char **argv, demo_opts *o) {
     if (cli_is_help(a)) {
       usage(stdout);
       return -1;
+    }
+    if (strcmp(a, "--core-speeds") == 0) {
+      o->core_speeds = true;
+      continue;
     }
     bool ok = v != NULL;
     if (ok && strcmp(a, "--models") == 0)
@@ -406,6 +430,12 @@ static int demo_cluster(demo_opts *o) {
     fprintf(stderr, "edgedi demo: %s\n", e.msg);
     return CLI_EXIT_FAIL;
   }
+  double core_ms = 0;
+  if (set_speeds(o, &core_ms, &e) != ERR_OK) {
+    fprintf(stderr, "edgedi demo: timing this core for the boards: %s\n", e.msg);
+    free(px);
+    return CLI_EXIT_FAIL;
+  }
   double sum_speed = 0, slowest = INFINITY;
   localcluster_options lo = {.scheduler_bin = o->scheduler_bin, .agent_bin = o->agent_bin,
                              .db_path = db, .port = 0, .models = o->models_buf,
@@ -414,7 +444,7 @@ static int demo_cluster(demo_opts *o) {
   for (int i = 0; i < DEMO_BOARDS; i++) {
     localcluster_agent *a = &lo.agents[i];
     snprintf(a->name, sizeof a->name, "%s", demo_boards[i].name);
-    a->speed = demo_boards[i].speed;
+    a->speed = demo_speed[i];
     a->link_mbps = FACTORY_WIFI_MBPS;
     a->link_rtt_ms = FACTORY_WIFI_RTT_MS;
     a->threads = 1; /* --speed counts one thread's CPU time */
@@ -422,6 +452,16 @@ static int demo_cluster(demo_opts *o) {
     slowest = fmin(slowest, a->speed);
   }
   double bound = sum_speed / slowest;
+  char speeds_said[160];
+  if (o->core_speeds)
+    snprintf(speeds_said, sizeof speeds_said,
+             "speeds: DESIGN.md's fractions of one core, of this one (--core-speeds)");
+  else
+    snprintf(speeds_said, sizeof speeds_said,
+             "speeds: each board's own time here (%s whole: %.0f / %.0f ms on the boards, %.1f "
+             "ms of thread CPU on one core here; cli/boards.h)",
+             BOARDS_REFERENCE_MODEL, boards_find(demo_boards[0].board)->reference_ms,
+             boards_find(demo_boards[DEMO_BOARDS - 1].board)->reference_ms, core_ms);
   /* models_buf was cut into tokens by parse(): rebuild the list. */
   char models[256] = "";
   for (int i = 0; i < o->n_models; i++) {
@@ -431,12 +471,14 @@ static int demo_cluster(demo_opts *o) {
   lo.models = models;
 
   printf("EdgeDI demo: one inference split over 4 emulated IIoT boards on loopback\n"
-         "  2 x Raspberry Pi 3B+ (speed %.2g) + 2 x Pi 4B (speed %.2g), each behind a %.0f "
+         "  2 x Raspberry Pi 3B+ (speed %.3g) + 2 x Pi 4B (speed %.3g), each behind a %.0f "
          "Mbit/s link, %.0f ms round trip\n"
+         "  %s\n"
          "  input: synthetic %dx%d gray steel surface (uint8, as a camera sends it); %d "
          "requests per model after %d warm-up\n"
-         "  bound = sum(speeds) / slowest = %.2f / %.2f = %.1f\n",
-         PI3B_SPEED, PI4B_SPEED, FACTORY_WIFI_MBPS, FACTORY_WIFI_RTT_MS, DEMO_SIDE_PX,
+         "  bound = sum(speeds) / slowest = %.3g / %.3g = %.1f\n",
+         demo_speed[0], demo_speed[DEMO_BOARDS - 1], FACTORY_WIFI_MBPS, FACTORY_WIFI_RTT_MS,
+         speeds_said, DEMO_SIDE_PX,
          DEMO_SIDE_PX, o->requests, DEMO_WARMUP_REQUESTS, sum_speed, slowest, bound);
   printf("  database and logs: %s\n", dir);
   fflush(stdout);

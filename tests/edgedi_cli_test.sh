@@ -84,7 +84,9 @@ grep -q '^cluster up: ' "$T/cluster.txt" || fail "no 'cluster up' line"
 
 # Supervision: an agent killed while the cluster waits is started again,
 # registers, and serves; Ctrl-C (SIGINT) then stops everything cleanly.
-"$E" cluster --agents 2 --speeds 0.5 --port 0 --db "$T/s.db" --logs "$T/s" \
+# agent-2 is a Pi 4B at its own speed: this core's time for vgg16c whole over
+# the board's 407 ms (cli/boards.h).
+"$E" cluster --agents 2 --speeds 0.5,pi4b --port 0 --db "$T/s.db" --logs "$T/s" \
   --models resnet18c > "$T/sup.txt" 2>&1 &
 SUP=$!
 mkdir -p "$T/s"
@@ -95,6 +97,12 @@ wait_for() { # pattern, file, seconds
 wait_for 'ready;' "$T/sup.txt" 120
 ADDR=$(sed -n 's/^cluster up: scheduler at \([^,]*\),.*/\1/p' "$T/sup.txt")
 [ -n "$ADDR" ] || fail "supervised cluster: no address"
+CORE_MS=$(sed -n 's/^boards: vgg16c whole takes \([0-9.]*\) ms of thread CPU.*/\1/p' "$T/sup.txt")
+BOARD_SPEED=$(sed -n 's/^boards: agent-2 is a pi4b (vgg16c whole in 407 ms): speed \([0-9.]*\)$/\1/p' \
+  "$T/sup.txt")
+[ -n "$CORE_MS" ] && [ -n "$BOARD_SPEED" ] || fail "no boards lines: $(cat "$T/sup.txt")"
+awk -v c="$CORE_MS" -v s="$BOARD_SPEED" 'BEGIN { d = c / 407 - s; exit !(c > 0 && d < 1e-4 && d > -1e-4) }' \
+  || fail "pi4b at speed $BOARD_SPEED, not $CORE_MS / 407"
 VICTIM=$(pgrep -f "edgedi-agent .*--scheduler $ADDR .*--name agent-1 " || true)
 [ -n "$VICTIM" ] || fail "supervised cluster: no agent-1 process"
 kill -9 "$VICTIM"
@@ -126,6 +134,9 @@ if "$E" timeline --db "$T/nothing.db" 2>/dev/null; then fail "timeline of a miss
 if "$E" history --db "$T/nothing.db" 2>/dev/null; then fail "history of a missing file"; fi
 [ ! -e "$T/nothing.db" ] || fail "history created a database"
 "$E" demo --local --runs 1 --models resnet18c | grep -q 'resnet18c' || fail "demo --local"
+if "$E" cluster --speeds 0.5,pi5 --agents 2 2> "$T/err.txt"; then fail "board pi5 accepted"; fi
+grep -q "'pi5' is neither a positive factor nor a board" "$T/err.txt" \
+  || fail "board pi5: $(cat "$T/err.txt")"
 "$E" help | grep -q 'cluster' || fail "help"
 if "$E" nosuch 2>/dev/null; then fail "unknown command accepted"; fi
 echo "edgedi_cli_test: all checks passed"
