@@ -1,8 +1,10 @@
 /* recovery.c — what losing a board mid-request costs, and what each way of
  * recovering does about it (scheduler/infer.h, "Agent loss").
  *
- * The cluster is the demo's (two Pi 3B+ at speed 0.1, two Pi 4B at 0.15,
- * 100 Mbit/s, 1 ms round trip, emulated here), started once per loss
+ * The cluster is the demo's at `edgedi demo --core-speeds` (two Pi 3B+ at
+ * speed 0.1, two Pi 4B at 0.15 of this core, faster boards than the
+ * demo's own: cli/boards.h; 100 Mbit/s, 1 ms round trip, emulated here),
+ * started once per loss
  * policy of --policies (edgedi-scheduler --on-loss). For each model, after
  * warm-up, the median latency of --base requests without loss is T. Then
  * for each point f of --at, --requests requests each lose agent dev-V

@@ -75,6 +75,25 @@ grep '"bench":"agent_rss"' "$OUT/throughput.jsonl" >"$OUT/rss.jsonl" 2>/dev/null
 table "$OUT/rss.jsonl" "| model | agent peak RSS MB (max) | (min) | scheduler MB |" \
   '"| " j($0,"model") " | " j($0,"agent_max_mb") " | " j($0,"agent_min_mb") " | " j($0,"scheduler_mb") " |"'
 
+echo "## The demo's cluster, each planner (\`//benchmarks:cluster --sweeps base\`)"
+echo
+echo "Issue 5's base point: 2 Pi 3B+ and 2 Pi 4B, 100 Mbit/s, 1 ms; the paper's"
+echo "three planners take turns request by request, 20 timed requests each."
+echo "boards: each board at the speed that takes it its own time on this core"
+echo "(cli/boards.h: a Pi 3B+ runs vgg16c whole in 610 ms, DESIGN.md's 0.1 of the"
+echo "core it was written on); core: the boards at 0.1 and 0.15 of this core"
+echo "(\`--core-speeds\`), four to six times as fast against the same links."
+echo "Columns as in the sweeps below."
+echo
+BOTH=$(mktemp)
+for f in base_boards base_core; do
+  [ -s "$OUT/$f.jsonl" ] || continue
+  sed "s/^{/{\"speeds\":\"${f#base_}\",/" "$OUT/$f.jsonl"
+done >"$BOTH"
+table "$BOTH" "| speeds | model | planner | slowest speed | median ms (min..max) | predicted ms | 1 x Pi 3B+ ms | speedup | s/b | cpu_x | vs_orig | exact |" \
+  '"| " j($0,"speeds") " | " j($0,"model") " | " j($0,"planner") " | " j($0,"slowest_speed") " | " j($0,"median_ms") " (" j($0,"min_ms") ".." j($0,"max_ms") ") | " j($0,"predicted_ms") " | " j($0,"slowest_whole_ms") " | " j($0,"speedup") " | " j($0,"ratio_to_bound") " | " (j($0,"cpu_over_whole") == "" ? "-" : j($0,"cpu_over_whole")) " | " (j($0,"speedup_vs_original") == "" ? "-" : j($0,"speedup_vs_original")) " | " j($0,"exact") " |"'
+rm -f "$BOTH"
+
 echo "## Cluster sweeps (\`//benchmarks:cluster\`)"
 echo
 echo "Each point a fresh cluster; median of the timed requests (after 2 warm-up)."

@@ -1,8 +1,9 @@
 /* throughput.c — how many requests a 4-agent cluster serves per second
  * when several clients send at once, against what its devices could do.
  *
- * The cluster is the demo's (two Pi 3B+ at speed 0.1, two Pi 4B at 0.15,
- * 100 Mbit/s, 1 ms: emulated on this machine). For each client count in
+ * The cluster is the demo's at `edgedi demo --core-speeds` (two Pi 3B+ at
+ * speed 0.1, two Pi 4B at 0.15 of this core, faster boards than the
+ * demo's own: cli/boards.h; 100 Mbit/s, 1 ms: emulated on this machine). For each client count in
  * --clients, that many threads, each with its own channel, send
  * --per-client requests of --model back to back; the phase's wall time
  * gives requests/s, the client-side latencies p50 and p99. An agent's busy

@@ -12,7 +12,9 @@
 # times and predictions, and their measured latencies on the device sweep:
 # cluster with all four named), recovery (a board killed mid-request,
 # per loss policy), strip_cost (what cutting a model into strips costs a
-# core, with no cluster around it). JSON lines go to benchmarks/results/*.jsonl,
+# core, with no cluster around it), base_boards and base_core (the demo's
+# cluster with the paper's planners, boards at their own speed and at 0.1
+# and 0.15 of this core). JSON lines go to benchmarks/results/*.jsonl,
 # plots to benchmarks/results/*.png, and RESULTS.md is regenerated from
 # them. Extra environment: PLANNERS=p1,p2 (cluster --planners; default the
 # scheduler's), BAZEL_OUTPUT_BASE (default /root/.cache/bazel_bench).
@@ -91,6 +93,13 @@ else
   run recovery "$BIN/recovery" --dir "$WORK/recovery"
 fi
 run strip_cost "$BIN/strip_cost" --models vgg16,vgg16c,resnet18c
+# The demo's cluster (issue 5's base point), the paper's three planners
+# taking turns: the boards at their own speed (cli/boards.h), then at 0.1
+# and 0.15 of this core, as the sweeps above ran until stop 22.
+run base_boards "$BIN/cluster" --dir "$WORK/base_boards" --sweeps base --models vgg16c \
+  --base-models vgg16 --planners exact,heuristic,proportional
+run base_core "$BIN/cluster" --dir "$WORK/base_core" --sweeps base --models vgg16c \
+  --base-models vgg16 --planners exact,heuristic,proportional --core-speeds
 fi # REPLOT
 
 # ---- plots -------------------------------------------------------------------
