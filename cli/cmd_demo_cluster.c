@@ -4,10 +4,11 @@
  * 4B (the paper's 1 : 1.5), each behind a 100 Mbit/s link with a 1 ms round
  * trip (DESIGN.md), each at the --speed that takes the board's own time on
  * this machine's core (cli/boards.h: DESIGN.md's 0.1 and 0.15 of the core
- * it was written on; --core-speeds: 0.1 and 0.15 of this one). The demo serves REQUESTS inferences
- * of each model on the synthetic steel surface (sample.h), one after the
- * other, and prints the plan, each device's compute and transfer times, the
- * median end-to-end latency, and the speedup over one emulated Pi 3B+.
+ * it was written on; --core-speeds: 0.1 and 0.15 of this one). The demo
+ * serves REQUESTS inferences of each model on the synthetic steel surface
+ * (sample.h), one after the other, and prints the plan, each device's
+ * compute and transfer times, the median end-to-end latency, and the
+ * speedup over one emulated Pi 3B+.
  * With several planners (--planners; default exact, heuristic and
  * proportional) each model's requests alternate between them, request by
  * request, on the same cluster, and the table compares their measured
