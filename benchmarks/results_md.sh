@@ -36,11 +36,14 @@ $(awk '/MemTotal/ {printf "%.0f GB", $2 / 1048576}' /proc/meminfo) memory, $(una
 Cluster figures come from agents **emulated** on this machine (\`--speed\`:
 each job's wall time stretched to its thread CPU time / speed; links
 emulated with \`--link-mbps\`, \`--link-rtt-ms\`), as DESIGN.md describes;
-speed 0.1 is called a Raspberry Pi 3B+ and 0.15 a Pi 4B, as calibrated
-against the Zen 3 VM of 2026-11-26; an AVX-512 core runs XNNPACK's
-kernels 4 to 6 times as fast as that VM's, and so do boards emulated on
-it, while the links stay as slow (the notes below). The machine was shared with
-other builds: its load (1, 5, 15 min averages) before and after each run:
+a Raspberry Pi 3B+ is the speed that takes it 610 ms for vgg16c whole and
+a Pi 4B 407 ms (cli/boards.h: DESIGN.md's 0.1 and 0.15 of the Zen 3 VM's
+core, timed on this core at each run's start). Where a table says
+\`core\` (or its sum of speeds is 0.5 for 4 devices) the boards ran at 0.1
+and 0.15 of *this* core instead, four to six times as fast as the paper's
+boards against the same links (the notes below). The machine was shared
+with other builds: its load (1, 5, 15 min averages) before and after each
+run:
 
 | benchmark | load before | load after | took |
 |---|---|---|---|
