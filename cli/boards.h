@@ -21,6 +21,8 @@
 
 /* The model a board's speed is stated by. */
 #define BOARDS_REFERENCE_MODEL "vgg16c"
+/* Timed runs per process when a command times the core for its boards. */
+enum { BOARDS_CORE_RUNS = 5 };
 
 typedef struct board {
   const char *name;      /* "pi3b+", "pi4b" */

@@ -37,7 +37,6 @@ enum {
   CLUSTER_MAX_RESTARTS = 5, /* per child: then something is wrong with it */
   CLUSTER_MAX_WORKLOADS = 8,
   CLUSTER_SAMPLE_SIDE_PX = 200, /* the zoo's default input */
-  CLUSTER_BOARD_RUNS = 5,          /* timed runs per process of the boards' reference */
 };
 
 static void usage(FILE *f) {
@@ -122,7 +121,7 @@ static int usage_error(const char *fmt, const char *what) {
 /* This core's time for the boards' reference model, said on stdout. */
 static int measure_core(double *core_ms) {
   err e = {0};
-  if (boards_measure_core(CLUSTER_BOARD_RUNS, core_ms, &e) != ERR_OK) {
+  if (boards_measure_core(BOARDS_CORE_RUNS, core_ms, &e) != ERR_OK) {
     fprintf(stderr, "edgedi cluster: timing this core for the boards: %s\n", e.msg);
     return -1;
   }

@@ -66,7 +66,6 @@ enum {
   DEMO_MAX_REQUESTS = 10000,
   DEMO_SIDE_PX = 200, /* the zoo's default input, as NEU-CLS */
   DEMO_TIMELINE_WIDTH = 64,
-  DEMO_CORE_RUNS = 5, /* timed runs per process of the boards' reference model */
 };
 
 #define FACTORY_WIFI_MBPS 100.0
@@ -133,7 +132,7 @@ static double board_ms(const baseline *b) { return b->cpu_ms / demo_speed[0]; }
  * boards' reference model (*core_ms), or DESIGN.md's with --core-speeds. */
 static err_code set_speeds(const demo_opts *o, double *core_ms, err *e) {
   *core_ms = 0;
-  err_code rc = o->core_speeds ? ERR_OK : boards_measure_core(DEMO_CORE_RUNS, core_ms, e);
+  err_code rc = o->core_speeds ? ERR_OK : boards_measure_core(BOARDS_CORE_RUNS, core_ms, e);
   if (rc != ERR_OK) return rc;
   for (int i = 0; i < DEMO_BOARDS; i++) {
     const board *b = boards_find(demo_boards[i].board);

@@ -25,9 +25,9 @@
  * result; it FAILS on a TileError, on a message that contradicts the plan
  * (rows nobody asked for, sums of the wrong size: an agent bug, status
  * INTERNAL), on logits that are not all finite numbers (inputs and weights
- * are: rows an agent got wrong, INTERNAL) or on dispatch_fail() (a dead agent, the deadline). A failing
- * request sends Release to every device it gave jobs; later messages of it
- * are ignored.
+ * are: rows an agent got wrong, INTERNAL) or on dispatch_fail() (a dead
+ * agent, the deadline). A failing request sends Release to every device it
+ * gave jobs; later messages of it are ignored.
  *
  * What moves (DESIGN.md, "Data movement"): the image rows each segment-0
  * job reads, as sent (uint8 or float); the rows a device of the next
