@@ -24,11 +24,15 @@
  *
  * Per point and model: median end-to-end latency (and min, max), the
  * scheduler's predicted makespan, the speedup over the slowest device
- * running the model whole (baseline.h: thread CPU time here / its speed;
- * the mean of measurements just before and just after the point's
- * requests, finish_rows), the bound sum(speeds) / slowest and their ratio; cpu_x, the
- * devices' thread CPU time for a request (median of the sums) over the
- * model's whole: what splitting it cost in work before any wait (halo
+ * running the model whole (baseline.h: thread CPU time here / its speed),
+ * the bound sum(speeds) / slowest and their ratio. The model whole is
+ * timed right after each request (baseline_pool.h: three forked copies in
+ * turn) and the speedup is the median of the per-request ratios, so that
+ * both sides of each saw the same host; the older figure, the mean of
+ * measurements just before and just after the point's requests, is kept
+ * beside it (bracket_speedup, whole_before_ms, whole_after_ms). cpu_x, the
+ * devices' thread CPU time for a request over the model's whole timed
+ * after it (median of the ratios): what splitting it cost in work before any wait (halo
  * rows computed twice, smaller strips, weights each device reads for
  * itself; benchmarks/strip_cost.c measures the part a device alone
  * pays); for a compact model also the speedup over its original model
@@ -49,6 +53,7 @@
 
 #include "cli/flags.h"
 #include "cli/baseline.h"
+#include "cli/baseline_pool.h"
 #include "cli/boards.h"
 #include "benchmarks/benchcluster.h"
 #include "benchmarks/benchutil.h"
@@ -267,7 +272,12 @@ typedef struct model_base {
   baseline whole;
   double original_cpu_ms; /* compact: its original whole; else 0 */
   double last_cpu_ms;     /* the latest whole-model measurement (see run_point) */
+  baseline_pool *pool;    /* the model whole, timed after each request */
 } model_base;
+
+static err_code probe_whole(void *ctx, double *cpu_ms, err *e) {
+  return baseline_pool_run(ctx, cpu_ms, e);
+}
 
 static err_code measure_bases(const opts *o, const bench_list *models,
                               const Edgedi__V1__Image *img, model_base *mb, err *e) {
@@ -275,6 +285,8 @@ static err_code measure_bases(const opts *o, const bench_list *models,
     snprintf(mb[i].name, sizeof mb[i].name, "%s", models->item[i]);
     err_code rc =
         baseline_measure(mb[i].name, img, o->baseline_runs, !o->real_cores, &mb[i].whole, e);
+    if (rc == ERR_OK)
+      rc = baseline_pool_open(mb[i].name, img, !o->real_cores, BASELINE_PROCESSES, &mb[i].pool, e);
     if (rc != ERR_OK) return rc;
     mb[i].last_cpu_ms = mb[i].whole.cpu_ms;
     if (!bench_is_compact(mb[i].name)) continue;
@@ -304,8 +316,10 @@ typedef struct row {
   char planner[BENCH_ITEM_BYTES];
   workload_result w;
   double slowest_whole_ms, speedup, bound, speedup_vs_original, rel_diff;
-  double whole_before_ms, whole_after_ms; /* the bracket slowest_whole_ms is the mean of */
-  double whole_cpu_ms; /* the model whole: thread CPU ms here, mean of the bracket */
+  double cpu_x;           /* the request's tile CPU over the model whole after it */
+  double whole_cpu_ms;    /* the model whole: thread CPU ms here, after the requests */
+  double whole_before_ms, whole_after_ms; /* on the slowest, around the point */
+  double bracket_speedup; /* over the mean of that bracket */
   int64_t last_request;
 } row;
 
@@ -318,13 +332,13 @@ static void print_row(const opts *o, const row *r) {
            "\"devices\":%d,\"ratio\":%.2f,\"sum_speed\":%.3f,\"slowest_speed\":%.3f,"
            "\"link_mbps\":%.1f,\"rtt_ms\":%.2f,\"requests\":%d,\"median_ms\":%.2f,"
            "\"min_ms\":%.2f,\"max_ms\":%.2f,\"predicted_ms\":%.2f,\"slowest_whole_ms\":%.2f,"
-           "\"whole_before_ms\":%.2f,\"whole_after_ms\":%.2f,"
+           "\"whole_before_ms\":%.2f,\"whole_after_ms\":%.2f,\"bracket_speedup\":%.3f,"
            "\"speedup\":%.3f,\"bound\":%.3f,\"ratio_to_bound\":%.3f,"
            "\"tile_cpu_ms\":%.2f,\"whole_cpu_ms\":%.2f,\"cpu_over_whole\":%.3f,",
            p->sweep, r->mb->name, r->planner, p->n, p->ratio, p->sum, p->slowest, p->mbps,
            p->rtt_ms, w->n, w->median_ms, w->min_ms, w->max_ms, w->predicted_ms,
-           r->slowest_whole_ms, r->whole_before_ms, r->whole_after_ms, r->speedup, r->bound,
-           r->speedup / r->bound, w->cpu_ms, r->whole_cpu_ms, w->cpu_ms / r->whole_cpu_ms);
+           r->slowest_whole_ms, r->whole_before_ms, r->whole_after_ms, r->bracket_speedup,
+           r->speedup, r->bound, r->speedup / r->bound, w->cpu_ms, r->whole_cpu_ms, r->cpu_x);
     if (r->speedup_vs_original > 0)
       printf("\"speedup_vs_original\":%.3f,", r->speedup_vs_original);
     printf("\"bytes_moved\":%llu,\"max_rel_diff\":%.3e,\"exact\":%s,\"real_cores\":%s}\n",
@@ -338,7 +352,7 @@ static void print_row(const opts *o, const row *r) {
            "%5.2f %5.2f %8s %5s\n",
            p->sweep, r->mb->name, r->planner, p->n, p->ratio, p->sum, p->mbps, p->rtt_ms,
            w->median_ms, spread, w->predicted_ms, r->slowest_whole_ms, r->speedup, r->bound,
-           r->speedup / r->bound, w->cpu_ms / r->whole_cpu_ms, vs, exact ? "yes" : "NO");
+           r->speedup / r->bound, r->cpu_x, vs, exact ? "yes" : "NO");
   }
   fflush(stdout);
 }
@@ -351,11 +365,10 @@ static void print_header(void) {
 }
 
 /* The model's rows of one point, priced against the slowest board running
- * it whole, measured before and after them: this VM's speed drifts by
- * several percent over minutes (docs/planners.md), and a baseline taken
- * once at the start divides every later point by a speed it no longer
- * has. The mean of the two measurements that bracket the rows' requests
- * sees the same drift they saw. */
+ * it whole as timed after each request (the headline), and as measured
+ * before and after the point (the bracket, kept for comparison: it is
+ * what the figures were divided by until stop 23; the host's speed moves
+ * by up to 1.75x between its two ends, baseline_pool.h). */
 static err_code finish_rows(const opts *o, model_base *b, row *rows, int n, int *failures,
                             const Edgedi__V1__Image *img, err *e) {
   double before_ms = b->last_cpu_ms, after_ms = before_ms;
@@ -367,9 +380,11 @@ static err_code finish_rows(const opts *o, model_base *b, row *rows, int n, int 
     const point *p = r->p;
     r->whole_before_ms = before_ms / p->slowest;
     r->whole_after_ms = after_ms / p->slowest;
-    r->whole_cpu_ms = (before_ms + after_ms) / 2;
-    r->slowest_whole_ms = r->whole_cpu_ms / p->slowest;
-    r->speedup = r->slowest_whole_ms / r->w.median_ms;
+    r->bracket_speedup = (before_ms + after_ms) / 2 / p->slowest / r->w.median_ms;
+    r->whole_cpu_ms = r->w.probe_ms;
+    r->slowest_whole_ms = r->w.probe_ms / p->slowest;
+    r->speedup = r->w.probe_per_ms / p->slowest;
+    r->cpu_x = r->w.cpu_per_probe;
     r->bound = p->sum / p->slowest;
     if (b->original_cpu_ms > 0)
       r->speedup_vs_original = b->original_cpu_ms / p->slowest / r->w.median_ms;
@@ -432,8 +447,9 @@ static err_code run_point(const opts *o, const point *p, int idx, const char *di
       /* The timed requests take the planners in turn, so that this VM's
        * drift (a board's CPU time for the same tile moved by half within
        * a minute) falls on each planner alike. */
-      rc = workload_run_each(bc.ch, req_of, n_pl, WARMUP_REQUESTS, o->requests,
-                             procs_stop_requested, w, e);
+      const workload_probe probe = {.run = probe_whole, .ctx = mb[m].pool};
+      rc = workload_run_paired(bc.ch, req_of, n_pl, WARMUP_REQUESTS, o->requests,
+                               procs_stop_requested, &probe, w, e);
       if (rc != ERR_OK) {
         /* A failing planner or model is rows missing, not a sweep lost. */
         fprintf(stderr, "cluster: %s, %d devices, %s: %s\n", p->sweep, p->n, mb[m].name, e->msg);
@@ -483,6 +499,7 @@ int main(int argc, char **argv) {
       workload_sample_image(SIDE_PX, SIDE_PX, &img, &px, &e) != ERR_OK ||
       board_speed(&o, &e) != ERR_OK || measure_bases(&o, &all, &img, mb, &e) != ERR_OK) {
     fprintf(stderr, "cluster: %s\n", mb ? e.msg : "out of memory");
+    for (int i = 0; mb && i < all.n; i++) baseline_pool_close(mb[i].pool);
     free(mb);
     return 1;
   }
@@ -520,7 +537,10 @@ int main(int argc, char **argv) {
     gantt_done |= gantt_here;
     base_models_done |= base;
   }
-  for (int i = 0; i < all.n; i++) baseline_free(&mb[i].whole);
+  for (int i = 0; i < all.n; i++) {
+    baseline_free(&mb[i].whole);
+    baseline_pool_close(mb[i].pool);
+  }
   free(mb);
   free(px);
   return status || failures ? 1 : 0;

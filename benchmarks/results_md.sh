@@ -86,22 +86,25 @@ echo "boards: each board at the speed that takes it its own time on this core"
 echo "(cli/boards.h: a Pi 3B+ runs vgg16c whole in 610 ms, DESIGN.md's 0.1 of the"
 echo "core it was written on); core: the boards at 0.1 and 0.15 of this core"
 echo "(\`--core-speeds\`), four to six times as fast against the same links."
-echo "Columns as in the sweeps below."
+echo "Columns as in the sweeps below; s/b bracket: the speedup over the model whole"
+echo "measured before and after the point instead of after each request."
 echo
 BOTH=$(mktemp)
 for f in base_boards base_core; do
   [ -s "$OUT/$f.jsonl" ] || continue
   sed "s/^{/{\"speeds\":\"${f#base_}\",/" "$OUT/$f.jsonl"
 done >"$BOTH"
-table "$BOTH" "| speeds | model | planner | slowest speed | median ms (min..max) | predicted ms | 1 x Pi 3B+ ms | speedup | s/b | cpu_x | vs_orig | exact |" \
-  '"| " j($0,"speeds") " | " j($0,"model") " | " j($0,"planner") " | " j($0,"slowest_speed") " | " j($0,"median_ms") " (" j($0,"min_ms") ".." j($0,"max_ms") ") | " j($0,"predicted_ms") " | " j($0,"slowest_whole_ms") " | " j($0,"speedup") " | " j($0,"ratio_to_bound") " | " (j($0,"cpu_over_whole") == "" ? "-" : j($0,"cpu_over_whole")) " | " (j($0,"speedup_vs_original") == "" ? "-" : j($0,"speedup_vs_original")) " | " j($0,"exact") " |"'
+table "$BOTH" "| speeds | model | planner | slowest speed | median ms (min..max) | predicted ms | 1 x Pi 3B+ ms | speedup | s/b | s/b bracket | cpu_x | vs_orig | exact |" \
+  '"| " j($0,"speeds") " | " j($0,"model") " | " j($0,"planner") " | " j($0,"slowest_speed") " | " j($0,"median_ms") " (" j($0,"min_ms") ".." j($0,"max_ms") ") | " j($0,"predicted_ms") " | " j($0,"slowest_whole_ms") " | " j($0,"speedup") " | " j($0,"ratio_to_bound") " | " (j($0,"bracket_speedup") == "" ? "-" : sprintf("%.3f", j($0,"bracket_speedup") / j($0,"bound"))) " | " (j($0,"cpu_over_whole") == "" ? "-" : j($0,"cpu_over_whole")) " | " (j($0,"speedup_vs_original") == "" ? "-" : j($0,"speedup_vs_original")) " | " j($0,"exact") " |"'
 rm -f "$BOTH"
 
 echo "## Cluster sweeps (\`//benchmarks:cluster\`)"
 echo
 echo "Each point a fresh cluster; median of the timed requests (after 2 warm-up)."
 echo "speedup = (model whole on the slowest device: thread CPU ms here / its speed)"
-echo "/ median; bound = sum(speeds) / slowest; s/b their ratio. vs_orig: the"
+echo "/ latency, the median over the requests with the model whole timed right"
+echo "after each (runs from 2026-11-27 21:25 on; before: its mean before and after"
+echo "the point over the median latency); bound = sum(speeds) / slowest; s/b their ratio. vs_orig: the"
 echo "compact model on the cluster against the *original* model whole on the"
 echo "slowest device (compression x partitioning). cpu_x: the devices' thread CPU"
 echo "time for a request (median) over the model's whole, what splitting cost in"
@@ -164,6 +167,22 @@ if [ -s "$OUT/recovery.jsonl" ]; then
   echo
   table "$OUT/recovery.jsonl" "| policy | model | at (of T) | at ms | T ms | median ms (min..max) | vs T | stand-in | restart | neither | failed | rel_diff | exact |" \
     '"| " j($0,"policy") " | " j($0,"model") " | " j($0,"at") " | " j($0,"at_ms") " | " j($0,"base_ms") " | " j($0,"median_ms") " (" j($0,"min_ms") ".." j($0,"max_ms") ") | " j($0,"vs_base") " | " j($0,"standins") " | " j($0,"restarts") " | " j($0,"neither") " | " j($0,"failed") " | " j($0,"max_rel_diff") " | " j($0,"exact") " |"'
+fi
+if [ -s "$OUT/boards_device.jsonl" ]; then
+  echo "## The demo's cluster on a 16-core machine (\`scripts/bench_manycore.sh --boards\`)"
+  echo
+  echo "The boards at their own speed as above, each agent on a core of its own (no"
+  echo "turns on two cores); the base point (three planners in turn, 20 requests"
+  echo "each) and the device sweep ran side by side on disjoint cores. The machine:"
+  echo "$(head -1 "$OUT/boards_device.machine" | sed 's/, [0-9-]* [0-9:]* UTC.*//'), runs at the times"
+  echo "in the first column. s/b paired: the model whole timed right after each"
+  echo "request (baseline_pool.h), the median of the per-request ratios; s/b bracket:"
+  echo "over the mean of whole-model runs before and after the point ('-': the run"
+  echo "before pairing existed, whose cpu_x is over the bracket too). 1 x Pi 3B+ ms:"
+  echo "the paired whole where measured, else the bracket's mean."
+  echo
+  table "$OUT/boards_device.jsonl" "| run (UTC) | sweep | model | planner | devices | median ms (min..max) | predicted ms | 1 x Pi 3B+ ms | s/b paired | s/b bracket | cpu_x | exact |" \
+    '"| " j($0,"run") " | " j($0,"sweep") " | " j($0,"model") " | " j($0,"planner") " | " j($0,"devices") " | " j($0,"median_ms") " (" j($0,"min_ms") ".." j($0,"max_ms") ") | " j($0,"predicted_ms") " | " j($0,"slowest_whole_ms") " | " (j($0,"bracket_speedup") == "" ? "-" : j($0,"ratio_to_bound")) " | " (j($0,"bracket_speedup") == "" ? j($0,"ratio_to_bound") : sprintf("%.3f", j($0,"bracket_speedup") / j($0,"bound"))) " | " j($0,"cpu_over_whole") " | " j($0,"exact") " |"'
 fi
 if [ -s "$OUT/manycore.jsonl" ]; then
   echo "## Real cores (\`scripts/bench_manycore.sh\`)"

@@ -15,50 +15,89 @@
 #include "runtime/stats.h"
 #include "runtime/xexec.h"
 
+struct baseline_runner {
+  model *m;
+  xexec *x;
+  const Edgedi__V1__Image *img;
+  float *input, *logits;
+  size_t n_logits;
+  double gflop;
+};
+
+void baseline_runner_close(baseline_runner *r) {
+  if (!r) return;
+  xexec_destroy(r->x);
+  model_destroy(r->m);
+  free(r->input);
+  free(r->logits);
+  free(r);
+}
+
+err_code baseline_runner_open(const char *name, const Edgedi__V1__Image *img, bool emulated,
+                              baseline_runner **out, err *e) {
+  *out = NULL;
+  baseline_runner *r = calloc(1, sizeof *r);
+  if (!r) return err_set(e, ERR_NOMEM, "out of memory");
+  r->img = img;
+  Edgedi__V1__ModelSpec spec = EDGEDI__V1__MODEL_SPEC__INIT;
+  spec.name = (char *)name;
+  spec.zoo = (char *)name; /* what the scheduler's --models preload builds */
+  char digest[MODELSPEC_DIGEST_BYTES];
+  err_code rc = modelspec_build(&spec, &r->m, digest, e);
+  if (rc == ERR_OK)
+    rc = emulated ? xexec_create_ex(r->m, 1, XEXEC_CONV_XNNPACK, &r->x, e)
+                  : xexec_create(r->m, 1, &r->x, e);
+  if (rc == ERR_OK) {
+    r->gflop = model_flops(r->m) / 1e9;
+    r->n_logits = model_shape_elems(model_tensor_shape(r->m, r->m->n_layers - 1));
+    r->input = malloc(model_shape_elems(r->m->input) * sizeof *r->input);
+    r->logits = malloc(r->n_logits * sizeof *r->logits);
+    if (!r->input || !r->logits) rc = err_set(e, ERR_NOMEM, "out of memory");
+  }
+  if (rc != ERR_OK) {
+    baseline_runner_close(r);
+    return err_wrap(e, "baseline of %s", name);
+  }
+  *out = r;
+  return ERR_OK;
+}
+
+err_code baseline_runner_run(baseline_runner *r, double *cpu_ms, double *wall_ms, err *e) {
+  double c0 = stats_thread_cpu_ms(), w0 = stats_now_ms();
+  const Edgedi__V1__Image *img = r->img;
+  preprocess_image pi = preprocess_whole(PREPROCESS_U8, img->u8.data, (int)img->height,
+                                         (int)img->width, (int)img->channels);
+  err_code rc = preprocess_rows(&pi, r->m->input, (model_rows){0, r->m->input.h}, r->input, e);
+  if (rc == ERR_OK) rc = xexec_run(r->x, r->input, r->logits, e);
+  if (cpu_ms) *cpu_ms = stats_thread_cpu_ms() - c0;
+  if (wall_ms) *wall_ms = stats_now_ms() - w0;
+  return rc;
+}
+
 /* The runs in this process: medians of thread CPU and wall time, logits. */
 static err_code measure_here(const char *name, const Edgedi__V1__Image *img, int runs,
                              bool emulated, baseline *b, err *e) {
   memset(b, 0, sizeof *b);
   if (runs < 1) return err_set(e, ERR_INVALID, "%d baseline runs", runs);
-  Edgedi__V1__ModelSpec spec = EDGEDI__V1__MODEL_SPEC__INIT;
-  spec.name = (char *)name;
-  spec.zoo = (char *)name; /* what the scheduler's --models preload builds */
-  model *m = NULL;
-  xexec *x = NULL;
-  float *input = NULL;
+  baseline_runner *r = NULL;
   double *cpu = calloc((size_t)runs, sizeof *cpu), *wall = calloc((size_t)runs, sizeof *wall);
-  char digest[MODELSPEC_DIGEST_BYTES];
-  err_code rc = cpu && wall ? modelspec_build(&spec, &m, digest, e)
+  err_code rc = cpu && wall ? baseline_runner_open(name, img, emulated, &r, e)
                             : err_set(e, ERR_NOMEM, "out of memory");
-  if (rc == ERR_OK)
-    rc = emulated ? xexec_create_ex(m, 1, XEXEC_CONV_XNNPACK, &x, e) : xexec_create(m, 1, &x, e);
-  if (rc == ERR_OK) {
-    b->gflop = model_flops(m) / 1e9;
-    b->n_logits = model_shape_elems(model_tensor_shape(m, m->n_layers - 1));
-    input = malloc(model_shape_elems(m->input) * sizeof *input);
-    b->logits = malloc(b->n_logits * sizeof *b->logits);
-    if (!input || !b->logits) rc = err_set(e, ERR_NOMEM, "out of memory");
-  }
   for (int i = -1; i < runs && rc == ERR_OK; i++) { /* run -1: warm-up */
-    double c0 = stats_thread_cpu_ms(), w0 = stats_now_ms();
-    preprocess_image pi = preprocess_whole(PREPROCESS_U8, img->u8.data, (int)img->height,
-                                           (int)img->width, (int)img->channels);
-    rc = preprocess_rows(&pi, m->input, (model_rows){0, m->input.h}, input, e);
-    if (rc == ERR_OK) rc = xexec_run(x, input, b->logits, e);
-    if (i >= 0) cpu[i] = stats_thread_cpu_ms() - c0, wall[i] = stats_now_ms() - w0;
+    rc = baseline_runner_run(r, i >= 0 ? &cpu[i] : NULL, i >= 0 ? &wall[i] : NULL, e);
+    if (rc != ERR_OK) err_wrap(e, "baseline of %s", name);
   }
   if (rc == ERR_OK) {
     b->cpu_ms = stats_median(cpu, runs);
     b->wall_ms = stats_median(wall, runs);
-  } else {
-    baseline_free(b);
-    err_wrap(e, "baseline of %s", name);
+    b->gflop = r->gflop;
+    b->n_logits = r->n_logits;
+    b->logits = r->logits; /* the runner's, handed over */
+    r->logits = NULL;
   }
   free(cpu);
   free(wall);
-  free(input);
-  xexec_destroy(x);
-  model_destroy(m);
+  baseline_runner_close(r);
   return rc;
 }
 

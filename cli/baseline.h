@@ -45,6 +45,16 @@ err_code baseline_measure(const char *model, const Edgedi__V1__Image *img, int r
                           bool emulated, baseline *b, err *e);
 void baseline_free(baseline *b);
 
+/* One model built and ready to run whole, for measuring it again and again
+ * (baseline_pool.h). */
+typedef struct baseline_runner baseline_runner;
+err_code baseline_runner_open(const char *model, const Edgedi__V1__Image *img, bool emulated,
+                              baseline_runner **out, err *e);
+/* One whole run on this thread; its thread CPU and wall ms (either may be
+ * NULL), which are set even when the run fails. */
+err_code baseline_runner_run(baseline_runner *r, double *cpu_ms, double *wall_ms, err *e);
+void baseline_runner_close(baseline_runner *r); /* NULL: nothing */
+
 /* baseline_measure's cpu_ms alone, into *cpu_ms, which keeps its value
  * when the measurement fails: the benchmarks measure again around each
  * point to follow this VM's drift, and keep the last figure otherwise. */

@@ -28,6 +28,7 @@ static workload_device *device_slot(workload_result *r, const char *name) {
 /* One request's timed replies so far, in the buffer of its run. */
 typedef struct series {
   double *lat, *pred, *cpu, *dev; /* n each; dev: three per-device series */
+  double *probe, *probe_per, *cpu_per; /* n each, with a probe */
   uint64_t first_plan;
 } series;
 
@@ -65,6 +66,11 @@ static void summarize(workload_result *out, series *s, int n) {
   out->max_ms = s->lat[n - 1];
   out->predicted_ms = stats_median(s->pred, n);
   out->cpu_ms = stats_median(s->cpu, n);
+  if (s->probe) {
+    out->probe_ms = stats_median(s->probe, n);
+    out->probe_per_ms = stats_median(s->probe_per, n);
+    out->cpu_per_probe = stats_median(s->cpu_per, n);
+  }
   for (int i = 0; i < out->n_devices; i++) {
     workload_device *d = &out->devices[i];
     double *dev = s->dev + (size_t)i * 3 * (size_t)n;
@@ -74,22 +80,43 @@ static void summarize(workload_result *out, series *s, int n) {
   }
 }
 
+/* The probe beside timed reply k of s (just recorded). */
+static err_code probe_after(const workload_probe *probe, series *s, int k, err *e) {
+  double v = 0;
+  err_code rc = probe->run(probe->ctx, &v, e);
+  if (rc != ERR_OK) return err_wrap(e, "probe after request %d", k + 1);
+  if (!(v > 0) || !(s->lat[k] > 0))
+    return err_set(e, ERR_INTERNAL, "probe %g after a request of %g ms", v, s->lat[k]);
+  s->probe[k] = v;
+  s->probe_per[k] = v / s->lat[k];
+  s->cpu_per[k] = s->cpu[k] / v;
+  return ERR_OK;
+}
+
 err_code workload_run_each(rpc_channel *ch, const Edgedi__V1__InferRequest *const *reqs,
                            int n_reqs, int warmup, int n, bool (*stop)(void),
                            workload_result *out, err *e) {
+  return workload_run_paired(ch, reqs, n_reqs, warmup, n, stop, NULL, out, e);
+}
+
+err_code workload_run_paired(rpc_channel *ch, const Edgedi__V1__InferRequest *const *reqs,
+                             int n_reqs, int warmup, int n, bool (*stop)(void),
+                             const workload_probe *probe, workload_result *out, err *e) {
   if (n_reqs < 1 || n_reqs > WORKLOAD_MAX_KINDS)
     return err_set(e, ERR_INVALID, "%d kinds of request: out of range", n_reqs);
   for (int q = 0; q < n_reqs; q++) memset(&out[q], 0, sizeof out[q]);
   if (n < 1 || n > WORKLOAD_MAX_REQUESTS || warmup < 0 || warmup > WORKLOAD_MAX_REQUESTS)
     return err_set(e, ERR_INVALID, "%d requests after %d warm-up: out of range", n, warmup);
-  /* Per kind: lat, pred, cpu, then three per-device series of n values each. */
-  size_t per = (size_t)n, stride = per * (3 + 3 * WORKLOAD_MAX_DEVICES);
+  /* Per kind: lat, pred, cpu, probe, probe_per, cpu_per, then three
+   * per-device series of n values each. */
+  size_t per = (size_t)n, stride = per * (6 + 3 * WORKLOAD_MAX_DEVICES);
   double *buf = calloc(stride * (size_t)n_reqs, sizeof *buf);
   if (!buf) return err_set(e, ERR_NOMEM, "out of memory");
   series s[WORKLOAD_MAX_KINDS];
   for (int q = 0; q < n_reqs; q++) {
     double *b = buf + stride * (size_t)q;
-    s[q] = (series){.lat = b, .pred = b + per, .cpu = b + 2 * per, .dev = b + 3 * per};
+    s[q] = (series){.lat = b, .pred = b + per, .cpu = b + 2 * per, .dev = b + 6 * per};
+    if (probe) s[q].probe = b + 3 * per, s[q].probe_per = b + 4 * per, s[q].cpu_per = b + 5 * per;
     out[q].one_plan = true;
   }
   err_code rc = ERR_OK;
@@ -107,8 +134,12 @@ err_code workload_run_each(rpc_channel *ch, const Edgedi__V1__InferRequest *cons
                      reqs[q]->planner ? reqs[q]->planner : "", ce.msg);
         break;
       }
-      if (i < warmup) rpc_free((ProtobufCMessage *)r);
-      else record(&out[q], &s[q], n, i - warmup, r);
+      if (i < warmup) {
+        rpc_free((ProtobufCMessage *)r);
+        continue;
+      }
+      record(&out[q], &s[q], n, i - warmup, r);
+      if (probe) rc = probe_after(probe, &s[q], i - warmup, e);
     }
   }
   for (int q = 0; q < n_reqs; q++) {

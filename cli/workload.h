@@ -40,6 +40,10 @@ typedef struct workload_result {
   uint64_t bytes_moved;        /* last reply: per request */
   uint64_t bytes_gather_all;   /* last reply */
   bool one_plan;               /* every timed reply had the same plan */
+  /* With a probe (workload_run_paired), medians over the timed requests: */
+  double probe_ms;             /* the probe's figure */
+  double probe_per_ms;         /* probe / the request's latency */
+  double cpu_per_probe;        /* the request's cpu_ms / probe */
   int n_devices;
   workload_device devices[WORKLOAD_MAX_DEVICES];
   Edgedi__V1__InferReply *last; /* the last reply (rpc_free'd by workload_free) */
@@ -58,6 +62,20 @@ err_code workload_run(rpc_channel *ch, const Edgedi__V1__InferRequest *req, int 
 err_code workload_run_each(rpc_channel *ch, const Edgedi__V1__InferRequest *const *reqs,
                            int n_reqs, int warmup, int n, bool (*stop)(void),
                            workload_result *out, err *e);
+
+/* A reference measured right after each timed request, so that what it is
+ * compared with saw the same host (baseline_pool.h: the model whole on one
+ * core, whose speed drifts): `run` gives a figure > 0 or fails the run. */
+typedef struct workload_probe {
+  err_code (*run)(void *ctx, double *out, err *e);
+  void *ctx;
+} workload_probe;
+
+/* workload_run_each with probe (NULL: none) run after every timed reply;
+ * out[q].probe_* are the medians of its figures and ratios. */
+err_code workload_run_paired(rpc_channel *ch, const Edgedi__V1__InferRequest *const *reqs,
+                             int n_reqs, int warmup, int n, bool (*stop)(void),
+                             const workload_probe *probe, workload_result *out, err *e);
 void workload_free(workload_result *r);
 
 /* The synthetic steel surface of sample.h as a camera would send it:

@@ -5,6 +5,8 @@
 #   scripts/bench.sh           everything (about an hour on 2 cores)
 #   scripts/bench.sh --quick   a subset, about 10 minutes on 2 cores
 #   scripts/bench.sh --replot  only the plots and RESULTS.md, from the last run
+#   scripts/bench.sh --base    only base_boards and base_core (below), about 10
+#                              minutes, then RESULTS.md from them and the last run
 #
 # Runs, in order: vs_ort (EdgeDI vs ONNX Runtime, one device), throughput
 # (concurrent clients, agent memory), cluster (sweeps over devices,
@@ -23,12 +25,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-QUICK=0 REPLOT=0
+QUICK=0 REPLOT=0 BASE_ONLY=0
 case "${1:-}" in
   --quick) QUICK=1 ;;
   --replot) REPLOT=1 ;;
+  --base) BASE_ONLY=1 ;;
   "") ;;
-  *) echo "usage: scripts/bench.sh [--quick | --replot]" >&2; exit 2 ;;
+  *) echo "usage: scripts/bench.sh [--quick | --replot | --base]" >&2; exit 2 ;;
 esac
 OUT=benchmarks/results
 OUTPUT_BASE=${BAZEL_OUTPUT_BASE:-/root/.cache/bazel_bench}
@@ -44,8 +47,15 @@ BIN=$("${BAZEL[@]}" info -c opt bazel-bin 2>/dev/null)/benchmarks
 ALL_PLANNERS=exact,heuristic,proportional,equal
 
 load() { cut -d' ' -f1-3 /proc/loadavg; }
-echo "$QUICK" >"$OUT/quick"
-: >"$OUT/loads.md"
+if [ "$BASE_ONLY" -eq 1 ]; then
+  # The other runs' files stay; so do their loads, and RESULTS.md keeps
+  # dating them by the full run (loads.md's time, restored below).
+  STAMP=$(stat -c %Y "$OUT/loads.md" 2>/dev/null || date +%s)
+  sed -i '/^| base_/d' "$OUT/loads.md" 2>/dev/null || true
+else
+  echo "$QUICK" >"$OUT/quick"
+  : >"$OUT/loads.md"
+fi
 run() { # name, command...: JSON lines to $OUT/name.jsonl, the log beside it
   local name=$1
   shift
@@ -66,6 +76,7 @@ echo "bench: databases and logs in $WORK"
 
 PLANNER_FLAG=()
 [ -n "${PLANNERS:-}" ] && PLANNER_FLAG=(--planners "$PLANNERS")
+if [ "$BASE_ONLY" -eq 0 ]; then
 if [ "$QUICK" -eq 1 ]; then
   run vs_ort "$BIN/vs_ort" --threads 1,2 --rounds 5 --dir "$WORK/vs_ort"
   run throughput "$BIN/throughput" --dir "$WORK/throughput" --per-client 8 --rss-models vgg16c,resnet18c,vgg16,resnet18
@@ -93,6 +104,7 @@ else
   run recovery "$BIN/recovery" --dir "$WORK/recovery"
 fi
 run strip_cost "$BIN/strip_cost" --models vgg16,vgg16c,resnet18c
+fi # BASE_ONLY
 # The demo's cluster (issue 5's base point), the paper's three planners
 # taking turns: the boards at their own speed (cli/boards.h), then at 0.1
 # and 0.15 of this core, as the sweeps above ran until stop 22.
@@ -100,6 +112,7 @@ run base_boards "$BIN/cluster" --dir "$WORK/base_boards" --sweeps base --models 
   --base-models vgg16 --planners exact,heuristic,proportional
 run base_core "$BIN/cluster" --dir "$WORK/base_core" --sweeps base --models vgg16c \
   --base-models vgg16 --planners exact,heuristic,proportional --core-speeds
+[ "$BASE_ONLY" -eq 0 ] || touch -d "@$STAMP" "$OUT/loads.md"
 fi # REPLOT
 
 # ---- plots -------------------------------------------------------------------

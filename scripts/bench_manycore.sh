@@ -10,13 +10,22 @@
 #   DIR/bench_manycore.sh [--max-devices N] [--models LIST]
 #                                          there: run from DIR with only what
 #                                          it carries; results in DIR/results
+#   DIR/bench_manycore.sh --boards         there: the demo cluster's base
+#                                          point (four boards at their own
+#                                          speed, cli/boards.h, each agent on
+#                                          a core of its own) and the device
+#                                          sweep at the boards' speed, side by
+#                                          side on disjoint cores (14 cores)
 #   scripts/bench_manycore.sh              both, here (a many-core host)
 #
 # To put the figures in RESULTS.md: copy DIR/results/manycore.jsonl and
-# manycore.machine into benchmarks/results/, then scripts/bench.sh --replot.
+# manycore.machine into benchmarks/results/ (--boards: append
+# DIR/results/boards_device.jsonl and boards.machine to the files of those
+# names there), then scripts/bench.sh --replot.
 #
 # Core 0 holds the benchmark program and the scheduler; agent dev-K runs on
 # core K+1, so N devices need N+1 cores (default N = cores - 1, at most 16).
+# EDGEDI_CORE_BASE=C shifts all of them up by C (two runs side by side).
 # Each program is started through the carried loader with the carried
 # libraries, so the other machine needs neither EdgeDI's packages nor the
 # same distribution; it needs taskset (util-linux) and bash.
@@ -45,15 +54,16 @@ pack() {
 #!/usr/bin/env bash
 # dev-K on core K+1 (core 0: scheduler and benchmark).
 here=$(cd "$(dirname "$0")/.." && pwd)
-core=1 prev=
+base=${EDGEDI_CORE_BASE:-0} core=1 prev=
 for a in "$@"; do [ "$prev" = --name ] && core=$(( ${a#dev-} + 1 )); prev=$a; done
+core=$(( (core + base) % $(nproc) ))  # wraps only on a small host (a trial run)
 exec taskset -c "$core" "$here"/lib/ld-linux-x86-64.so.2 --library-path "$here/lib" \
   "$here/bin/edgedi-agent" "$@"
 EOF
   cat >"$dir/bin/scheduler-pinned" <<'EOF'
 #!/usr/bin/env bash
 here=$(cd "$(dirname "$0")/.." && pwd)
-exec taskset -c 0 "$here"/lib/ld-linux-x86-64.so.2 --library-path "$here/lib" \
+exec taskset -c "$(( ${EDGEDI_CORE_BASE:-0} % $(nproc) ))" "$here"/lib/ld-linux-x86-64.so.2 --library-path "$here/lib" \
   "$here/bin/edgedi-scheduler" "$@"
 EOF
   chmod +x "$dir/bin/agent-pinned" "$dir/bin/scheduler-pinned"
@@ -85,7 +95,43 @@ run_here() {
     --dir "$dir/results/work" --json | tee "$dir/results/manycore.jsonl"
 }
 
+# The demo cluster at the boards' own speed on cores of their own: the base
+# point (vgg16c and vgg16, three planners taking turns) on cores 0-4, the
+# device sweep (1, 2, 4, 8 boards) on cores 5-13, at once: an emulated board
+# computes for a fortieth of its time, so the two hardly meet.
+run_boards() {
+  local dir cores
+  dir=$(cd "$(dirname "$0")" && pwd)
+  cores=$(nproc)
+  [ "$cores" -ge 14 ] || [ -n "${EDGEDI_TRIAL:-}" ] ||
+    { echo "bench_manycore: --boards needs 14 cores" >&2; exit 1; }
+  local n=20 c5=$(( 5 % cores ))
+  [ -z "${EDGEDI_TRIAL:-}" ] || n=1  # a trial of the script on a small host
+  mkdir -p "$dir/results"
+  echo "$cores cores ($(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1)), $(uname -sr), $(date -u '+%Y-%m-%d %H:%M UTC'), load $(cut -d' ' -f1-3 /proc/loadavg)" \
+    >"$dir/results/boards.machine"
+  local run=("$dir"/lib/ld-linux-x86-64.so.2 --library-path "$dir/lib" "$dir/bin/cluster"
+             --scheduler-bin "$dir/bin/scheduler-pinned" --agent-bin "$dir/bin/agent-pinned" --json)
+  EDGEDI_CORE_BASE=0 taskset -c 0 "${run[@]}" --sweeps base --models vgg16c --base-models vgg16 \
+    --planners exact,heuristic,proportional --requests "$n" --dir "$dir/results/work_base" \
+    >"$dir/results/boards_base.jsonl" 2>"$dir/results/boards_base.log" &
+  local base_pid=$!
+  EDGEDI_CORE_BASE=5 taskset -c "$c5" "${run[@]}" --sweeps devices --quick --models vgg16c,resnet18c \
+    --base-models none --requests "$n" --dir "$dir/results/work_devices" \
+    >"$dir/results/boards_devices.jsonl" 2>"$dir/results/boards_devices.log" &
+  local dev_pid=$! rc=0
+  wait "$base_pid" || rc=$?
+  wait "$dev_pid" || rc=$?
+  # One file for RESULTS.md, each line tagged with the run's start.
+  local t
+  t=$(grep -o '[0-9][0-9]:[0-9][0-9] UTC' "$dir/results/boards.machine" | cut -c1-5)
+  grep -h '^{' "$dir/results/boards_base.jsonl" "$dir/results/boards_devices.jsonl" |
+    sed "s/^{/{\"run\":\"$t\",/" | tee "$dir/results/boards_device.jsonl"
+  return "$rc"
+}
+
 case "${1:-}" in
+  --boards) run_boards ;;
   --pack) pack "$2" ;;
   "")
     tmp=$(mktemp -d /tmp/edgedi-manycore-XXXXXX)
