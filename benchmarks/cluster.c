@@ -367,7 +367,7 @@ static void print_header(void) {
 /* The model's rows of one point, priced against the slowest board running
  * it whole as timed after each request (the headline), and as measured
  * before and after the point (the bracket, kept for comparison: it is
- * what the figures were divided by until stop 23; the host's speed moves
+ * what the figures were divided by until 2026-11-27; the host's speed moves
  * by up to 1.75x between its two ends, baseline_pool.h). */
 static err_code finish_rows(const opts *o, model_base *b, row *rows, int n, int *failures,
                             const Edgedi__V1__Image *img, err *e) {

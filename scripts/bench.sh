@@ -5,7 +5,7 @@
 #   scripts/bench.sh           everything (about an hour on 2 cores)
 #   scripts/bench.sh --quick   a subset, about 10 minutes on 2 cores
 #   scripts/bench.sh --replot  only the plots and RESULTS.md, from the last run
-#   scripts/bench.sh --base    only base_boards and base_core (below), about 10
+#   scripts/bench.sh --base    only base_boards and base_core (below), about 6
 #                              minutes, then RESULTS.md from them and the last run
 #
 # Runs, in order: vs_ort (EdgeDI vs ONNX Runtime, one device), throughput

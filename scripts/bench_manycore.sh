@@ -15,7 +15,8 @@
 #                                          speed, cli/boards.h, each agent on
 #                                          a core of its own) and the device
 #                                          sweep at the boards' speed, side by
-#                                          side on disjoint cores (14 cores)
+#                                          side on disjoint cores (14 cores;
+#                                          4-5 minutes, vgg16 most of it)
 #   scripts/bench_manycore.sh              both, here (a many-core host)
 #
 # To put the figures in RESULTS.md: copy DIR/results/manycore.jsonl and
