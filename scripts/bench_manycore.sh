@@ -71,6 +71,11 @@ EOF
   echo "bench_manycore: packed $(du -sh "$dir" | cut -f1) into $dir"
 }
 
+# One line: cores, CPU model, kernel, time, load (RESULTS.md quotes it).
+describe_machine() {
+  echo "$(nproc) cores ($(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1)), $(uname -sr), $(date -u '+%Y-%m-%d %H:%M UTC'), load $(cut -d' ' -f1-3 /proc/loadavg)"
+}
+
 run_here() {
   local dir max_dev=0 models=vgg16c,resnet18c
   dir=$(cd "$(dirname "$0")" && pwd)
@@ -86,9 +91,7 @@ run_here() {
   [ "$max_dev" -gt 0 ] || max_dev=$(( cores - 1 < 16 ? cores - 1 : 16 ))
   [ "$max_dev" -ge 1 ] || { echo "bench_manycore: needs 2 cores at least" >&2; exit 1; }
   mkdir -p "$dir/results"
-  {
-    echo "$cores cores ($(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1)), $(uname -sr), $(date -u '+%Y-%m-%d %H:%M UTC'), load $(cut -d' ' -f1-3 /proc/loadavg)"
-  } >"$dir/results/manycore.machine"
+  describe_machine >"$dir/results/manycore.machine"
   echo "bench_manycore: $(cat "$dir/results/manycore.machine"); devices 1..$max_dev"
   taskset -c 0 "$dir"/lib/ld-linux-x86-64.so.2 --library-path "$dir/lib" "$dir/bin/cluster" \
     --real-cores --max-devices "$max_dev" --models "$models" --base-models none \
@@ -109,8 +112,7 @@ run_boards() {
   local n=20 c5=$(( 5 % cores ))
   [ -z "${EDGEDI_TRIAL:-}" ] || n=1  # a trial of the script on a small host
   mkdir -p "$dir/results"
-  echo "$cores cores ($(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1)), $(uname -sr), $(date -u '+%Y-%m-%d %H:%M UTC'), load $(cut -d' ' -f1-3 /proc/loadavg)" \
-    >"$dir/results/boards.machine"
+  describe_machine >"$dir/results/boards.machine"
   local run=("$dir"/lib/ld-linux-x86-64.so.2 --library-path "$dir/lib" "$dir/bin/cluster"
              --scheduler-bin "$dir/bin/scheduler-pinned" --agent-bin "$dir/bin/agent-pinned" --json)
   EDGEDI_CORE_BASE=0 taskset -c 0 "${run[@]}" --sweeps base --models vgg16c --base-models vgg16 \
