@@ -132,11 +132,22 @@ echo "and as 4 strips with rows in the demo's proportions 0.1 : 0.1 : 0.15 : 0.1
 echo "summed by output height; no halo row is computed twice. shared: the strips"
 echo "on one executor (as one agent runs the parts of a strip); own: each on its"
 echo "own executor, as on its own device; cold: as own, caches swept before each"
-echo "strip. The cluster table's cpu_x against these says how much of what the"
-echo "tiles cost is the strips themselves."
+echo "strip; idle: as own, the thread asleep 30 times each strip's CPU time after"
+echo "it, as an emulated board sleeps out its stretch; spin: waiting busy instead;"
+echo "w. idle: each range whole after such a sleep; idle / w. idle: the strips"
+echo "against it, both begun cold. x: against the range whole, run back to back."
+echo "The cluster table's cpu_x against these says how much of what the tiles"
+echo "cost is the strips themselves and how much the host's idle cores."
 echo
-table "$OUT/strip_cost.jsonl" "| model | stage | layers | rows | GFLOP | whole ms | shared ms | x | own ms | x | cold ms | x |" \
-  '"| " j($0,"model") " | " j($0,"stage") " | [" j($0,"first") ", " j($0,"end") ") | " j($0,"rows") " | " j($0,"gflop") " | " j($0,"whole_ms") " | " j($0,"shared_ms") " | " j($0,"shared_x") " | " j($0,"own_ms") " | " j($0,"own_x") " | " j($0,"cold_ms") " | " j($0,"cold_x") " |"'
+table "$OUT/strip_cost.jsonl" "| model | stage | layers | rows | GFLOP | whole ms | shared x | own x | cold x | idle ms | x | spin x | w. idle ms | x | idle / w. idle |" \
+  '"| " j($0,"model") " | " j($0,"stage") " | [" j($0,"first") ", " j($0,"end") ") | " j($0,"rows") " | " j($0,"gflop") " | " j($0,"whole_ms") " | " j($0,"shared_x") " | " j($0,"own_x") " | " j($0,"cold_x") " | " j($0,"idle_ms") " | " j($0,"idle_x") " | " j($0,"spin_x") " | " j($0,"whole_idle_ms") " | " j($0,"whole_idle_x") " | " j($0,"idle_vs_whole_idle") " |"'
+if [ -s "$OUT/strip_cost_device.jsonl" ]; then
+  echo "The same on the 16-core machine lent to this project (\`scripts/bench_manycore.sh"
+  echo "--strip-cost\`, one core; $(head -1 "$OUT/strip_cost_device.machine" 2>/dev/null)):"
+  echo
+  table "$OUT/strip_cost_device.jsonl" "| model | stage | rows | GFLOP | whole ms | own x | cold x | idle x | spin x |" \
+    '"| " j($0,"model") " | " j($0,"stage") " | " j($0,"rows") " | " j($0,"gflop") " | " j($0,"whole_ms") " | " j($0,"own_x") " | " j($0,"cold_x") " | " j($0,"idle_x") " | " j($0,"spin_x") " |"'
+fi
 
 echo "## The four planners (\`//benchmarks:planners\`, \`//benchmarks:cluster --planners ...\`)"
 echo
@@ -173,7 +184,9 @@ if [ -s "$OUT/boards_device.jsonl" ]; then
   echo
   echo "The boards at their own speed as above, each agent on a core of its own (no"
   echo "turns on two cores); the base point (three planners in turn, 20 requests"
-  echo "each) and the device sweep ran side by side on disjoint cores. The machine:"
+  echo "each) and the device sweep ran side by side on disjoint cores (\`--boards\`),"
+  echo "or the base point in copies, one model each (\`--boards-base\`; 'cN': the"
+  echo "copy whose first core is N). The machine:"
   echo "$(head -1 "$OUT/boards_device.machine" | sed 's/, [0-9-]* [0-9:]* UTC.*//'), runs at the times"
   echo "in the first column. s/b paired: the model whole timed right after each"
   echo "request (baseline_pool.h), the median of the per-request ratios; s/b bracket:"

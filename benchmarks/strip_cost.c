@@ -4,29 +4,40 @@
  * to --shares), on one core, on XNNPACK as the emulated boards run it.
  *
  *   bazel run -c opt //benchmarks:strip_cost -- [--models a,b] [--shares LIST]
- *       [--runs N] [--json]
+ *       [--runs N] [--idle-factor F] [--json]
  *
  * Each cut-to-cut range (one layer of a chain, one residual block) is
  * timed on its own (a range without FLOPs counts with the one before), so
  * that no halo row is computed twice: what is left is what strips cost
- * beyond their FLOPs. Three figures for the strips:
+ * beyond their FLOPs. The figures:
  *  - shared: the strips one after the other on one executor, as one agent
  *    runs the parts of a strip that sends its edge rows first (tile.h):
  *    XNNPACK's operators are set up again for every change of size;
  *  - own: each strip on an executor of its own, as on its own device:
  *    smaller GEMMs, and the rows each strip reads beyond its own;
  *  - cold: as own, with this machine's caches swept before each strip:
- *    plus the weights each device reads for its strip alone.
- * On the emulated cluster the agents' strips meet caches the other agents
- * filled, so its tiles' CPU per FLOP (benchmarks/cluster.c, cpu_x) lies
- * near the cold figure. Rows show the ranges summed by the height of
- * their output (a model's stages); each time is the fastest of --runs runs
- * after a first one. A range with fewer rows than strips leaves the last
+ *    plus the weights each device reads for its strip alone;
+ *  - idle: as own, the thread asleep after each strip for --idle-factor
+ *    times its CPU time, as an emulated board sleeps out its stretch
+ *    (speed 1 / (1 + factor)): what the host's idle core costs the next
+ *    burst (caches and TLBs refilled, clock ramped up, a vCPU rescheduled);
+ *  - spin: as idle, but waiting busy instead of asleep;
+ *  - whole idle: each range whole after the same sleep;
+ *    idle_vs_whole_idle is the strips' cost over it, both begun cold. (The
+ *    baseline beside each cluster request, baseline_pool.h, is the model
+ *    whole in one run after a sleep: it begins cold once.)
+ * On the emulated cluster a board's bursts follow its sleeps, so its
+ * tiles' CPU per FLOP (benchmarks/cluster.c, cpu_x) lies near the idle
+ * figure. Rows show the ranges summed by the height of their output (a
+ * model's stages); each time is the fastest of --runs runs after a first
+ * one. A range with fewer rows than strips leaves the last
  * strips out, as the planner does.
  */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "cli/flags.h"
 #include "runtime/fuse.h"
@@ -38,12 +49,15 @@
 
 enum { MAX_STRIPS = 16, MAX_RANGES = 512, SWEEP_BYTES = 96 << 20 };
 
-typedef enum mode { MODE_WHOLE, MODE_SHARED, MODE_OWN, MODE_COLD, MODE_COUNT } mode;
+typedef enum mode {
+  MODE_WHOLE, MODE_SHARED, MODE_OWN, MODE_COLD, MODE_IDLE, MODE_SPIN, MODE_WHOLE_IDLE, MODE_COUNT
+} mode;
 
 typedef struct opts {
   char models[256];
   double shares[MAX_STRIPS];
   int n_strips, runs;
+  double idle_factor;
   bool json;
 } opts;
 
@@ -60,6 +74,22 @@ static void sweep_caches(void) {
   if (!buf) buf = calloc(SWEEP_BYTES, 1);
   if (!buf) return;
   for (size_t i = 0; i < SWEEP_BYTES; i += 64) buf[i]++;
+}
+
+/* Waits ms milliseconds: asleep, or busy reading the clock. */
+static void wait_ms(double ms, bool busy) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  long long end = (long long)t.tv_sec * 1000000000LL + t.tv_nsec + (long long)(ms * 1e6);
+  if (!busy) {
+    struct timespec d = {.tv_sec = (time_t)(end / 1000000000LL),
+                         .tv_nsec = (long)(end % 1000000000LL)};
+    while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &d, NULL) == EINTR) {
+    }
+    return;
+  }
+  do clock_gettime(CLOCK_MONOTONIC, &t);
+  while ((long long)t.tv_sec * 1000000000LL + t.tv_nsec < end);
 }
 
 /* Strip k's output rows of a range of `rows` rows split by the shares
@@ -99,10 +129,11 @@ static err_code make_strip(xexec *x, int first, int end, model_rows out, xexec_s
 static err_code time_range(const opts *o, xexec *const *x, const range_cost *r, mode md,
                            double *ms, err *e) {
   xexec_strip *s[MAX_STRIPS] = {0};
-  int n = md == MODE_WHOLE ? 1 : o->n_strips;
+  bool whole = md == MODE_WHOLE || md == MODE_WHOLE_IDLE;
+  int n = whole ? 1 : o->n_strips;
   err_code rc = ERR_OK;
   for (int k = 0; k < n && rc == ERR_OK; k++) {
-    model_rows out = md == MODE_WHOLE ? (model_rows){0, r->rows} : strip_rows(o, r->rows, k);
+    model_rows out = whole ? (model_rows){0, r->rows} : strip_rows(o, r->rows, k);
     if (out.hi > out.lo)
       rc = make_strip(x[md == MODE_SHARED ? 0 : k], r->first, r->end, out, &s[k], e);
   }
@@ -114,6 +145,8 @@ static err_code time_range(const opts *o, xexec *const *x, const range_cost *r, 
       if (!s[k]) continue;
       if (md == MODE_COLD) sweep_caches();
       rc = run_strip(s[k], &t, e);
+      if (md == MODE_IDLE || md == MODE_SPIN || md == MODE_WHOLE_IDLE)
+        wait_ms(t * o->idle_factor, md == MODE_SPIN);
       total += t;
     }
     if (run == 1 || (run > 1 && total < *ms)) *ms = total;
@@ -147,17 +180,22 @@ static void print_row(const opts *o, const char *name, const char *what, const r
   if (o->json) {
     printf("{\"bench\":\"strip_cost\",\"model\":\"%s\",\"stage\":\"%s\",\"first\":%d,"
            "\"end\":%d,\"rows\":%d,\"strips\":%d,\"gflop\":%.4f,\"whole_ms\":%.3f,"
-           "\"shared_ms\":%.3f,\"own_ms\":%.3f,\"cold_ms\":%.3f,\"shared_x\":%.3f,"
-           "\"own_x\":%.3f,\"cold_x\":%.3f}\n",
+           "\"shared_ms\":%.3f,\"own_ms\":%.3f,\"cold_ms\":%.3f,\"idle_ms\":%.3f,"
+           "\"spin_ms\":%.3f,\"shared_x\":%.3f,\"own_x\":%.3f,\"cold_x\":%.3f,"
+           "\"idle_x\":%.3f,\"spin_x\":%.3f,\"whole_idle_ms\":%.3f,\"whole_idle_x\":%.3f,"
+           "\"idle_vs_whole_idle\":%.3f,\"idle_factor\":%g}\n",
            name, what, c->first, c->end, c->rows, o->n_strips, c->gflop, t[MODE_WHOLE],
-           t[MODE_SHARED], t[MODE_OWN], t[MODE_COLD], t[MODE_SHARED] / w, t[MODE_OWN] / w,
-           t[MODE_COLD] / w);
+           t[MODE_SHARED], t[MODE_OWN], t[MODE_COLD], t[MODE_IDLE], t[MODE_SPIN],
+           t[MODE_SHARED] / w, t[MODE_OWN] / w, t[MODE_COLD] / w, t[MODE_IDLE] / w,
+           t[MODE_SPIN] / w, t[MODE_WHOLE_IDLE], t[MODE_WHOLE_IDLE] / w,
+           t[MODE_WHOLE_IDLE] > 0 ? t[MODE_IDLE] / t[MODE_WHOLE_IDLE] : 0, o->idle_factor);
   } else {
     char range[32];
     snprintf(range, sizeof range, "[%d,%d)", c->first, c->end);
-    printf("%-10s %-5s %-9s %4d %7.3f %9.2f %9.2f %6.2fx %9.2f %6.2fx %9.2f %6.2fx\n", name,
-           what, range, c->rows, c->gflop, t[MODE_WHOLE], t[MODE_SHARED], t[MODE_SHARED] / w,
-           t[MODE_OWN], t[MODE_OWN] / w, t[MODE_COLD], t[MODE_COLD] / w);
+    printf("%-10s %-5s %-9s %4d %7.3f %9.2f", name, what, range, c->rows, c->gflop,
+           t[MODE_WHOLE]);
+    for (int md = MODE_SHARED; md < MODE_COUNT; md++) printf(" %9.2f %6.2fx", t[md], t[md] / w);
+    printf(" %7.2fx\n", t[MODE_WHOLE_IDLE] > 0 ? t[MODE_IDLE] / t[MODE_WHOLE_IDLE] : 0);
   }
 }
 
@@ -221,7 +259,7 @@ static bool parse_shares(const char *v, opts *o) {
 }
 
 int main(int argc, char **argv) {
-  opts o = {.models = "vgg16,vgg16c,resnet18c", .runs = 5};
+  opts o = {.models = "vgg16,vgg16c,resnet18c", .runs = 5, .idle_factor = 30};
   parse_shares("0.1,0.1,0.15,0.15", &o); /* the demo's boards */
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -237,11 +275,13 @@ int main(int argc, char **argv) {
       ok = parse_shares(v, &o);
     else if (strcmp(a, "--runs") == 0)
       ok = flags_parse_int(v, 1, 1000, &o.runs);
+    else if (strcmp(a, "--idle-factor") == 0)
+      ok = flags_parse_double(v, 0, 1000, &o.idle_factor);
     else
       ok = false;
     if (!ok) {
       fprintf(stderr, "usage: strip_cost [--models a,b,...] [--shares s1,s2,...] (2 to %d, > 0) "
-                      "[--runs N] [--json]\n", MAX_STRIPS);
+                      "[--runs N] [--idle-factor F] [--json]\n", MAX_STRIPS);
       return 2;
     }
     i++;
@@ -251,8 +291,9 @@ int main(int argc, char **argv) {
            o.n_strips);
     for (int k = 0; k < o.n_strips; k++) printf("%s%g", k ? ":" : " ", o.shares[k]);
     printf("), summed by output height; XNNPACK, 1 thread, fastest of %d runs\n", o.runs);
-    printf("%-10s %-5s %-9s %4s %7s %9s %9s %7s %9s %7s %9s %7s\n", "model", "stage", "layers",
-           "rows", "GFLOP", "whole_ms", "shared_ms", "x", "own_ms", "x", "cold_ms", "x");
+    printf("%-10s %-5s %-9s %4s %7s %9s %9s %7s %9s %7s %9s %7s %9s %7s %9s %7s %9s %7s %8s\n",
+           "model", "stage", "layers", "rows", "GFLOP", "whole_ms", "shared_ms", "x", "own_ms",
+           "x", "cold_ms", "x", "idle_ms", "x", "spin_ms", "x", "w_idle_ms", "x", "idle/w_i");
   }
   int status = 0;
   char *save = NULL;

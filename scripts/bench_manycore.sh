@@ -17,6 +17,14 @@
 #                                          sweep at the boards' speed, side by
 #                                          side on disjoint cores (14 cores;
 #                                          4-5 minutes, vgg16 most of it)
+#   DIR/bench_manycore.sh --boards-base    there: the base point alone, three
+#                                          copies side by side (vgg16c on
+#                                          cores 0-4, vgg16 on 5-9 and again
+#                                          on 10-14; about 4 minutes)
+#   DIR/bench_manycore.sh --strip-cost     there: //benchmarks:strip_cost on
+#                                          core 1 (vgg16, vgg16c; 2 minutes):
+#                                          what an emulated board's sleep
+#                                          between bursts costs on that host
 #   scripts/bench_manycore.sh              both, here (a many-core host)
 #
 # To put the figures in RESULTS.md: copy DIR/results/manycore.jsonl and
@@ -37,12 +45,13 @@ pack() {
   root=$(cd "$(dirname "$0")/.." && pwd)
   local base=${BAZEL_OUTPUT_BASE:-/root/.cache/bazel_bench}
   (cd "$root" && nice -n 10 bazel --output_base="$base" build -c opt --symlink_prefix=/ \
-     //benchmarks:cluster //runtime:edgedi-agent //scheduler:edgedi-scheduler)
+     //benchmarks:cluster //benchmarks:strip_cost //runtime:edgedi-agent \
+     //scheduler:edgedi-scheduler)
   local bin
   bin=$(cd "$root" && bazel --output_base="$base" info -c opt bazel-bin 2>/dev/null)
   mkdir -p "$dir/bin" "$dir/lib"
-  cp -f "$bin/benchmarks/cluster" "$bin/runtime/edgedi-agent" "$bin/scheduler/edgedi-scheduler" \
-    "$dir/bin/"
+  cp -f "$bin/benchmarks/cluster" "$bin/benchmarks/strip_cost" "$bin/runtime/edgedi-agent" \
+    "$bin/scheduler/edgedi-scheduler" "$dir/bin/"
   for b in "$dir"/bin/*; do
     ldd "$b" | awk '/=> \// {print $3} /^[ \t]*\/.*ld-linux/ {print $1}' | while read -r lib; do
       cp -fL "$lib" "$dir/lib/"
@@ -53,13 +62,14 @@ pack() {
   # The pinned wrappers localcluster starts instead of the programs.
   cat >"$dir/bin/agent-pinned" <<'EOF'
 #!/usr/bin/env bash
-# dev-K on core K+1 (core 0: scheduler and benchmark).
+# dev-K on core K+1 (core 0: scheduler and benchmark); EDGEDI_AGENT_FLAGS:
+# more flags for every agent (an A/B of an agent option).
 here=$(cd "$(dirname "$0")/.." && pwd)
 base=${EDGEDI_CORE_BASE:-0} core=1 prev=
 for a in "$@"; do [ "$prev" = --name ] && core=$(( ${a#dev-} + 1 )); prev=$a; done
 core=$(( (core + base) % $(nproc) ))  # wraps only on a small host (a trial run)
 exec taskset -c "$core" "$here"/lib/ld-linux-x86-64.so.2 --library-path "$here/lib" \
-  "$here/bin/edgedi-agent" "$@"
+  "$here/bin/edgedi-agent" "$@" ${EDGEDI_AGENT_FLAGS:-}
 EOF
   cat >"$dir/bin/scheduler-pinned" <<'EOF'
 #!/usr/bin/env bash
@@ -133,8 +143,57 @@ run_boards() {
   return "$rc"
 }
 
+# The base point alone, one model per copy, three copies on disjoint cores:
+# two samples of vgg16 (the slower model) in the time of one.
+run_boards_base() {
+  local dir cores
+  dir=$(cd "$(dirname "$0")" && pwd)
+  cores=$(nproc)
+  [ "$cores" -ge 15 ] || [ -n "${EDGEDI_TRIAL:-}" ] ||
+    { echo "bench_manycore: --boards-base needs 15 cores" >&2; exit 1; }
+  local n=20
+  [ -z "${EDGEDI_TRIAL:-}" ] || n=1
+  mkdir -p "$dir/results"
+  describe_machine >"$dir/results/boards.machine"
+  local t
+  t=$(grep -o '[0-9][0-9]:[0-9][0-9] UTC' "$dir/results/boards.machine" | cut -c1-5)
+  local run=("$dir"/lib/ld-linux-x86-64.so.2 --library-path "$dir/lib" "$dir/bin/cluster"
+             --scheduler-bin "$dir/bin/scheduler-pinned" --agent-bin "$dir/bin/agent-pinned" --json)
+  local models=(vgg16c vgg16 vgg16) pids=() i rc=0
+  for i in 0 1 2; do
+    local c=$(( i * 5 ))
+    EDGEDI_CORE_BASE=$c taskset -c $(( c % cores )) "${run[@]}" --sweeps base \
+      --models "${models[$i]}" --base-models none --planners exact,heuristic,proportional \
+      --requests "$n" --dir "$dir/results/work_base$i" \
+      >"$dir/results/boards_base$i.jsonl" 2>"$dir/results/boards_base$i.log" &
+    pids+=($!)
+  done
+  for i in 0 1 2; do wait "${pids[$i]}" || rc=$?; done
+  # Each copy's lines tagged with the run's start and its first core.
+  : >"$dir/results/boards_device.jsonl"
+  for i in 0 1 2; do
+    grep -h '^{' "$dir/results/boards_base$i.jsonl" |
+      sed "s/^{/{\"run\":\"$t c$(( i * 5 ))\",/" | tee -a "$dir/results/boards_device.jsonl"
+  done
+  return "$rc"
+}
+
+# strip_cost on a core of its own: the strips' CPU against the model whole,
+# and after sleeping (or spinning) 30 times as long as each, as a board does.
+run_strip_cost() {
+  local dir
+  dir=$(cd "$(dirname "$0")" && pwd)
+  mkdir -p "$dir/results"
+  describe_machine >"$dir/results/strip_cost_device.machine"
+  taskset -c $(( 1 % $(nproc) )) "$dir"/lib/ld-linux-x86-64.so.2 --library-path "$dir/lib" \
+    "$dir/bin/strip_cost" --models vgg16,vgg16c --runs 3 --json |
+    tee "$dir/results/strip_cost_device.jsonl"
+}
+
 case "${1:-}" in
+  --strip-cost) run_strip_cost ;;
   --boards) run_boards ;;
+  --boards-base) run_boards_base ;;
   --pack) pack "$2" ;;
   "")
     tmp=$(mktemp -d /tmp/edgedi-manycore-XXXXXX)
