@@ -109,35 +109,41 @@ run_here() {
     --dir "$dir/results/work" --json | tee "$dir/results/manycore.jsonl"
 }
 
+# What the --boards runs share (set in the caller's locals, bash's dynamic
+# scope): the pack's directory, requests per point (1 in a trial of the
+# script on a small host, EDGEDI_TRIAL), the machine line and its time, and
+# the benchmark's command line.
+boards_prepare() { # flag, cores it needs
+  dir=$(cd "$(dirname "$0")" && pwd)
+  [ "$(nproc)" -ge "$2" ] || [ -n "${EDGEDI_TRIAL:-}" ] ||
+    { echo "bench_manycore: $1 needs $2 cores" >&2; exit 1; }
+  n=20
+  [ -z "${EDGEDI_TRIAL:-}" ] || n=1
+  mkdir -p "$dir/results"
+  describe_machine >"$dir/results/boards.machine"
+  t=$(grep -o '[0-9][0-9]:[0-9][0-9] UTC' "$dir/results/boards.machine" | cut -c1-5)
+  run=("$dir"/lib/ld-linux-x86-64.so.2 --library-path "$dir/lib" "$dir/bin/cluster"
+       --scheduler-bin "$dir/bin/scheduler-pinned" --agent-bin "$dir/bin/agent-pinned" --json)
+}
+
 # The demo cluster at the boards' own speed on cores of their own: the base
 # point (vgg16c and vgg16, three planners taking turns) on cores 0-4, the
 # device sweep (1, 2, 4, 8 boards) on cores 5-13, at once: an emulated board
 # computes for a fortieth of its time, so the two hardly meet.
 run_boards() {
-  local dir cores
-  dir=$(cd "$(dirname "$0")" && pwd)
-  cores=$(nproc)
-  [ "$cores" -ge 14 ] || [ -n "${EDGEDI_TRIAL:-}" ] ||
-    { echo "bench_manycore: --boards needs 14 cores" >&2; exit 1; }
-  local n=20 c5=$(( 5 % cores ))
-  [ -z "${EDGEDI_TRIAL:-}" ] || n=1  # a trial of the script on a small host
-  mkdir -p "$dir/results"
-  describe_machine >"$dir/results/boards.machine"
-  local run=("$dir"/lib/ld-linux-x86-64.so.2 --library-path "$dir/lib" "$dir/bin/cluster"
-             --scheduler-bin "$dir/bin/scheduler-pinned" --agent-bin "$dir/bin/agent-pinned" --json)
+  local dir n t run
+  boards_prepare --boards 14
   EDGEDI_CORE_BASE=0 taskset -c 0 "${run[@]}" --sweeps base --models vgg16c --base-models vgg16 \
     --planners exact,heuristic,proportional --requests "$n" --dir "$dir/results/work_base" \
     >"$dir/results/boards_base.jsonl" 2>"$dir/results/boards_base.log" &
   local base_pid=$!
-  EDGEDI_CORE_BASE=5 taskset -c "$c5" "${run[@]}" --sweeps devices --quick --models vgg16c,resnet18c \
-    --base-models none --requests "$n" --dir "$dir/results/work_devices" \
+  EDGEDI_CORE_BASE=5 taskset -c $(( 5 % $(nproc) )) "${run[@]}" --sweeps devices --quick \
+    --models vgg16c,resnet18c --base-models none --requests "$n" --dir "$dir/results/work_devices" \
     >"$dir/results/boards_devices.jsonl" 2>"$dir/results/boards_devices.log" &
   local dev_pid=$! rc=0
   wait "$base_pid" || rc=$?
   wait "$dev_pid" || rc=$?
   # One file for RESULTS.md, each line tagged with the run's start.
-  local t
-  t=$(grep -o '[0-9][0-9]:[0-9][0-9] UTC' "$dir/results/boards.machine" | cut -c1-5)
   grep -h '^{' "$dir/results/boards_base.jsonl" "$dir/results/boards_devices.jsonl" |
     sed "s/^{/{\"run\":\"$t\",/" | tee "$dir/results/boards_device.jsonl"
   return "$rc"
@@ -146,23 +152,12 @@ run_boards() {
 # The base point alone, one model per copy, three copies on disjoint cores:
 # two samples of vgg16 (the slower model) in the time of one.
 run_boards_base() {
-  local dir cores
-  dir=$(cd "$(dirname "$0")" && pwd)
-  cores=$(nproc)
-  [ "$cores" -ge 15 ] || [ -n "${EDGEDI_TRIAL:-}" ] ||
-    { echo "bench_manycore: --boards-base needs 15 cores" >&2; exit 1; }
-  local n=20
-  [ -z "${EDGEDI_TRIAL:-}" ] || n=1
-  mkdir -p "$dir/results"
-  describe_machine >"$dir/results/boards.machine"
-  local t
-  t=$(grep -o '[0-9][0-9]:[0-9][0-9] UTC' "$dir/results/boards.machine" | cut -c1-5)
-  local run=("$dir"/lib/ld-linux-x86-64.so.2 --library-path "$dir/lib" "$dir/bin/cluster"
-             --scheduler-bin "$dir/bin/scheduler-pinned" --agent-bin "$dir/bin/agent-pinned" --json)
+  local dir n t run
+  boards_prepare --boards-base 15
   local models=(vgg16c vgg16 vgg16) pids=() i rc=0
   for i in 0 1 2; do
     local c=$(( i * 5 ))
-    EDGEDI_CORE_BASE=$c taskset -c $(( c % cores )) "${run[@]}" --sweeps base \
+    EDGEDI_CORE_BASE=$c taskset -c $(( c % $(nproc) )) "${run[@]}" --sweeps base \
       --models "${models[$i]}" --base-models none --planners exact,heuristic,proportional \
       --requests "$n" --dir "$dir/results/work_base$i" \
       >"$dir/results/boards_base$i.jsonl" 2>"$dir/results/boards_base$i.log" &
