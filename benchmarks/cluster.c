@@ -275,10 +275,6 @@ typedef struct model_base {
   baseline_pool *pool;    /* the model whole, timed after each request */
 } model_base;
 
-static err_code probe_whole(void *ctx, double *cpu_ms, err *e) {
-  return baseline_pool_run(ctx, cpu_ms, e);
-}
-
 static err_code measure_bases(const opts *o, const bench_list *models,
                               const Edgedi__V1__Image *img, model_base *mb, err *e) {
   for (int i = 0; i < models->n; i++) {
@@ -447,7 +443,7 @@ static err_code run_point(const opts *o, const point *p, int idx, const char *di
       /* The timed requests take the planners in turn, so that this VM's
        * drift (a board's CPU time for the same tile moved by half within
        * a minute) falls on each planner alike. */
-      const workload_probe probe = {.run = probe_whole, .ctx = mb[m].pool};
+      const workload_probe probe = {.run = baseline_pool_probe, .ctx = mb[m].pool};
       rc = workload_run_paired(bc.ch, req_of, n_pl, WARMUP_REQUESTS, o->requests,
                                procs_stop_requested, &probe, w, e);
       if (rc != ERR_OK) {

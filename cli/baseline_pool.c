@@ -164,6 +164,10 @@ err_code baseline_pool_run(baseline_pool *p, double *cpu_ms, err *e) {
   return err_set(e, ERR_UNAVAILABLE, "no baseline copy is left");
 }
 
+err_code baseline_pool_probe(void *pool, double *cpu_ms, err *e) {
+  return baseline_pool_run(pool, cpu_ms, e);
+}
+
 void baseline_pool_close(baseline_pool *p) {
   if (!p) return;
   for (int i = 0; i < p->n; i++) end_copy(&p->c[i]);

@@ -38,6 +38,10 @@ err_code baseline_pool_open(const char *model, const Edgedi__V1__Image *img, boo
  * that copy died (the others are still asked next time). */
 err_code baseline_pool_run(baseline_pool *p, double *cpu_ms, err *e);
 
+/* baseline_pool_run on pool (a baseline_pool *): a workload_probe's run
+ * (workload.h), the model whole timed beside each request. */
+err_code baseline_pool_probe(void *pool, double *cpu_ms, err *e);
+
 /* Ends the copies and waits for them. NULL: nothing. */
 void baseline_pool_close(baseline_pool *p);
 

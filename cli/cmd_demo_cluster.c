@@ -160,17 +160,17 @@ typedef struct outcome {
   served by[DEMO_MAX_PLANNERS]; /* per planner, in opts order */
 } outcome;
 
-static void print_devices(const workload_result *w) {
+static void print_devices(const Edgedi__V1__InferReply *last) {
   printf("  per device (the last request; rows: output rows of the last segment):\n");
   printf("  %-8s %6s %5s %11s %12s %13s %10s %10s\n", "device", "speed", "rows", "compute_ms",
          "transfer_ms", "predicted_ms", "bytes_in", "bytes_out");
-  for (int i = 0; i < w->n_devices; i++) {
-    const workload_device *d = &w->devices[i];
+  for (size_t i = 0; i < last->n_devices; i++) {
+    const Edgedi__V1__DeviceTiming *d = last->devices[i];
     double speed = 0;
     for (int k = 0; k < DEMO_BOARDS; k++)
-      if (strcmp(demo_boards[k].name, d->name) == 0) speed = demo_speed[k];
+      if (strcmp(demo_boards[k].name, d->device) == 0) speed = demo_speed[k];
     char bi[32], bo[32];
-    printf("  %-8s %6.3g %5u %11.1f %12.1f %13.1f %10s %10s\n", d->name, speed, d->rows,
+    printf("  %-8s %6.3g %5u %11.1f %12.1f %13.1f %10s %10s\n", d->device, speed, d->rows,
            d->compute_ms, d->transfer_ms, d->predicted_ms, cli_bytes(d->bytes_in, bi, sizeof bi),
            cli_bytes(d->bytes_out, bo, sizeof bo));
   }
@@ -195,40 +195,17 @@ static void print_timeline(const char *db, uint64_t id) {
   timeline_request_free(&t);
 }
 
-/* One request of `name` planned by `planner`; its result in *w (n = 1). */
-static err_code one_request(rpc_channel *ch, const char *name, const char *planner,
-                            const Edgedi__V1__Image *img, workload_result *w, err *e) {
-  Edgedi__V1__InferRequest req = EDGEDI__V1__INFER_REQUEST__INIT;
-  req.protocol_version = EDGEDI_PROTOCOL_VERSION;
-  req.model = (char *)name;
-  req.planner = (char *)planner;
-  req.image = (Edgedi__V1__Image *)img;
-  err_code rc = workload_run(ch, &req, 0, 1, procs_stop_requested, w, e);
-  return rc == ERR_OK ? rc : err_wrap(e, "%s with planner %s", name, planner);
-}
-
-/* What one planner's timed requests came to (out->w is its last request's,
- * with median, spread and prediction over all of them), printed. */
-static void report(const char *name, const char *planner, const double *lat, const double *pred,
-                   const double *whole_cpu, int n, bool one_plan, double bound,
-                   const baseline *base, const char *db, served *out) {
+/* What one planner's timed requests came to (out->w, with the model whole
+ * timed after each), printed. */
+static void report(const char *name, const char *planner, double bound, const baseline *base,
+                   const char *db, served *out) {
   workload_result *w = &out->w;
-  printf("\n== %s, planner %s ==\n", name, planner);
-  print_devices(w);
-  print_timeline(db, w->last->request_id);
-  double sorted[DEMO_MAX_REQUESTS];
-  memcpy(sorted, lat, (size_t)n * sizeof *sorted);
-  w->median_ms = stats_median(sorted, n); /* sorts: [0] the least */
-  w->min_ms = sorted[0];
-  w->max_ms = sorted[n - 1];
-  memcpy(sorted, pred, (size_t)n * sizeof *sorted);
-  w->predicted_ms = stats_median(sorted, n);
-  w->n = n;
-  for (int r = 0; r < n; r++) sorted[r] = whole_cpu[r] / demo_speed[0] / lat[r];
-  out->speedup = stats_median(sorted, n);
-  memcpy(sorted, whole_cpu, (size_t)n * sizeof *sorted);
-  out->whole_ms = stats_median(sorted, n) / demo_speed[0];
   const Edgedi__V1__InferReply *last = w->last;
+  printf("\n== %s, planner %s ==\n", name, planner);
+  print_devices(last);
+  print_timeline(db, last->request_id);
+  out->speedup = w->probe_per_ms / demo_speed[0];
+  out->whole_ms = w->probe_ms / demo_speed[0];
   out->rel_diff = last->n_logits == base->n_logits
                       ? stats_max_rel_diff(last->logits, base->logits, last->n_logits)
                       : INFINITY;
@@ -236,8 +213,8 @@ static void report(const char *name, const char *planner, const double *lat, con
   char moved[32], all[32], cls[32];
   printf("  end-to-end latency: median %.1f ms over %d requests (min %.1f, max %.1f; "
          "predicted %.1f)%s\n",
-         w->median_ms, n, w->min_ms, w->max_ms, w->predicted_ms,
-         one_plan ? "" : " [the plan changed between requests]");
+         w->median_ms, w->n, w->min_ms, w->max_ms, w->predicted_ms,
+         w->one_plan ? "" : " [the plan changed between requests]");
   printf("  one emulated Pi 3B+ running it whole: %.1f ms (%.2f GFLOP; thread CPU here / %.3g, "
          "timed right after each request; %.1f ms run back to back before the cluster "
          "started)\n",
@@ -275,36 +252,27 @@ static err_code demo_model(rpc_channel *ch, const char *name, const Edgedi__V1__
     rpc_free((ProtobufCMessage *)p);
   }
   fflush(stdout);
-  static double lat[DEMO_MAX_PLANNERS][DEMO_MAX_REQUESTS], pred[DEMO_MAX_PLANNERS][DEMO_MAX_REQUESTS],
-      whole[DEMO_MAX_PLANNERS][DEMO_MAX_REQUESTS];
-  uint64_t plan_id[DEMO_MAX_PLANNERS] = {0};
-  bool one_plan[DEMO_MAX_PLANNERS];
+  Edgedi__V1__InferRequest req[DEMO_MAX_PLANNERS];
+  const Edgedi__V1__InferRequest *reqs[DEMO_MAX_PLANNERS];
+  for (int k = 0; k < o->n_planners; k++) {
+    edgedi__v1__infer_request__init(&req[k]);
+    req[k].protocol_version = EDGEDI_PROTOCOL_VERSION;
+    req[k].model = (char *)name;
+    req[k].planner = (char *)o->planners[k];
+    req[k].image = (Edgedi__V1__Image *)img;
+    reqs[k] = &req[k];
+  }
+  /* The model whole right after each request, on the host as it found it. */
+  const workload_probe probe = {.run = baseline_pool_probe, .ctx = out->pool};
+  workload_result w[DEMO_MAX_PLANNERS];
   int warm = DEMO_WARMUP_REQUESTS + (o->n_planners > 1 ? DEMO_SETTLE_REQUESTS : 0);
-  for (int r = -warm; r < o->requests; r++)
-    for (int k = 0; k < o->n_planners; k++) {
-      workload_result w;
-      err_code rc = one_request(ch, name, o->planners[k], img, &w, e);
-      if (rc != ERR_OK) return rc;
-      if (r < 0) {
-        workload_free(&w);
-        continue;
-      }
-      lat[k][r] = w.median_ms;
-      pred[k][r] = w.predicted_ms;
-      /* The model whole right after, on the host as the request found it. */
-      if ((rc = baseline_pool_run(out->pool, &whole[k][r], e)) != ERR_OK) {
-        workload_free(&w);
-        return err_wrap(e, "%s whole after request %d", name, r + 1);
-      }
-      uint64_t id = w.last->plan_id;
-      one_plan[k] = r == 0 || (one_plan[k] && id == plan_id[k]);
-      plan_id[k] = id;
-      workload_free(&out->by[k].w);
-      out->by[k].w = w;
-    }
-  for (int k = 0; k < o->n_planners; k++)
-    report(name, o->planners[k], lat[k], pred[k], whole[k], o->requests, one_plan[k], bound,
-           &out->base, o->db, &out->by[k]);
+  err_code rc = workload_run_paired(ch, reqs, o->n_planners, warm, o->requests,
+                                    procs_stop_requested, &probe, w, e);
+  if (rc != ERR_OK) return err_wrap(e, "%s", name);
+  for (int k = 0; k < o->n_planners; k++) {
+    out->by[k].w = w[k];
+    report(name, o->planners[k], bound, &out->base, o->db, &out->by[k]);
+  }
   return ERR_OK;
 }
 
